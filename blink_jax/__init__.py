@@ -1,0 +1,1 @@
+"""blink-jax: Blink (dynamic visual token resolution) for LLaVA-1.5 in JAX/Flax."""

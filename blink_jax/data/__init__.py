@@ -1,0 +1,1 @@
+"""Data: image preprocessing, prompts, TFDS builders and grain pipelines."""

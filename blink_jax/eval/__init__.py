@@ -1,0 +1,1 @@
+"""Benchmarks: readers, prompts and official scorers."""

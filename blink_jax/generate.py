@@ -1,0 +1,58 @@
+"""Greedy generation with a static-shape KV cache.
+
+The cache is laid out as [prompt bucket (right-padded) | max_new_tokens]: every example writes its
+t-th new token at the same sequence index T + t, while its RoPE position continues from its own
+prompt length. Dead prompt-padding keys are masked, so one compiled program serves every batch of a
+(batch, bucket, max_new_tokens) shape. A prefill function returning per-layer key validity lets
+Blink's prefill (whose live SR slots differ per layer) share the same decoding loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from blink_jax.models.llama import KVCache
+from blink_jax.models.llava import Llava
+
+# prefill(params, ids, pixels, lengths) -> (logits [B, V], KVCache [L, B, S0, K, D], key_valid [L, B, S0])
+PrefillFn = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, KVCache, jax.Array]]
+
+
+def vanilla_prefill(model: Llava) -> PrefillFn:
+  return lambda params, ids, pixels, lengths: model.apply(
+      {"params": params}, ids, pixels, lengths, method=Llava.prefill)
+
+
+def greedy_generate(model: Llava, prefill: PrefillFn, params, ids, pixels, lengths, *,
+                    max_new_tokens: int, eos_id: int, pad_id: int) -> jax.Array:
+  """Tokens [B, max_new_tokens]; after an example's EOS its remaining tokens are `pad_id`."""
+  b = ids.shape[0]
+  logits, kv, key_valid = prefill(params, ids, pixels, lengths)
+  s0 = kv.k.shape[2]
+  pad_seq = lambda x, v=0: jnp.pad(x, [(0, 0), (0, 0), (0, max_new_tokens)] +  # noqa: E731
+                                   [(0, 0)] * (x.ndim - 3), constant_values=v)
+  cache = KVCache(pad_seq(kv.k), pad_seq(kv.v))
+  valid = pad_seq(key_valid, False)
+  first = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  out = jnp.full((b, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
+  done = first == eos_id
+
+  def cond(state):
+    t, _, done, _, _ = state
+    return (t < max_new_tokens) & ~jnp.all(done)
+
+  def body(state):
+    t, out, done, cache, valid = state
+    index = s0 + t - 1
+    valid = jax.lax.dynamic_update_slice_in_dim(valid, jnp.ones(valid.shape[:2] + (1,), bool), index, 2)
+    logits, cache = model.apply({"params": params}, out[:, t - 1], lengths + t - 1, cache, valid,
+                                index, method=Llava.decode)
+    nxt = jnp.where(done, pad_id, jnp.argmax(logits, axis=-1).astype(jnp.int32))
+    out = jax.lax.dynamic_update_slice_in_dim(out, nxt[:, None], t, 1)
+    return t + 1, out, done | (nxt == eos_id), cache, valid
+
+  _, out, _, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), out, done, cache, valid))
+  return out

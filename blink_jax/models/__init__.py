@@ -1,0 +1,1 @@
+"""Flax modules: the CLIP vision tower, the Llama decoder, their LLaVA composition, TokenSR."""

@@ -1,0 +1,62 @@
+"""A stack of identical layers stored with a leading `layers` axis, run over any sub-range.
+
+Params are created by `nn.scan` (so every leaf carries the `layers` logical axis); the forward pass
+slices the stacked params and runs `lax.scan` over the slice. Running a sub-range is what lets the
+vision tower stop at its feature layer and Blink run the layers before, during and after scanning
+on different token layouts, all from one param tree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+
+
+class StackedLayers(nn.Module):
+  """Holds `num_layers` copies of `layer` (a detached module used as a template).
+
+  Call with `start`/`stop` (static) to run that range. `carry` is threaded through the layers;
+  `xs` (a pytree with leading axis stop-start, or None) is fed per layer; each layer returns
+  (carry, y) and the ys are stacked.
+  """
+  layer: nn.Module
+  num_layers: int
+  remat: bool = False
+
+  def _init_scan(self, carry, xs, kwargs):
+    def body(mdl, c, x):
+      return mdl(c, x, **kwargs)
+    layer_cls = type(self.layer)
+    attrs = {f.name: getattr(self.layer, f.name) for f in self.layer.__dataclass_fields__.values()
+             if f.init and f.name not in ("parent", "name")}
+    scanned = nn.scan(body, variable_axes={"params": 0}, split_rngs={"params": True},
+                      in_axes=0, length=self.num_layers,
+                      metadata_params={nn.PARTITION_NAME: "layers"})
+    return scanned(layer_cls(**attrs, name="layers"), carry, xs)
+
+  @nn.compact
+  def __call__(self, carry: Any, xs: Any = None, *, start: int = 0, stop: int | None = None,
+               **kwargs: Any):
+    stop = self.num_layers if stop is None else stop
+    if not 0 <= start <= stop <= self.num_layers:
+      raise ValueError(f"layer range [{start}, {stop}) outside [0, {self.num_layers})")
+    if self.is_initializing():
+      return self._init_scan(carry, xs, kwargs)
+    stacked = self.variables["params"]["layers"]
+    sliced = jax.tree.map(lambda p: p[start:stop], stacked)
+    template = self.layer
+
+    def body(c, params_and_x):
+      p, x = params_and_x
+      return template.apply({"params": p}, c, x, **kwargs)
+
+    if self.remat:
+      body = jax.checkpoint(body, policy=jax.checkpoint_policies.nothing_saveable)
+    return jax.lax.scan(body, carry, (sliced, xs))
+
+
+def detached(cls: Callable[..., nn.Module], *args: Any, **kwargs: Any) -> nn.Module:
+  """Builds a module with no parent, for use as a StackedLayers template."""
+  return cls(*args, parent=None, **kwargs)

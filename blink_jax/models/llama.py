@@ -1,0 +1,191 @@
+"""The Llama-family decoder of LLaVA (Vicuna): RMSNorm, RoPE, grouped-query attention, SwiGLU.
+
+Attention is written against an explicit key layout so the same layer serves prefill, cached
+decoding and Blink's slot layout: a query at sequence index i sees key j iff j <= i and
+`key_valid[b, j]`. Positions (for RoPE) are explicit per token and may be fractional.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from blink_jax.models.layer_stack import StackedLayers, detached
+from blink_jax.models.linear import Linear
+from blink_jax.models.llava_config import TextConfig
+
+_init = nn.initializers.normal(stddev=0.02)
+
+
+class RMSNorm(nn.Module):
+  eps: float
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                       (x.shape[-1],), self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    # HF casts back to the input dtype before scaling; keep that order for bit-parity in bf16.
+    return scale.astype(self.dtype) * normed.astype(self.dtype)
+
+
+def rope_tables(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+  """cos/sin tables [B, T, head_dim] for (possibly fractional) positions [B, T], in float32."""
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+  freqs = positions.astype(jnp.float32)[..., None] * inv_freq
+  emb = jnp.concatenate([freqs, freqs], axis=-1)
+  return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+  """HF's rotate-half RoPE on x [B, T, H, D]."""
+  x32 = x.astype(jnp.float32)
+  x1, x2 = jnp.split(x32, 2, axis=-1)
+  rotated = jnp.concatenate([-x2, x1], axis=-1)
+  out = x32 * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+  return out.astype(x.dtype)
+
+
+def attention_mask(query_index: jax.Array, key_valid: jax.Array) -> jax.Array:
+  """[B, 1, T, S] bool: causal by sequence index, restricted to live keys."""
+  key_index = jnp.arange(key_valid.shape[-1])
+  causal = key_index[None, :] <= query_index[:, None]
+  return (causal[None] & key_valid[:, None, :])[:, None]
+
+
+class KVCache(NamedTuple):
+  """One layer's (or, stacked, every layer's) keys and values [.., B, S, K, D]."""
+  k: jax.Array
+  v: jax.Array
+
+
+class LayerInputs(NamedTuple):
+  """What every decoder layer sees besides the hidden states (carried unchanged)."""
+  positions: jax.Array      # [B, T] RoPE positions
+  query_index: jax.Array    # [T] sequence index of each query (offset by the cache write index)
+  cache_index: jax.Array | None  # scalar write index into the cache, None for prefill
+
+
+class Attention(nn.Module):
+  cfg: TextConfig
+  dtype: jnp.dtype
+  param_dtype: jnp.dtype
+
+  def setup(self):
+    c = self.cfg
+    dense = lambda feats, axes, in_dims, name: Linear(  # noqa: E731
+        feats, axes, in_dims, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    self.q_proj = dense((c.num_heads, c.head_dim), ("embed", "heads", "head_dim"), 1, "q_proj")
+    self.k_proj = dense((c.num_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), 1, "k_proj")
+    self.v_proj = dense((c.num_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), 1, "v_proj")
+    self.o_proj = dense((c.hidden_size,), ("heads", "head_dim", "embed"), 2, "o_proj")
+
+  def project(self, x, positions):
+    """q, k, v with RoPE applied: [B, T, H|K, D]."""
+    cos, sin = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta)
+    q = apply_rope(self.q_proj(x), cos, sin)
+    k = apply_rope(self.k_proj(x), cos, sin)
+    v = self.v_proj(x)
+    q = nn.with_logical_constraint(q, ("act_batch", "act_len", "act_heads", "head_dim"))
+    return q, k, v
+
+  def attend(self, q, k, v, mask):
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    return self.o_proj(out)
+
+
+class MLP(nn.Module):
+  cfg: TextConfig
+  dtype: jnp.dtype
+  param_dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x):
+    dense = lambda feats, axes, name: Linear(  # noqa: E731
+        (feats,), axes, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    gate = dense(self.cfg.intermediate_size, ("embed", "mlp"), "gate_proj")(x)
+    up = dense(self.cfg.intermediate_size, ("embed", "mlp"), "up_proj")(x)
+    h = nn.with_logical_constraint(nn.silu(gate) * up, ("act_batch", "act_len", "act_mlp"))
+    return dense(self.cfg.hidden_size, ("mlp", "embed"), "down_proj")(h)
+
+
+class DecoderLayer(nn.Module):
+  """One pre-norm decoder layer.
+
+  carry = (hidden [B, T, D], LayerInputs); per-layer input x = (key_valid [B, S], KVCache or None).
+  Prefill (cache None): keys are this call's tokens, returns the new KVCache as the layer output.
+  Decoding: the new keys are written into the cache at `cache_index`, the updated cache returned.
+  """
+  cfg: TextConfig
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    self.input_layernorm = RMSNorm(self.cfg.rms_norm_eps, self.dtype, self.param_dtype)
+    self.self_attn = Attention(self.cfg, self.dtype, self.param_dtype)
+    self.post_attention_layernorm = RMSNorm(self.cfg.rms_norm_eps, self.dtype, self.param_dtype)
+    self.mlp = MLP(self.cfg, self.dtype, self.param_dtype)
+
+  def __call__(self, carry, per_layer):
+    h, inputs = carry
+    key_valid, cache = per_layer
+    h = nn.with_logical_constraint(h, ("act_batch", "act_len", "act_emb"))
+    q, k, v = self.self_attn.project(self.input_layernorm(h), inputs.positions)
+    if cache is not None:
+      k = jax.lax.dynamic_update_slice_in_dim(cache.k, k.astype(cache.k.dtype), inputs.cache_index, 1)
+      v = jax.lax.dynamic_update_slice_in_dim(cache.v, v.astype(cache.v.dtype), inputs.cache_index, 1)
+    mask = attention_mask(inputs.query_index, key_valid)
+    h = h + self.self_attn.attend(q, k, v, mask)
+    h = h + self.mlp(self.post_attention_layernorm(h))
+    return (h, inputs), KVCache(k, v)
+
+  def queries_and_keys(self, h, positions):
+    """The RoPE'd q and k of this layer for hidden states h (used by saliency)."""
+    q, k, _ = self.self_attn.project(self.input_layernorm(h), positions)
+    return q, k
+
+
+class Llama(nn.Module):
+  """Token embedding, a StackedLayers of DecoderLayer, final norm and LM head."""
+  cfg: TextConfig
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+  remat: bool = False
+
+  def setup(self):
+    c = self.cfg
+    self.embed_tokens = nn.Embed(
+        c.vocab_size, c.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
+        embedding_init=nn.with_logical_partitioning(_init, ("vocab", "embed")))
+    self.layers = StackedLayers(detached(DecoderLayer, c, self.dtype, self.param_dtype),
+                                c.num_layers, remat=self.remat)
+    self.norm = RMSNorm(c.rms_norm_eps, self.dtype, self.param_dtype)
+    if not c.tie_word_embeddings:
+      self.lm_head = Linear((c.vocab_size,), ("embed", "vocab"), dtype=self.dtype,
+                            param_dtype=self.param_dtype)
+
+  def embed(self, ids):
+    return self.embed_tokens(ids)
+
+  def run_layers(self, h, inputs: LayerInputs, key_valid, cache=None, *, start=0, stop=None):
+    """Runs layers [start, stop); key_valid is [n, B, S] (one row per layer) and cache stacked KVCache."""
+    (h, _), kv = self.layers((h, inputs), (key_valid, cache), start=start, stop=stop)
+    return h, kv
+
+  def head(self, h):
+    h = self.norm(h)
+    if self.cfg.tie_word_embeddings:
+      return self.embed_tokens.attend(h)
+    return self.lm_head(h)
+
+  def __call__(self, ids, inputs: LayerInputs, key_valid):
+    """Full prefill from token ids (used to initialise params)."""
+    h = self.embed(ids)
+    h, _ = self.run_layers(h, inputs, key_valid)
+    return self.head(h)

@@ -1,0 +1,173 @@
+"""Architecture hyper-parameters of LLaVA-1.5 (CLIP ViT + mlp2x_gelu projector + Llama), read from
+a Hugging Face `config.json` or built from an ml_collections preset."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Mapping
+
+from etils import epath
+
+
+@dataclasses.dataclass(frozen=True)
+class VisionConfig:
+  image_size: int = 336
+  patch_size: int = 14
+  hidden_size: int = 1024
+  intermediate_size: int = 4096
+  num_layers: int = 24
+  num_heads: int = 16
+  layer_norm_eps: float = 1e-5
+  num_channels: int = 3
+  hidden_act: str = "quick_gelu"
+
+  @property
+  def grid(self) -> int:
+    return self.image_size // self.patch_size
+
+  @property
+  def num_patches(self) -> int:
+    return self.grid * self.grid
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+  vocab_size: int = 32064
+  hidden_size: int = 4096
+  intermediate_size: int = 11008
+  num_layers: int = 32
+  num_heads: int = 32
+  num_kv_heads: int = 32
+  head_dim: int = 128
+  rope_theta: float = 10000.0
+  rms_norm_eps: float = 1e-5
+  max_position_embeddings: int = 4096
+  tie_word_embeddings: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class LlavaConfig:
+  """The whole model; `dtype` is the compute dtype, `param_dtype` the storage dtype."""
+  vision: VisionConfig = VisionConfig()
+  text: TextConfig = TextConfig()
+  image_token_id: int = 32000
+  vision_feature_layer: int = -2
+  projector_hidden_act: str = "gelu"
+  projector_bias: bool = True
+  bos_token_id: int = 1
+  eos_token_id: int = 2
+  pad_token_id: int = 0
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  remat: bool = False
+
+  @property
+  def num_image_tokens(self) -> int:
+    return self.vision.num_patches
+
+  @property
+  def num_vision_layers_used(self) -> int:
+    """How many CLIP encoder layers produce the selected hidden state (HF hidden_states[k])."""
+    k = self.vision_feature_layer
+    n = self.vision.num_layers
+    used = n + 1 + k if k < 0 else k
+    if not 0 <= used <= n:
+      raise ValueError(f"vision_feature_layer={k} is outside [-{n + 1}, {n}]")
+    return used
+
+  def replace(self, **kw: Any) -> "LlavaConfig":
+    return dataclasses.replace(self, **kw)
+
+
+def _pick(d: Mapping[str, Any], *names: str, default: Any = None) -> Any:
+  for n in names:
+    if n in d and d[n] is not None:
+      return d[n]
+  return default
+
+
+def _required(d: Mapping[str, Any], name: str, where: str) -> Any:
+  if name not in d:
+    raise ValueError(f"{where}: config.json has no '{name}', which a LLaVA checkpoint must define")
+  return d[name]
+
+
+def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", **runtime: Any) -> LlavaConfig:
+  """Maps a `LlavaForConditionalGeneration` config.json onto LlavaConfig.
+
+  `runtime` sets fields that are not in the checkpoint (dtype, param_dtype, remat).
+  """
+  arch = hf.get("architectures") or []
+  if hf.get("model_type") != "llava" and "LlavaForConditionalGeneration" not in arch:
+    raise ValueError(f"{where}: model_type={hf.get('model_type')!r}, architectures={arch}; "
+                     "expected a LLaVA checkpoint (model_type 'llava')")
+  t = _required(hf, "text_config", where)
+  v = _required(hf, "vision_config", where)
+  if hf.get("vision_feature_select_strategy", "default") != "default":
+    raise ValueError(f"{where}: vision_feature_select_strategy="
+                     f"{hf['vision_feature_select_strategy']!r}; only 'default' (drop CLS) is supported")
+  rope = t.get("rope_parameters") or t.get("rope_scaling") or {}
+  if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
+    raise ValueError(f"{where}: rope type {rope.get('rope_type')!r} is not supported (only 'default')")
+  n_heads = _pick(t, "num_attention_heads", default=32)
+  hidden = _pick(t, "hidden_size", default=4096)
+  text = TextConfig(
+      vocab_size=_pick(t, "vocab_size", default=32064),
+      hidden_size=hidden,
+      intermediate_size=_pick(t, "intermediate_size", default=11008),
+      num_layers=_pick(t, "num_hidden_layers", default=32),
+      num_heads=n_heads,
+      num_kv_heads=_pick(t, "num_key_value_heads", default=n_heads),
+      head_dim=_pick(t, "head_dim", default=hidden // n_heads),
+      rope_theta=float(_pick(rope, "rope_theta", default=_pick(t, "rope_theta", default=10000.0))),
+      rms_norm_eps=float(_pick(t, "rms_norm_eps", default=1e-5)),
+      max_position_embeddings=_pick(t, "max_position_embeddings", default=4096),
+      tie_word_embeddings=bool(_pick(t, "tie_word_embeddings", default=False)),
+  )
+  vision = VisionConfig(
+      image_size=_pick(v, "image_size", default=336),
+      patch_size=_pick(v, "patch_size", default=14),
+      hidden_size=_pick(v, "hidden_size", default=1024),
+      intermediate_size=_pick(v, "intermediate_size", default=4096),
+      num_layers=_pick(v, "num_hidden_layers", default=24),
+      num_heads=_pick(v, "num_attention_heads", default=16),
+      layer_norm_eps=float(_pick(v, "layer_norm_eps", default=1e-5)),
+      num_channels=_pick(v, "num_channels", default=3),
+      hidden_act=_pick(v, "hidden_act", default="quick_gelu"),
+  )
+  eos = _pick(t, "eos_token_id", default=_pick(hf, "eos_token_id", default=2))
+  return LlavaConfig(
+      vision=vision, text=text,
+      image_token_id=_pick(hf, "image_token_id", "image_token_index", default=32000),
+      vision_feature_layer=_pick(hf, "vision_feature_layer", default=-2),
+      projector_hidden_act=_pick(hf, "projector_hidden_act", default="gelu"),
+      projector_bias=bool(_pick(hf, "multimodal_projector_bias", default=True)),
+      bos_token_id=_pick(t, "bos_token_id", default=_pick(hf, "bos_token_id", default=1)),
+      eos_token_id=eos[0] if isinstance(eos, (list, tuple)) else eos,
+      pad_token_id=_pick(hf, "pad_token_id", default=_pick(t, "pad_token_id", default=0)),
+      **runtime,
+  )
+
+
+def read_hf_config(ckpt_dir: str | epath.PathLike, **runtime: Any) -> LlavaConfig:
+  path = epath.Path(ckpt_dir) / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path}: no config.json; expected a Hugging Face LLaVA checkpoint directory")
+  try:
+    hf = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: not valid JSON ({e})") from e
+  return from_hf_config(hf, where=str(path), **runtime)
+
+
+def from_preset(preset: Mapping[str, Any], **runtime: Any) -> LlavaConfig:
+  """Builds a config from a nested mapping {'vision': {...}, 'text': {...}, ...} (configs/ presets)."""
+  preset = dict(preset)
+  vision = VisionConfig(**dict(preset.pop("vision", {})))
+  text = TextConfig(**dict(preset.pop("text", {})))
+  return LlavaConfig(vision=vision, text=text, **preset, **runtime)

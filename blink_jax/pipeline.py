@@ -1,0 +1,108 @@
+"""The user-facing inference API: a loaded LLaVA model with its tokenizer and preprocessing.
+
+    pipe = LlavaPipeline.from_hf("/ckpts/llava-1.5-7b-hf", dtype="bfloat16")
+    batch = pipe.prepare(["cat.jpg"], ["What is in the image?"])
+    logits = pipe.logits(batch)              # [B, T, V]
+    texts = pipe.generate(batch, max_new_tokens=32)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+from jax.sharding import Mesh
+
+from blink_jax import sharding as shd
+from blink_jax.convert.hf_llava import load_hf_llava
+from blink_jax.data.image_preprocessing import ImageLike, preprocess_image
+from blink_jax.data.prompt import vicuna_v1_prompt
+from blink_jax.data.prompt_batch import PromptBatch, pad_prompts
+from blink_jax.generate import PrefillFn, greedy_generate, vanilla_prefill
+from blink_jax.models.llava import Llava
+from blink_jax.models.llava_config import LlavaConfig
+from blink_jax.tokenizer import Tokenizer
+
+DEFAULT_BUCKETS = (64, 128, 256, 512, 640, 768, 1024, 1536, 2048, 4096)
+
+
+@dataclasses.dataclass
+class LlavaPipeline:
+  cfg: LlavaConfig
+  params: Any
+  tokenizer: Tokenizer
+  mesh: Mesh
+  preprocessing: str = "pad"
+  buckets: Sequence[int] = DEFAULT_BUCKETS
+  rules: Any = shd.DEFAULT_RULES
+
+  def __post_init__(self):
+    self.model = Llava(self.cfg)
+    self._logits = jax.jit(lambda p, ids, px, pos, valid: self.model.apply(
+        {"params": p}, ids, px, pos, valid))
+    self._generate_fns: dict[Any, Any] = {}
+
+  @classmethod
+  def from_hf(cls, ckpt_dir: str | epath.PathLike, *, mesh: Mesh | None = None,
+              dtype: str = "float32", param_dtype: str | None = None, preprocessing: str = "pad",
+              buckets: Sequence[int] = DEFAULT_BUCKETS, rules=shd.DEFAULT_RULES) -> "LlavaPipeline":
+    mesh = mesh or shd.make_mesh({"data": 1}, jax.devices()[:1])
+    cfg, params = load_hf_llava(ckpt_dir, mesh=mesh, rules=rules, dtype=dtype,
+                                param_dtype=param_dtype or dtype)
+    return cls(cfg, params, Tokenizer(ckpt_dir), mesh, preprocessing, buckets, rules)
+
+  def prepare(self, images: Sequence[ImageLike], questions: Sequence[str] | None = None, *,
+              prompts: Sequence[str] | None = None) -> PromptBatch:
+    """Images + questions (wrapped in the vicuna_v1 template) or full prompts -> a PromptBatch."""
+    if (questions is None) == (prompts is None):
+      raise ValueError("pass either questions (templated) or prompts (used as given)")
+    texts = list(prompts) if prompts is not None else [vicuna_v1_prompt(q) for q in questions]
+    if len(texts) != len(images):
+      raise ValueError(f"{len(images)} images but {len(texts)} prompts")
+    ids = [self.tokenizer.encode_prompt(t, self.cfg.num_image_tokens) for t in texts]
+    pixels = np.stack([preprocess_image(im, self.cfg.vision.image_size, self.preprocessing)
+                       for im in images])
+    return pad_prompts(ids, pixels, self.buckets, self.cfg.pad_token_id)
+
+  def _device(self, batch: PromptBatch):
+    put = lambda x: jax.device_put(x, shd.batch_sharding(self.mesh, x.ndim, self.rules))  # noqa: E731
+    return put(batch.ids), put(batch.pixels), put(batch.lengths)
+
+  def logits(self, batch: PromptBatch) -> jax.Array:
+    """Logits [B, T, V] of every prompt position (positions past an example's length are padding)."""
+    ids, pixels, lengths = self._device(batch)
+    t = ids.shape[1]
+    positions = jnp.broadcast_to(jnp.arange(t), ids.shape)
+    valid = jnp.arange(t)[None, :] < lengths[:, None]
+    with shd.activated(self.mesh, self.rules):
+      return self._logits(self.params, ids, pixels, positions, valid)
+
+  def generate_tokens(self, batch: PromptBatch, max_new_tokens: int = 32,
+                      prefill: PrefillFn | None = None, params: Any = None) -> np.ndarray:
+    """Greedy tokens [B, max_new_tokens] (pad after EOS). `prefill` swaps in e.g. Blink's prefill."""
+    key = (max_new_tokens, prefill)
+    if key not in self._generate_fns:
+      fn = prefill or vanilla_prefill(self.model)
+      self._generate_fns[key] = jax.jit(lambda p, ids, px, ln: greedy_generate(
+          self.model, fn, p, ids, px, ln, max_new_tokens=max_new_tokens,
+          eos_id=self.cfg.eos_token_id, pad_id=self.cfg.pad_token_id))
+    ids, pixels, lengths = self._device(batch)
+    with shd.activated(self.mesh, self.rules):
+      out = self._generate_fns[key](self.params if params is None else params, ids, pixels, lengths)
+    return np.asarray(jax.device_get(out))
+
+  def decode(self, tokens: np.ndarray) -> list[str]:
+    texts = []
+    for row in tokens:
+      row = list(row)
+      if self.cfg.eos_token_id in row:
+        row = row[:row.index(self.cfg.eos_token_id)]
+      texts.append(self.tokenizer.decode(row).strip())
+    return texts
+
+  def generate(self, batch: PromptBatch, max_new_tokens: int = 32) -> list[str]:
+    return self.decode(self.generate_tokens(batch, max_new_tokens))

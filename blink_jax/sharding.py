@@ -1,0 +1,108 @@
+"""Device mesh and logical-axis sharding: modules name their axes, the config maps names to mesh axes.
+
+Mesh axes are ("data", "fsdp", "tensor"). Params and activations are annotated with logical names
+(`embed`, `mlp`, `heads`, ..., `act_batch`, ...); `DEFAULT_RULES` (overridable in config) map them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+    ("act_batch", ("data", "fsdp")),
+    ("act_len", None),
+    ("act_emb", None),
+    ("act_mlp", "tensor"),
+    ("act_heads", "tensor"),
+    ("layers", None),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("vocab", "tensor"),
+)
+
+
+def make_mesh(shape: Mapping[str, int] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A mesh over `devices` (default: all) with sizes per axis; one axis may be -1 (takes the rest)."""
+  devices = list(jax.devices() if devices is None else devices)
+  shape = dict(shape or {"data": -1})
+  unknown = set(shape) - set(MESH_AXES)
+  if unknown:
+    raise ValueError(f"mesh axes {sorted(unknown)} unknown; expected a subset of {MESH_AXES}")
+  sizes = [int(shape.get(a, 1)) for a in MESH_AXES]
+  if sizes.count(-1) > 1:
+    raise ValueError(f"mesh {shape}: at most one axis may be -1")
+  known = int(np.prod([s for s in sizes if s != -1]))
+  if -1 in sizes:
+    if len(devices) % known:
+      raise ValueError(f"mesh {shape}: {len(devices)} devices are not divisible by {known}")
+    sizes[sizes.index(-1)] = len(devices) // known
+  if int(np.prod(sizes)) != len(devices):
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} devices; "
+                     f"{len(devices)} are available")
+  return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+
+
+def rules_from_config(rules: Sequence[Sequence[Any]] | None) -> tuple[tuple[str, Any], ...]:
+  if rules is None:
+    return DEFAULT_RULES
+  out = []
+  for r in rules:
+    name, target = r[0], r[1]
+    target = tuple(target) if isinstance(target, (list, tuple)) else target
+    out.append((name, target))
+  return tuple(out)
+
+
+def _fit_spec(spec: P, shape: tuple[int, ...], mesh: Mesh, path: str) -> P:
+  """Drops mesh axes from dims they do not divide (small/odd dims stay replicated)."""
+  fitted = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    size = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+    if names and dim % size:
+      logging.info("sharding: %s dim %d not divisible by %s=%d; replicated", path, dim, names, size)
+      fitted.append(None)
+    else:
+      fitted.append(axes)
+  return P(*fitted)
+
+
+def logical_shardings(boxed_tree: Any, mesh: Mesh, rules) -> Any:
+  """NamedShardings for a tree of (possibly abstract) params boxed with logical axis names."""
+  specs = nn.get_partition_spec(boxed_tree)
+  mesh_specs = nn.logical_to_mesh(specs, rules)
+  unboxed = nn.meta.unbox(boxed_tree)
+
+  def one(path, spec, leaf):
+    return NamedSharding(mesh, _fit_spec(spec, leaf.shape, mesh, jax.tree_util.keystr(path)))
+
+  return jax.tree_util.tree_map_with_path(one, mesh_specs, unboxed,
+                                          is_leaf=lambda x: isinstance(x, P))
+
+
+def batch_sharding(mesh: Mesh, ndim: int, rules=DEFAULT_RULES) -> NamedSharding:
+  """Sharding of an input array whose leading axis is the batch."""
+  (axes,) = nn.logical_to_mesh_axes(("act_batch",), rules)
+  return NamedSharding(mesh, P(axes, *([None] * (ndim - 1))))
+
+
+@contextlib.contextmanager
+def activated(mesh: Mesh | None, rules):
+  """Mesh + logical rules in scope, so `nn.with_logical_constraint` inside modules takes effect."""
+  if mesh is None:
+    yield
+    return
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield

@@ -1,0 +1,47 @@
+"""The checkpoint's tokenizer (`tokenizer.json`, read with the `tokenizers` library) and the expansion
+of the `<image>` placeholder into one token per visual patch."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tokenizers
+from etils import epath
+
+from blink_jax.data.prompt import IMAGE_PLACEHOLDER
+
+
+class Tokenizer:
+
+  def __init__(self, tokenizer_json: str | epath.PathLike):
+    path = epath.Path(tokenizer_json)
+    if path.is_dir():
+      path = path / "tokenizer.json"
+    if not path.exists():
+      raise FileNotFoundError(f"{path}: no tokenizer.json (the checkpoint's fast-tokenizer file)")
+    try:
+      self._tok = tokenizers.Tokenizer.from_str(path.read_text())
+    except Exception as e:  # the tokenizers library raises a bare Exception on bad JSON
+      raise ValueError(f"{path}: not a valid tokenizer.json ({e})") from e
+    self.path = path
+    self.image_token_id = self._tok.token_to_id(IMAGE_PLACEHOLDER)
+
+  def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+    return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+  def encode_prompt(self, prompt: str, num_image_tokens: int) -> np.ndarray:
+    """Token ids of a prompt with its single `<image>` expanded to num_image_tokens copies."""
+    if self.image_token_id is None:
+      raise ValueError(f"{self.path}: the tokenizer has no {IMAGE_PLACEHOLDER!r} token")
+    ids = np.asarray(self.encode(prompt), np.int32)
+    where = np.flatnonzero(ids == self.image_token_id)
+    if len(where) != 1:
+      raise ValueError(f"prompt has {len(where)} {IMAGE_PLACEHOLDER!r} placeholders; expected exactly 1: "
+                       f"{prompt[:80]!r}")
+    i = int(where[0])
+    return np.concatenate([ids[:i], np.full(num_image_tokens, self.image_token_id, np.int32),
+                           ids[i + 1:]])

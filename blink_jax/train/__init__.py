@@ -1,0 +1,1 @@
+"""TokenSR distillation training: state, step, loop."""
