@@ -10,3 +10,30 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+import hf_fixtures  # noqa: E402
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: longer tests, excluded from the default run")
+  config.addinivalue_line("markers", "gpu: needs a GPU")
+
+
+@pytest.fixture(scope="session")
+def mha_ckpt(tmp_path_factory) -> pathlib.Path:
+  """Tiny multi-head-attention LLaVA, 56 px images (16 visual tokens), sharded safetensors."""
+  path = tmp_path_factory.mktemp("mha")
+  hf_fixtures.build_checkpoint(path, image_size=56, kv_heads=4, seed=0)
+  return path
+
+
+@pytest.fixture(scope="session")
+def gqa_ckpt(tmp_path_factory) -> pathlib.Path:
+  """Tiny grouped-query LLaVA (4 heads, 2 kv heads), 84 px images (36 visual tokens), one file."""
+  path = tmp_path_factory.mktemp("gqa")
+  hf_fixtures.build_checkpoint(path, image_size=84, kv_heads=2, seed=1, max_shard_size=None)
+  return path

@@ -142,18 +142,17 @@ _PROBE = {"vision": "embeddings.patch_embedding.weight", "projector": "linear_1.
           "language": "embed_tokens.weight", "lm_head": "weight"}
 
 
-def detect_prefixes(ckpt: SafetensorsCheckpoint, tied: bool) -> dict[str, str]:
-  """The key prefix of each component in this checkpoint."""
+def detect_prefixes(ckpt: SafetensorsCheckpoint) -> dict[str, str]:
+  """The key prefix of each component in this checkpoint. A component with no tensors at all keeps
+  the hub's prefix, so the strict check below reports its tensors as missing."""
   found = {}
   for part, candidates in PREFIXES.items():
     hits = [c for c in candidates if f"{c}.{_PROBE[part]}" in ckpt]
-    if not hits:
-      if part == "lm_head" and tied:
-        continue
-      raise ValueError(f"{ckpt.dir}: no LLaVA {part} tensors found (looked for "
-                       f"{[c + '.' + _PROBE[part] for c in candidates]}); first keys: {ckpt.keys()[:5]}")
-    found[part] = hits[0]
-  found.setdefault("lm_head", "")
+    found[part] = hits[0] if hits else candidates[0]
+  if not any(f"{c}.{_PROBE['language']}" in ckpt for c in PREFIXES["language"]):
+    raise ValueError(f"{ckpt.dir}: no LLaVA language-model tensors (looked for "
+                     f"{[c + '.' + _PROBE['language'] for c in PREFIXES['language']]}); "
+                     f"first keys: {ckpt.keys()[:5]}")
   return found
 
 
@@ -182,7 +181,7 @@ def load_hf_llava(ckpt_dir: str | epath.PathLike, *, mesh: Mesh | None = None,
   """
   cfg = read_hf_config(ckpt_dir, dtype=dtype, param_dtype=param_dtype, remat=remat)
   ckpt = SafetensorsCheckpoint(ckpt_dir)
-  sources = hf_sources(cfg, detect_prefixes(ckpt, cfg.text.tie_word_embeddings))
+  sources = hf_sources(cfg, detect_prefixes(ckpt))
   boxed = abstract_params(cfg)
   mesh = mesh or shd.make_mesh({"data": 1}, jax.devices()[:1])
   shardings = shd.logical_shardings(boxed, mesh, rules)
