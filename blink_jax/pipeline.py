@@ -3,7 +3,9 @@
     pipe = LlavaPipeline.from_hf("/ckpts/llava-1.5-7b-hf", dtype="bfloat16")
     batch = pipe.prepare(["cat.jpg"], ["What is in the image?"])
     logits = pipe.logits(batch)              # [B, T, V]
-    texts = pipe.generate(batch, max_new_tokens=32)
+    texts = pipe.generate(batch, max_new_tokens=32)                  # vanilla
+    texts = pipe.generate(batch, max_new_tokens=32, mode="interp")   # Blink-interp
+    out = pipe.blink_forward(batch, mode="tokensr", trace=True)       # logits + trace
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ from etils import epath
 from jax.sharding import Mesh
 
 from blink_jax import sharding as shd
+from blink_jax.blink.config import BlinkConfig
+from blink_jax.blink.prefill import BlinkOutput, blink_prefill, blink_prefill_fn
 from blink_jax.convert.hf_llava import load_hf_llava
 from blink_jax.data.image_preprocessing import ImageLike, preprocess_image
 from blink_jax.data.prompt import vicuna_v1_prompt
 from blink_jax.data.prompt_batch import PromptBatch, pad_prompts
-from blink_jax.generate import PrefillFn, greedy_generate, vanilla_prefill
+from blink_jax.generate import greedy_generate, vanilla_prefill
 from blink_jax.models.llava import Llava
 from blink_jax.models.llava_config import LlavaConfig
+from blink_jax.models.token_sr import init_token_sr
 from blink_jax.tokenizer import Tokenizer
 
 DEFAULT_BUCKETS = (64, 128, 256, 512, 640, 768, 1024, 1536, 2048, 4096)
@@ -39,12 +44,46 @@ class LlavaPipeline:
   preprocessing: str = "pad"
   buckets: Sequence[int] = DEFAULT_BUCKETS
   rules: Any = shd.DEFAULT_RULES
+  blink: BlinkConfig = BlinkConfig()
+  token_sr: Any = None   # trained TokenSR params; None: untrained (equal to interp)
 
   def __post_init__(self):
     self.model = Llava(self.cfg)
     self._logits = jax.jit(lambda p, ids, px, pos, valid: self.model.apply(
         {"params": p}, ids, px, pos, valid))
     self._generate_fns: dict[Any, Any] = {}
+    self._blink_fns: dict[Any, Any] = {}
+
+  def with_blink(self, blink: BlinkConfig, token_sr: Any = None) -> "LlavaPipeline":
+    """The same loaded model with other Blink settings / TokenSR weights (params are shared)."""
+    blink.validate(self.cfg.vision.grid, self.cfg.text.num_layers)
+    return dataclasses.replace(self, blink=blink, token_sr=token_sr)
+
+  def _mode_params(self, mode: str) -> Any:
+    if mode != "tokensr":
+      return self.params
+    if self.token_sr is None:
+      self.token_sr = init_token_sr(self.blink.num_scan_layers, self.blink.token_sr_channels,
+                                    self.blink.region_size, self.cfg.text.hidden_size,
+                                    jax.random.key(0), mesh=self.mesh, rules=self.rules,
+                                    dtype=jnp.dtype(self.cfg.dtype),
+                                    param_dtype=jnp.dtype(self.cfg.param_dtype))
+    return {**self.params, "token_sr": self.token_sr}
+
+  def _blink_for(self, mode: str) -> BlinkConfig:
+    return dataclasses.replace(self.blink, mode=mode).validate(self.cfg.vision.grid,
+                                                               self.cfg.text.num_layers)
+
+  def blink_forward(self, batch: PromptBatch, mode: str = "tokensr", trace: bool = False) -> BlinkOutput:
+    """Blink's prefill with logits at every prompt position [B, T, V] and, if asked, its trace."""
+    blink = self._blink_for(mode)
+    key = (blink, batch.image_start, trace)
+    if key not in self._blink_fns:
+      self._blink_fns[key] = jax.jit(lambda p, ids, px, ln: blink_prefill(
+          self.model, blink, p, ids, px, ln, image_start=batch.image_start, all_logits=True, trace=trace))
+    ids, pixels, lengths = self._device(batch)
+    with shd.activated(self.mesh, self.rules):
+      return self._blink_fns[key](self._mode_params(mode), ids, pixels, lengths)
 
   @classmethod
   def from_hf(cls, ckpt_dir: str | epath.PathLike, *, mesh: Mesh | None = None,
@@ -66,7 +105,7 @@ class LlavaPipeline:
     ids = [self.tokenizer.encode_prompt(t, self.cfg.num_image_tokens) for t in texts]
     pixels = np.stack([preprocess_image(im, self.cfg.vision.image_size, self.preprocessing)
                        for im in images])
-    return pad_prompts(ids, pixels, self.buckets, self.cfg.pad_token_id)
+    return pad_prompts(ids, pixels, self.buckets, self.cfg.pad_token_id, self.cfg.image_token_id)
 
   def _device(self, batch: PromptBatch):
     put = lambda x: jax.device_put(x, shd.batch_sharding(self.mesh, x.ndim, self.rules))  # noqa: E731
@@ -82,17 +121,19 @@ class LlavaPipeline:
       return self._logits(self.params, ids, pixels, positions, valid)
 
   def generate_tokens(self, batch: PromptBatch, max_new_tokens: int = 32,
-                      prefill: PrefillFn | None = None, params: Any = None) -> np.ndarray:
-    """Greedy tokens [B, max_new_tokens] (pad after EOS). `prefill` swaps in e.g. Blink's prefill."""
-    key = (max_new_tokens, prefill)
+                      mode: str = "vanilla") -> np.ndarray:
+    """Greedy tokens [B, max_new_tokens] (pad after EOS) with mode vanilla | interp | tokensr."""
+    blink = None if mode == "vanilla" else self._blink_for(mode)
+    key = (max_new_tokens, blink, batch.image_start if blink else None)
     if key not in self._generate_fns:
-      fn = prefill or vanilla_prefill(self.model)
+      prefill = (vanilla_prefill(self.model) if blink is None
+                 else blink_prefill_fn(self.model, blink, batch.image_start))
       self._generate_fns[key] = jax.jit(lambda p, ids, px, ln: greedy_generate(
-          self.model, fn, p, ids, px, ln, max_new_tokens=max_new_tokens,
+          self.model, prefill, p, ids, px, ln, max_new_tokens=max_new_tokens,
           eos_id=self.cfg.eos_token_id, pad_id=self.cfg.pad_token_id))
     ids, pixels, lengths = self._device(batch)
     with shd.activated(self.mesh, self.rules):
-      out = self._generate_fns[key](self.params if params is None else params, ids, pixels, lengths)
+      out = self._generate_fns[key](self._mode_params(mode), ids, pixels, lengths)
     return np.asarray(jax.device_get(out))
 
   def decode(self, tokens: np.ndarray) -> list[str]:
@@ -104,5 +145,5 @@ class LlavaPipeline:
       texts.append(self.tokenizer.decode(row).strip())
     return texts
 
-  def generate(self, batch: PromptBatch, max_new_tokens: int = 32) -> list[str]:
-    return self.decode(self.generate_tokens(batch, max_new_tokens))
+  def generate(self, batch: PromptBatch, max_new_tokens: int = 32, mode: str = "vanilla") -> list[str]:
+    return self.decode(self.generate_tokens(batch, max_new_tokens, mode))

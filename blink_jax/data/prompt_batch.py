@@ -14,6 +14,7 @@ class PromptBatch:
   ids: np.ndarray       # [B, T] int32, right-padded with pad_id
   lengths: np.ndarray   # [B] int32
   pixels: np.ndarray    # [B, H, W, 3] float32
+  image_start: int      # index of the first visual token, the same in every prompt of the batch
 
 
 def bucket_length(n: int, buckets: Sequence[int]) -> int:
@@ -26,10 +27,14 @@ def bucket_length(n: int, buckets: Sequence[int]) -> int:
 
 
 def pad_prompts(prompts: Sequence[np.ndarray], pixels: np.ndarray, buckets: Sequence[int],
-                pad_id: int) -> PromptBatch:
+                pad_id: int, image_token_id: int) -> PromptBatch:
+  starts = {int(np.argmax(np.asarray(p) == image_token_id)) for p in prompts}
+  if len(starts) != 1:
+    raise ValueError(f"the image starts at token {sorted(starts)} in different prompts of one batch; "
+                     "Blink's static layout needs one shared prefix (system prompt) per batch")
   lengths = np.asarray([len(p) for p in prompts], np.int32)
   t = bucket_length(int(lengths.max()), buckets)
   ids = np.full((len(prompts), t), pad_id, np.int32)
   for i, p in enumerate(prompts):
     ids[i, :len(p)] = p
-  return PromptBatch(ids, lengths, np.asarray(pixels, np.float32))
+  return PromptBatch(ids, lengths, np.asarray(pixels, np.float32), starts.pop())

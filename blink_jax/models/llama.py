@@ -95,6 +95,10 @@ class Attention(nn.Module):
     q = nn.with_logical_constraint(q, ("act_batch", "act_len", "act_heads", "head_dim"))
     return q, k, v
 
+  def query(self, x, positions):
+    cos, sin = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta)
+    return apply_rope(self.q_proj(x), cos, sin)
+
   def attend(self, q, k, v, mask):
     out = jax.nn.dot_product_attention(q, k, v, mask=mask)
     return self.o_proj(out)
@@ -145,10 +149,9 @@ class DecoderLayer(nn.Module):
     h = h + self.mlp(self.post_attention_layernorm(h))
     return (h, inputs), KVCache(k, v)
 
-  def queries_and_keys(self, h, positions):
-    """The RoPE'd q and k of this layer for hidden states h (used by saliency)."""
-    q, k, _ = self.self_attn.project(self.input_layernorm(h), positions)
-    return q, k
+  def query(self, h, positions):
+    """The RoPE'd queries [B, T, H, D] this layer computes for hidden states h (used by saliency)."""
+    return self.self_attn.query(self.input_layernorm(h), positions)
 
 
 class Llama(nn.Module):

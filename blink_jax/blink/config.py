@@ -1,0 +1,67 @@
+"""Blink's settings (BLINK_SPEC §2-5): every choice the paper leaves open is a field here."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+MODES = ("vanilla", "interp", "tokensr")
+POSITION_SCHEMES = ("parent", "fractional")
+AFTER_SCAN = ("keep", "drop")
+SALIENCY_NORMS = ("row", "visual")
+
+
+@dataclasses.dataclass(frozen=True)
+class BlinkConfig:
+  mode: str = "tokensr"
+  first_scan_layer: int = 12        # 0-based decoder layer index, inclusive
+  last_scan_layer: int = 18         # inclusive
+  region_size: int = 4              # p: regions are p x p visual tokens
+  tau_exp: float = 3 / 36           # expand when rho = max region share exceeds this
+  tau_drop: float = 1.5 / 36        # drop an expanded region whose share falls below this
+  max_regions: int = 1              # K capacity blocks of 4p^2 SR slots
+  position_ids: str = "parent"      # SR token RoPE positions: parent's, or fractional within it
+  after_scan: str = "keep"          # SR tokens live after the last scanning layer: keep | drop
+  saliency_norm: str = "row"        # softmax over the whole causal row, or over visual keys only
+  token_sr_channels: int = 512      # C of TokenSR
+
+  @property
+  def num_scan_layers(self) -> int:
+    return self.last_scan_layer - self.first_scan_layer + 1
+
+  @property
+  def block_size(self) -> int:
+    return 4 * self.region_size ** 2
+
+  @property
+  def num_slots(self) -> int:
+    return self.max_regions * self.block_size
+
+  def validate(self, grid: int, num_layers: int) -> "BlinkConfig":
+    """Checks the settings against the model (visual grid side, decoder depth)."""
+    def need(ok, what):
+      if not ok:
+        raise ValueError(f"blink config: {what}")
+    need(self.mode in MODES, f"mode={self.mode!r}; expected one of {MODES}")
+    need(self.position_ids in POSITION_SCHEMES,
+         f"position_ids={self.position_ids!r}; expected one of {POSITION_SCHEMES}")
+    need(self.after_scan in AFTER_SCAN, f"after_scan={self.after_scan!r}; expected one of {AFTER_SCAN}")
+    need(self.saliency_norm in SALIENCY_NORMS,
+         f"saliency_norm={self.saliency_norm!r}; expected one of {SALIENCY_NORMS}")
+    need(0 <= self.first_scan_layer <= self.last_scan_layer < num_layers,
+         f"scan layers {self.first_scan_layer}..{self.last_scan_layer} must lie in 0..{num_layers - 1}")
+    need(self.region_size >= 1 and grid % self.region_size == 0,
+         f"region_size={self.region_size} must divide the {grid}x{grid} visual grid")
+    need(self.max_regions >= 1, f"max_regions={self.max_regions} must be >= 1")
+    need(0.0 <= self.tau_drop <= self.tau_exp <= 1.0,
+         f"thresholds need 0 <= tau_drop ({self.tau_drop}) <= tau_exp ({self.tau_exp}) <= 1")
+    need(self.token_sr_channels >= 1, "token_sr_channels must be >= 1")
+    return self
+
+
+def from_mapping(d: Mapping[str, Any]) -> BlinkConfig:
+  known = {f.name for f in dataclasses.fields(BlinkConfig)}
+  unknown = sorted(set(d) - known)
+  if unknown:
+    raise ValueError(f"blink config: unknown fields {unknown}; known: {sorted(known)}")
+  return BlinkConfig(**dict(d))

@@ -1,0 +1,40 @@
+"""Saliency-guided scanning (BLINK_SPEC §2): the last prompt token's attention to the visual tokens,
+computed as a side product (one query row against the layer's own keys), and region concentration.
+
+The main attention never materialises its probability matrix; this costs H x S dot products per
+example and scanning layer.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def saliency_from_last_query(q_last: jax.Array, k: jax.Array, row_mask: jax.Array, visual_start: int,
+                             num_visual: int, norm: str = "row") -> jax.Array:
+  """Visual saliency [B, N] from q_last [B, H, D] (RoPE'd) and the layer's keys k [B, S, Kh, D].
+
+  row_mask [B, S]: the keys the last prompt token attends to (causal and live). norm="row": softmax
+  over that whole row, then keep the visual columns; "visual": softmax over the visual keys only.
+  Heads are averaged (grouped-query heads share their kv head's keys).
+  """
+  b, h, d = q_last.shape
+  kh = k.shape[2]
+  if norm == "visual":
+    k = k[:, visual_start:visual_start + num_visual]
+    row_mask = row_mask[:, visual_start:visual_start + num_visual]
+    visual_start = 0
+  q = q_last.astype(jnp.float32).reshape(b, kh, h // kh, d)
+  scores = jnp.einsum("bkgd,bskd->bkgs", q, k.astype(jnp.float32)) * (d ** -0.5)
+  scores = jnp.where(row_mask[:, None, None, :], scores, -jnp.inf)
+  probs = jax.nn.softmax(scores, axis=-1).mean(axis=(1, 2))
+  return probs[:, visual_start:visual_start + num_visual]
+
+
+def region_shares(saliency: jax.Array, grid: int, region_size: int) -> jax.Array:
+  """S(r_i) / sum_i S(r_i) for the non-overlapping p x p regions, row-major: [B, (grid/p)^2]."""
+  b = saliency.shape[0]
+  n = grid // region_size
+  s = saliency.reshape(b, n, region_size, n, region_size).sum(axis=(2, 4)).reshape(b, n * n)
+  return s / jnp.maximum(s.sum(axis=-1, keepdims=True), 1e-30)

@@ -1,0 +1,86 @@
+"""TokenSR: super-resolves a p x p grid of LLM hidden states into a 2p x 2p grid (BLINK_SPEC §5),
+and the bilinear 2x upsampling that is both its skip path and Blink-interp.
+
+conv1x1 (D->C) -> ReLU -> conv3x3 (C->4C) + pixel shuffle x2 -> ReLU -> conv1x1 (C->D), added to
+bilinear_2x(x). The last conv starts at zero, so an untrained TokenSR is exactly Blink-interp.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from blink_jax.models.layer_stack import StackedLayers, detached
+
+
+def bilinear_2x(x: jax.Array) -> jax.Array:
+  """[..., p, p, D] -> [..., 2p, 2p, D], bilinear with half-pixel centres, in float32."""
+  *lead, h, w, d = x.shape
+  flat = x.reshape((-1, h, w, d)).astype(jnp.float32)
+  up = jax.image.resize(flat, (flat.shape[0], 2 * h, 2 * w, d), method="bilinear", antialias=False)
+  return up.reshape((*lead, 2 * h, 2 * w, d)).astype(x.dtype)
+
+
+def pixel_shuffle_2x(x: jax.Array) -> jax.Array:
+  """[N, h, w, 4C] -> [N, 2h, 2w, C] (depth-to-space, channel order (dy, dx, C))."""
+  n, h, w, c4 = x.shape
+  c = c4 // 4
+  x = x.reshape(n, h, w, 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, 2 * h, 2 * w, c)
+
+
+class TokenSRLayer(nn.Module):
+  """One scanning layer's TokenSR: region grids x [N, p, p, D] -> [N, 2p, 2p, D] (carry unused)."""
+  channels: int
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, carry, x):
+    d, c = x.shape[-1], self.channels
+
+    def conv(feats, k, axes, name, init=nn.initializers.lecun_normal()):
+      return nn.Conv(feats, (k, k), padding="SAME", dtype=self.dtype, param_dtype=self.param_dtype,
+                     kernel_init=nn.with_logical_partitioning(init, (None, None) + axes),
+                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
+                     name=name)
+
+    h = nn.relu(conv(c, 1, ("embed", "mlp"), "reduce")(x))
+    h = nn.relu(pixel_shuffle_2x(conv(4 * c, 3, ("mlp", None), "expand")(h)))
+    h = conv(d, 1, ("mlp", "embed"), "project", nn.initializers.zeros)(h)
+    return carry, bilinear_2x(x) + h.astype(x.dtype)
+
+
+class TokenSR(nn.Module):
+  """One TokenSRLayer per scanning layer, stacked on the `layers` axis. Call with `layer=i` (static)
+  to run the i-th; at init every layer is created."""
+  num_layers: int
+  channels: int
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, layer: int = 0):
+    stack = StackedLayers(detached(TokenSRLayer, self.channels, self.dtype, self.param_dtype),
+                          self.num_layers, name="layers")
+    if self.is_initializing():
+      _, out = stack(None, jnp.broadcast_to(x, (self.num_layers,) + x.shape))
+      return out[layer]
+    _, out = stack(None, x[None], start=layer, stop=layer + 1)
+    return out[0]
+
+
+def init_token_sr(num_layers: int, channels: int, region_size: int, width: int, rng: jax.Array, *,
+                  mesh=None, rules=None, dtype=jnp.float32, param_dtype=jnp.float32):
+  """TokenSR params ({'layers': {'layers': ...}}), created directly in their shardings when a mesh
+  is given. Untrained (last conv zero): equal to Blink-interp."""
+  from blink_jax import sharding as shd
+  module = TokenSR(num_layers, channels, dtype, param_dtype)
+  x = jnp.zeros((1, region_size, region_size, width), dtype)
+  init = lambda r: module.init(r, x)["params"]  # noqa: E731
+  boxed = jax.eval_shape(init, rng)
+  if mesh is None:
+    return nn.meta.unbox(init(rng))
+  shardings = shd.logical_shardings(boxed, mesh, rules or shd.DEFAULT_RULES)
+  return jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings)(rng)
