@@ -82,8 +82,9 @@ class LlavaPipeline:
       self._blink_fns[key] = jax.jit(lambda p, ids, px, ln: blink_prefill(
           self.model, blink, p, ids, px, ln, image_start=batch.image_start, all_logits=True, trace=trace))
     ids, pixels, lengths = self._device(batch)
+    params = self._mode_params(mode)
     with shd.activated(self.mesh, self.rules):
-      return self._blink_fns[key](self._mode_params(mode), ids, pixels, lengths)
+      return self._blink_fns[key](params, ids, pixels, lengths)
 
   @classmethod
   def from_hf(cls, ckpt_dir: str | epath.PathLike, *, mesh: Mesh | None = None,
@@ -132,8 +133,9 @@ class LlavaPipeline:
           self.model, prefill, p, ids, px, ln, max_new_tokens=max_new_tokens,
           eos_id=self.cfg.eos_token_id, pad_id=self.cfg.pad_token_id))
     ids, pixels, lengths = self._device(batch)
+    params = self._mode_params(mode)
     with shd.activated(self.mesh, self.rules):
-      out = self._generate_fns[key](self._mode_params(mode), ids, pixels, lengths)
+      out = self._generate_fns[key](params, ids, pixels, lengths)
     return np.asarray(jax.device_get(out))
 
   def decode(self, tokens: np.ndarray) -> list[str]:

@@ -37,3 +37,12 @@ def gqa_ckpt(tmp_path_factory) -> pathlib.Path:
   path = tmp_path_factory.mktemp("gqa")
   hf_fixtures.build_checkpoint(path, image_size=84, kv_heads=2, seed=1, max_shard_size=None)
   return path
+
+
+@pytest.fixture(scope="session")
+def blink_ckpt(tmp_path_factory) -> pathlib.Path:
+  """Tiny GQA LLaVA with 8 decoder layers and a 6x6 visual grid, for Blink (scan layers 1..6)."""
+  path = tmp_path_factory.mktemp("blink")
+  hf_fixtures.build_checkpoint(path, image_size=84, kv_heads=2, text_layers=8, seed=3,
+                               max_shard_size=None, lm_head_scale=2.0)
+  return path

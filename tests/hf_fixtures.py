@@ -48,7 +48,7 @@ def hf_processor(tok, image_size: int, mode: str):
 
 def build_checkpoint(path: pathlib.Path, *, image_size: int = 56, kv_heads: int = 4,
                      text_layers: int = 3, vision_layers: int = 3, seed: int = 0,
-                     max_shard_size: str | None = "200KB"):
+                     max_shard_size: str | None = "200KB", lm_head_scale: float = 8.0):
   """Saves a tiny random LlavaForConditionalGeneration + tokenizer.json under `path`; returns the model."""
   import torch
   from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
@@ -69,7 +69,7 @@ def build_checkpoint(path: pathlib.Path, *, image_size: int = 56, kv_heads: int 
                     projector_hidden_act="gelu", pad_token_id=3)
   model = LlavaForConditionalGeneration(cfg).eval()
   with torch.no_grad():  # make the random model's logits peaky so greedy ties cannot happen
-    model.lm_head.weight.mul_(8.0)
+    model.lm_head.weight.mul_(lm_head_scale)
   path.mkdir(parents=True, exist_ok=True)
   kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
   model.save_pretrained(path, **kwargs)
