@@ -71,16 +71,28 @@ class TokenSR(nn.Module):
     return out[0]
 
 
+def _init_fn(num_layers, channels, region_size, width, dtype, param_dtype):
+  module = TokenSR(num_layers, channels, dtype, param_dtype)
+  x = jnp.zeros((1, region_size, region_size, width), dtype)
+  return lambda r: module.init(r, x)["params"]
+
+
+def token_sr_shardings(num_layers: int, channels: int, region_size: int, width: int, mesh, rules,
+                       param_dtype=jnp.float32):
+  """NamedShardings of the TokenSR params from their logical axes."""
+  from blink_jax import sharding as shd
+  init = _init_fn(num_layers, channels, region_size, width, jnp.float32, param_dtype)
+  return shd.logical_shardings(jax.eval_shape(init, jax.random.key(0)), mesh, rules)
+
+
 def init_token_sr(num_layers: int, channels: int, region_size: int, width: int, rng: jax.Array, *,
                   mesh=None, rules=None, dtype=jnp.float32, param_dtype=jnp.float32):
   """TokenSR params ({'layers': {'layers': ...}}), created directly in their shardings when a mesh
   is given. Untrained (last conv zero): equal to Blink-interp."""
   from blink_jax import sharding as shd
-  module = TokenSR(num_layers, channels, dtype, param_dtype)
-  x = jnp.zeros((1, region_size, region_size, width), dtype)
-  init = lambda r: module.init(r, x)["params"]  # noqa: E731
-  boxed = jax.eval_shape(init, rng)
+  init = _init_fn(num_layers, channels, region_size, width, dtype, param_dtype)
   if mesh is None:
     return nn.meta.unbox(init(rng))
-  shardings = shd.logical_shardings(boxed, mesh, rules or shd.DEFAULT_RULES)
+  shardings = token_sr_shardings(num_layers, channels, region_size, width, mesh,
+                                 rules or shd.DEFAULT_RULES, param_dtype)
   return jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings)(rng)

@@ -1,0 +1,77 @@
+"""Renders what Blink did for one image and question: the answer of each mode, the saliency heat map
+of every scanning layer over the image, and the regions expanded at that layer boxed."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from blink_jax.data.image_preprocessing import CLIP_MEAN, ImageLike, load_image
+
+BLOCK_COLOURS = [(255, 40, 40), (40, 220, 40), (60, 120, 255), (255, 200, 0), (255, 0, 255), (0, 230, 230)]
+
+
+def _heat(values: np.ndarray) -> np.ndarray:
+  """[h, w] in any range -> [h, w, 3] uint8, a blue-green-yellow-red ramp."""
+  v = (values - values.min()) / max(float(values.max() - values.min()), 1e-12)
+  stops = np.array([[0, 0, 130], [0, 160, 255], [40, 220, 120], [255, 230, 0], [230, 20, 20]], float)
+  x = v * (len(stops) - 1)
+  lo = np.clip(np.floor(x).astype(int), 0, len(stops) - 2)
+  frac = (x - lo)[..., None]
+  return (stops[lo] * (1 - frac) + stops[lo + 1] * frac).astype(np.uint8)
+
+
+def model_view(image: ImageLike, size: int, mode: str = "pad") -> Image.Image:
+  """The image as the vision tower sees it (padded or cropped square), un-normalised."""
+  img = load_image(image)
+  w, h = img.size
+  if mode == "pad":
+    side = max(w, h)
+    sq = Image.new("RGB", (side, side), tuple(int(m * 255) for m in CLIP_MEAN))
+    sq.paste(img, ((side - w) // 2, (side - h) // 2))
+  else:
+    side = min(w, h)
+    sq = img.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+  return sq.resize((size, size), Image.Resampling.BICUBIC)
+
+
+def render(view: Image.Image, trace: Mapping[str, np.ndarray], answers: Mapping[str, str], *,
+           question: str, first_scan_layer: int, region_size: int, panel: int = 224) -> Image.Image:
+  """One example's trace (arrays without the batch axis) -> a PNG-ready image."""
+  saliency = np.asarray(trace["saliency"])            # [n, g, g]
+  region, live = np.asarray(trace["region"]), np.asarray(trace["live"])
+  expanded = np.asarray(trace["expanded"])
+  n, grid = saliency.shape[0], saliency.shape[1]
+  cols = min(n, 4)
+  rows = -(-n // cols)
+  font = ImageFont.load_default()
+  text_h = 18 * (len(answers) + 2)
+  canvas = Image.new("RGB", (panel * (cols + 1) + 10 * (cols + 2), text_h + (panel + 24) * rows + 10), "white")
+  draw = ImageDraw.Draw(canvas)
+  draw.text((10, 6), f"Q: {question}"[:160], fill="black", font=font)
+  for i, (mode, answer) in enumerate(answers.items()):
+    draw.text((10, 24 + 18 * i), f"{mode}: {answer}"[:160], fill="black", font=font)
+  base = view.resize((panel, panel))
+  canvas.paste(base, (10, text_h))
+  draw.text((10, text_h + panel + 4), "input (model view)", fill="black", font=font)
+  cell = panel / grid
+  n_side = grid // region_size
+
+  def box(d, origin, r, colour, width):
+    r0, c0 = (r // n_side) * region_size, (r % n_side) * region_size
+    x0, y0 = origin[0] + c0 * cell, origin[1] + r0 * cell
+    d.rectangle([x0, y0, x0 + region_size * cell - 1, y0 + region_size * cell - 1], outline=colour, width=width)
+
+  for j in range(n):
+    x = 10 + (panel + 10) * (1 + j % cols)
+    y = text_h + (panel + 24) * (j // cols)
+    heat = Image.fromarray(_heat(saliency[j])).resize((panel, panel), Image.Resampling.NEAREST)
+    canvas.paste(Image.blend(base, heat, 0.55), (x, y))
+    for k in range(region.shape[1]):
+      if live[j, k]:
+        box(draw, (x, y), int(region[j, k]), BLOCK_COLOURS[k % len(BLOCK_COLOURS)], 3 if expanded[j, k] else 1)
+    rho = float(np.asarray(trace["rho"])[j])
+    draw.text((x, y + panel + 4), f"layer {first_scan_layer + j}  rho={rho:.3f}", fill="black", font=font)
+  return canvas

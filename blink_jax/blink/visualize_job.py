@@ -1,0 +1,55 @@
+"""The work behind visualize.py: load, run each mode on one image + question, render the PNG."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from blink_jax.blink.config import from_mapping
+from blink_jax.blink.visualize import model_view, render
+from blink_jax.checkpoint import load_token_sr
+from blink_jax.data.image_preprocessing import load_image
+from blink_jax.pipeline import LlavaPipeline
+
+
+def parse_overrides(items: Sequence[str]) -> dict:
+  out = {}
+  for item in items:
+    if "=" not in item:
+      raise ValueError(f"blink override {item!r}: expected key=value")
+    key, value = item.split("=", 1)
+    try:
+      out[key.strip()] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key.strip()] = value
+  return out
+
+
+def run(*, checkpoint: str, image: str, question: str, out: str, token_sr: str | None,
+        modes: Sequence[str], max_new_tokens: int, dtype: str, blink_overrides: Sequence[str]):
+  pipe = LlavaPipeline.from_hf(checkpoint, dtype=dtype)
+  trained, blink = None, pipe.blink
+  if token_sr:
+    trained, blink = load_token_sr(token_sr, width=pipe.cfg.text.hidden_size, mesh=pipe.mesh, rules=pipe.rules)
+  elif "tokensr" in modes:
+    modes = [m for m in modes if m != "tokensr"]
+    print("no --token_sr given: showing vanilla and interp only")
+  blink = from_mapping({**dataclasses.asdict(blink), **parse_overrides(blink_overrides)})
+  pipe = pipe.with_blink(blink, trained)
+  img = load_image(image, name=image)
+  batch = pipe.prepare([img], [question])
+  answers = {m: pipe.generate(batch, max_new_tokens, mode=m)[0] for m in modes}
+  trace_mode = "tokensr" if "tokensr" in modes else "interp"
+  trace = pipe.blink_forward(batch, mode=trace_mode, trace=True).trace
+  one = {k: np.asarray(jax.device_get(v))[0] for k, v in trace._asdict().items()}
+  picture = render(model_view(img, 336, pipe.preprocessing), one, answers, question=question,
+                   first_scan_layer=blink.first_scan_layer, region_size=blink.region_size)
+  picture.save(out)
+  print(f"wrote {out}")
+  for m, a in answers.items():
+    print(f"{m}: {a}")
+  return answers

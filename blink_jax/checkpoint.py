@@ -1,0 +1,52 @@
+"""The trained-TokenSR export: what train.py writes for eval.py / visualize.py to load.
+
+A directory with `blink.json` (the BlinkConfig it was trained for, plus the LLM width) and
+`params/` (an orbax StandardCheckpointer pytree of the TokenSR params).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+from blink_jax import sharding as shd
+from blink_jax.blink.config import BlinkConfig, from_mapping
+from blink_jax.models.token_sr import init_token_sr, token_sr_shardings
+
+
+def export_token_sr(directory: str | epath.PathLike, token_sr: Any, blink: BlinkConfig, width: int):
+  directory = epath.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    (directory / "blink.json").write_text(json.dumps({"blink": dataclasses.asdict(blink), "width": width},
+                                                     indent=2))
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(directory.resolve() / "params", token_sr, force=True)
+
+
+def load_token_sr(directory: str | epath.PathLike, *, width: int, mesh=None,
+                  rules=shd.DEFAULT_RULES) -> tuple[Any, BlinkConfig]:
+  """(params, the BlinkConfig they were trained with); checks they fit an LLM of `width`."""
+  directory = epath.Path(directory)
+  meta_path = directory / "blink.json"
+  if not meta_path.exists():
+    raise FileNotFoundError(f"{directory}: not a TokenSR export (no blink.json); "
+                            "expected the export/ directory train.py writes")
+  meta = json.loads(meta_path.read_text())
+  blink = from_mapping(meta["blink"])
+  if meta["width"] != width:
+    raise ValueError(f"{directory}: TokenSR was trained for LLM width {meta['width']}, "
+                     f"the model has width {width}")
+  mesh = mesh or shd.make_mesh({"data": 1}, jax.devices()[:1])
+  dims = (blink.num_scan_layers, blink.token_sr_channels, blink.region_size, width)
+  target = jax.eval_shape(lambda: init_token_sr(*dims, jax.random.key(0)))
+  shardings = token_sr_shardings(*dims, mesh, rules)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), target, shardings)
+  with ocp.StandardCheckpointer() as ckptr:
+    params = ckptr.restore(directory.resolve() / "params", abstract)
+  return params, blink
