@@ -1,6 +1,7 @@
-"""The trained-TokenSR export: what train.py writes for eval.py / visualize.py to load.
+"""Checkpoints: the training run's (train state + data iterator, resumable) and the trained-TokenSR
+export that eval.py / visualize.py load.
 
-A directory with `blink.json` (the BlinkConfig it was trained for, plus the LLM width) and
+Export: a directory with `blink.json` (the BlinkConfig it was trained for, plus the LLM width) and
 `params/` (an orbax StandardCheckpointer pytree of the TokenSR params).
 """
 
@@ -10,6 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
+import grain
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
@@ -50,3 +52,39 @@ def load_token_sr(directory: str | epath.PathLike, *, width: int, mesh=None,
   with ocp.StandardCheckpointer() as ckptr:
     params = ckptr.restore(directory.resolve() / "params", abstract)
   return params, blink
+
+
+class TrainCheckpoints:
+  """Orbax CheckpointManager over {state, data}: the train state and the grain iterator, saved
+  together (async) every `every` steps, the last `keep` kept."""
+
+  def __init__(self, directory: str | epath.PathLike, every: int, keep: int, async_save: bool = True):
+    self.manager = ocp.CheckpointManager(
+        epath.Path(directory).resolve(), item_names=("state", "data"),
+        options=ocp.CheckpointManagerOptions(save_interval_steps=every, max_to_keep=keep,
+                                             enable_async_checkpointing=async_save))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: Any, data_iterator: Any, force: bool = False) -> bool:
+    return self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator)),
+                             force=force)
+
+  def restore(self, step: int, state_like: Any, data_iterator: Any) -> tuple[Any, Any]:
+    """(state, iterator) at `step`; state_like gives the shapes, dtypes and shardings to restore into."""
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                            state_like)
+    out = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), data=grain.checkpoint.CheckpointRestore(data_iterator)))
+    return out.state, out.data
+
+  def reached_preemption(self, step: int) -> bool:
+    return self.manager.reached_preemption(step)
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.close()

@@ -1,0 +1,111 @@
+"""The training input pipeline: TFDS array_record source -> grain (shuffle, per-process shard, decode,
+LLaVA preprocessing, batch, prefetch workers) -> global jax.Arrays.
+
+Undecodable images are skipped and counted (the count is part of the iterator state, so it survives a
+restart). The iterator's state is saved with the train state, so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterator
+
+import grain
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+from jax.sharding import Mesh
+
+from blink_jax import sharding as shd
+from blink_jax.data.image_preprocessing import preprocess_image
+
+
+class DecodeAndPreprocess(grain.transforms.Map):
+  """A raw example -> {'pixels', 'index'}, or a skip marker when its image cannot be decoded."""
+
+  def __init__(self, image_key: str, image_size: int, mode: str):
+    self.image_key, self.image_size, self.mode = image_key, image_size, mode
+
+  def map(self, element):
+    index, example = element
+    if self.image_key not in example:
+      raise KeyError(f"dataset examples have no {self.image_key!r} feature (they have "
+                     f"{sorted(example)}); set config.data.image_key")
+    image = example[self.image_key]
+    try:
+      pixels = preprocess_image(image, self.image_size, self.mode)
+    except ValueError as e:
+      return {"_skip": f"example {index}: {e}"}
+    return {"pixels": pixels, "index": np.int64(index)}
+
+
+class SkipCorrupt(grain.IterDataset):
+  """Drops skip markers, counting them."""
+
+  def __iter__(self):
+    return _SkipCorruptIterator(self._parent.__iter__())
+
+
+class _SkipCorruptIterator(grain.DatasetIterator):
+
+  def __init__(self, parent):
+    super().__init__(parent)
+    self.skipped = 0
+
+  def __next__(self):
+    while True:
+      element = next(self._parent)
+      if "_skip" not in element:
+        return element
+      self.skipped += 1
+      logging.warning("skipping unreadable image (%d so far): %s", self.skipped, element["_skip"])
+
+  def get_state(self) -> dict[str, Any]:
+    return {"parent": self._parent.get_state(), "skipped": self.skipped}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._parent.set_state(state["parent"])
+    self.skipped = int(state["skipped"])
+
+
+def data_source(name: str, data_dir: str, split: str):
+  try:
+    return tfds.data_source(name, data_dir=data_dir, split=split)
+  except Exception as e:  # tfds raises several types for an absent/unbuilt dataset
+    raise ValueError(f"TFDS dataset {name!r} (split {split!r}) could not be opened in data_dir="
+                     f"{data_dir!r}: {e}") from e
+
+
+def train_dataset(source, *, global_batch: int, image_key: str, image_size: int, preprocessing: str,
+                  seed: int, workers: int = 0, process_index: int | None = None,
+                  process_count: int | None = None) -> grain.IterDataset:
+  """Infinite, shuffled (a new order each epoch), per-process batches of {'pixels', 'index'}."""
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  if global_batch % process_count:
+    raise ValueError(f"global batch {global_batch} is not divisible by {process_count} processes")
+  ds = grain.MapDataset.source(source).map_with_index(lambda i, x: (i, x))
+  ds = ds.shuffle(seed=seed).repeat(None)
+  ds = ds[process_index::process_count]
+  ds = ds.map(DecodeAndPreprocess(image_key, image_size, preprocessing))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, workers), prefetch_buffer_size=8))
+  if workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+  return SkipCorrupt(it).batch(global_batch // process_count, drop_remainder=True)
+
+
+def to_global(batch: dict[str, np.ndarray], mesh: Mesh, rules=shd.DEFAULT_RULES) -> dict[str, jax.Array]:
+  """Per-process numpy batch -> global jax.Arrays sharded on the batch axes."""
+  return {k: jax.make_array_from_process_local_data(shd.batch_sharding(mesh, v.ndim, rules), v)
+          for k, v in batch.items()}
+
+
+def skipped_count(iterator: Iterator) -> int:
+  """How many unreadable images the pipeline behind `iterator` has skipped so far (this process)."""
+  node = iterator
+  while node is not None:
+    if isinstance(node, _SkipCorruptIterator):
+      return node.skipped
+    parents = getattr(node, "_parents", ())
+    node = parents[0] if parents else None
+  return 0

@@ -1,0 +1,181 @@
+"""The TokenSR distillation job: set-up, the step loop, metrics, checkpoints, preemption, export."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from clu import metric_writers
+from etils import epath
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
+from blink_jax import sharding as shd
+from blink_jax.blink.config import from_mapping
+from blink_jax.checkpoint import TrainCheckpoints, export_token_sr
+from blink_jax.data.image_folder_builder import build_image_folder_dataset
+from blink_jax.data.sample_images import write_sample_images
+from blink_jax.data.train_pipeline import data_source, skipped_count, to_global, train_dataset
+from blink_jax.models.llava import Llava
+from blink_jax.train.state import backbone, init_train_state, optimizer, prompt_prefix, unflatten
+from blink_jax.train.step import jit_train_step, make_train_step
+
+
+class _Preemption:
+  """Turns SIGTERM (a TPU VM being preempted) into a flag the loop checks after each step."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM received: saving a checkpoint after this step, then exiting")
+    self.requested = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def maybe_initialize_distributed(config: ml_collections.ConfigDict):
+  """jax.distributed.initialize() for multi-host runs (TPU pods detect everything themselves)."""
+  d = config.distributed
+  if not d.enabled:
+    return
+  kwargs = {}
+  if d.coordinator_address:
+    kwargs = dict(coordinator_address=d.coordinator_address, num_processes=d.num_processes,
+                  process_id=d.process_id)
+  jax.distributed.initialize(**kwargs)
+
+
+def resolve_dataset(config: ml_collections.ConfigDict, workdir: epath.Path):
+  """The TFDS data source: by name, from an image folder (built once), or the embedded sample."""
+  d = config.data
+  if d.name:
+    return data_source(d.name, d.data_dir, d.split)
+  data_dir = d.data_dir or str(workdir / "tfds")
+  if d.image_folder:
+    folder, name = d.image_folder, re.sub(r"[^a-z0-9_]", "_", epath.Path(d.image_folder).name.lower())
+  else:
+    folder, name = str(workdir / "sample_images"), "sample"
+    if jax.process_index() == 0 and not epath.Path(folder).exists():
+      write_sample_images(folder, d.sample_images)
+  if jax.process_index() == 0:
+    build_image_folder_dataset(folder, data_dir, name)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("dataset built")
+  return data_source(f"blink_image_folder/{name}", data_dir, "train")
+
+
+def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Runs (or resumes) the job described by `config`; returns the last logged metrics."""
+  maybe_initialize_distributed(config)
+  workdir = epath.Path(config.workdir).resolve()
+  workdir.mkdir(parents=True, exist_ok=True)
+  mesh = shd.make_mesh(config.mesh.to_dict())
+  rules = shd.rules_from_config(config.sharding_rules)
+  cfg, backbone_params = backbone(config.model, mesh, rules, config.seed)
+  blink = from_mapping(config.blink.to_dict()).validate(cfg.vision.grid, cfg.text.num_layers)
+  if cfg.vision.grid % (2 * blink.region_size):
+    raise ValueError(f"blink.region_size={blink.region_size}: the teacher's {cfg.vision.grid}x"
+                     f"{cfg.vision.grid} grid must pool evenly to {2 * blink.region_size}x"
+                     f"{2 * blink.region_size}")
+  model = Llava(cfg)
+  prefix = jnp.asarray(prompt_prefix(config.model, cfg))
+  t = config.train
+
+  source = resolve_dataset(config, workdir)
+  iterator = iter(train_dataset(source, global_batch=t.batch_size, image_key=config.data.image_key,
+                                image_size=cfg.vision.image_size, preprocessing=config.model.preprocessing,
+                                seed=config.seed, workers=config.data.workers))
+  tx = optimizer(t)
+  state, frozen = init_train_state(cfg, blink, t, mesh, rules, config.seed, tx, backbone_params)
+  ckpts = TrainCheckpoints(workdir / "checkpoints", config.checkpoint.every, config.checkpoint.keep,
+                           config.checkpoint.async_save)
+  start = ckpts.latest_step() or 0
+  if start:
+    state, iterator = ckpts.restore(start, state, iterator)
+    if jax.process_index() == 0:
+      tqdm.write(f"resumed from {workdir / 'checkpoints'} at step {start}")
+
+  batch_shardings = {"pixels": shd.batch_sharding(mesh, 4, rules)}
+  step_fn = jit_train_step(make_train_step(model, blink, t, tx, prefix, config.seed), state, frozen,
+                           batch_shardings)
+  is_main = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(str(workdir), just_logging=not is_main)
+  batch_log = (workdir / f"batches_process{jax.process_index()}.jsonl").open("a") \
+      if config.log_batch_indices else None
+  preemption = _Preemption()
+  last: dict[str, Any] = {}
+  window = None
+  tick, tick_step = time.perf_counter(), start
+  bar = tqdm(total=t.steps, initial=start, disable=not is_main, desc="tokensr", dynamic_ncols=True)
+  try:
+    with shd.activated(mesh, rules):
+      for step in range(start, t.steps):
+        local = next(iterator)
+        if batch_log:
+          batch_log.write(json.dumps({"step": step, "index": local["index"].tolist()}) + "\n")
+        state, metrics = step_fn(state, frozen, to_global({"pixels": local["pixels"]}, mesh, rules))
+        window = metrics if window is None else jax.tree.map(jnp.add, window, metrics)
+        done = step + 1
+        bar.update(1)
+        if done % t.log_every == 0 or done == t.steps:
+          # Means over the steps since the last log; the only host sync of the loop.
+          last = {k: float(v) / (done - tick_step) for k, v in jax.device_get(window).items()}
+          window = None
+          if not all(np.isfinite(v) for v in last.values()):
+            raise FloatingPointError(f"non-finite metrics at step {done}: {last}")
+          now = time.perf_counter()
+          rate = (done - tick_step) / max(now - tick, 1e-9)
+          tick, tick_step = now, done
+          last.update(steps_per_sec=rate, examples_per_sec=rate * t.batch_size,
+                      skipped_images=skipped_count(iterator))
+          writer.write_scalars(done, last)
+          bar.set_postfix(loss=f"{last['loss']:.4f}")
+          if is_main:
+            tqdm.write(f"step {done}/{t.steps}  loss {last['loss']:.4f}  kl {last['kl']:.4f}  "
+                       f"cos {last['cosine']:.4f}  |g| {last['grad_norm']:.3f}  "
+                       f"lr {last['learning_rate']:.2e}  {rate:.2f} steps/s")
+        stop = preemption.requested or (jax.process_count() > 1 and ckpts.reached_preemption(done))
+        ckpts.save(done, state, iterator, force=stop or done == t.steps)
+        if stop:
+          ckpts.wait()
+          logging.warning("stopped at step %d for preemption; rerun the same command to resume", done)
+          return last
+  finally:
+    preemption.restore()
+    bar.close()
+    if batch_log:
+      batch_log.close()
+    writer.flush()
+  ckpts.wait()
+  ckpts.close()
+  token_sr = unflatten(dict(state.params)).get("token_sr")
+  if token_sr is not None:
+    export_token_sr(workdir / "export", token_sr, blink, cfg.text.hidden_size)
+    if is_main:
+      tqdm.write(f"exported TokenSR to {workdir / 'export'}")
+  write_summary(workdir, int(jax.device_get(state.step)), last, state.params)
+  return last
+
+
+def write_summary(workdir: epath.Path, step: int, metrics: dict, params: dict):
+  """summary_process{i}.json: final step, last metrics and a checksum of the trained params as this
+  process sees them (equal on every process of a healthy multi-host run)."""
+  digest = hashlib.sha256()
+  for k in sorted(params):
+    digest.update(k.encode())
+    digest.update(np.asarray(multihost_utils.process_allgather(params[k], tiled=True)).tobytes())
+  (workdir / f"summary_process{jax.process_index()}.json").write_text(json.dumps(
+      {"step": step, "metrics": metrics, "params_sha256": digest.hexdigest()}, indent=2))

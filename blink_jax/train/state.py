@@ -1,0 +1,106 @@
+"""What training holds: the frozen backbone, the trainable params (selected by a path regex), the
+optimizer and its state, all created directly in their shardings."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import traverse_util
+from jax.sharding import Mesh
+
+from blink_jax import sharding as shd
+from blink_jax.blink.config import BlinkConfig
+from blink_jax.convert.hf_llava import abstract_params, load_hf_llava
+from blink_jax.data.prompt import vicuna_v1_prompt
+from blink_jax.models.llava import Llava
+from blink_jax.models.llava_config import LlavaConfig, from_preset
+from blink_jax.models.token_sr import init_token_sr
+from blink_jax.tokenizer import Tokenizer
+
+
+class TrainState(NamedTuple):
+  step: jax.Array
+  params: dict[str, jax.Array]   # trainable leaves, flat {'token_sr/layers/...': array}
+  opt_state: Any
+
+
+def flatten(tree: Any) -> dict[str, Any]:
+  return traverse_util.flatten_dict(tree, sep="/")
+
+
+def unflatten(flat: dict[str, Any]) -> Any:
+  return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def split_trainable(params: Any, pattern: str) -> tuple[dict, dict]:
+  """(trainable, frozen) flat dicts; trainable = leaves whose path fully matches `pattern`."""
+  flat = flatten(params)
+  rx = re.compile(pattern)
+  trainable = {k: v for k, v in flat.items() if rx.fullmatch(k)}
+  if not trainable:
+    raise ValueError(f"config.train.trainable={pattern!r} matches no param; paths look like "
+                     f"{sorted(flat)[:3]}")
+  return trainable, {k: v for k, v in flat.items() if k not in trainable}
+
+
+def optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, train_cfg.learning_rate, max(1, train_cfg.warmup_steps), max(train_cfg.steps, 2),
+      end_value=train_cfg.learning_rate * train_cfg.final_lr_fraction)
+  return optax.chain(optax.clip_by_global_norm(train_cfg.clip_norm),
+                     optax.adamw(schedule, weight_decay=train_cfg.weight_decay))
+
+
+def learning_rate(train_cfg: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+  return optax.warmup_cosine_decay_schedule(
+      0.0, train_cfg.learning_rate, max(1, train_cfg.warmup_steps), max(train_cfg.steps, 2),
+      end_value=train_cfg.learning_rate * train_cfg.final_lr_fraction)(step)
+
+
+def backbone(model_cfg: ml_collections.ConfigDict, mesh: Mesh, rules, seed: int) -> tuple[LlavaConfig, Any]:
+  """The frozen LLaVA: loaded from model.hf_checkpoint, or random-initialised from model.preset."""
+  runtime = dict(dtype=model_cfg.dtype, param_dtype=model_cfg.param_dtype, remat=model_cfg.remat)
+  if model_cfg.hf_checkpoint:
+    return load_hf_llava(model_cfg.hf_checkpoint, mesh=mesh, rules=rules, **runtime)
+  cfg = from_preset(model_cfg.preset.to_dict(), **runtime)
+  shardings = shd.logical_shardings(abstract_params(cfg), mesh, rules)
+  model = Llava(cfg)
+  v = cfg.vision
+
+  def init(rng):
+    ids = jnp.zeros((1, 8), jnp.int32)
+    pixels = jnp.zeros((1, v.image_size, v.image_size, v.num_channels))
+    return nn.meta.unbox(model.init(rng, ids, pixels, jnp.zeros((1, 8), jnp.int32),
+                                    jnp.ones((1, 8), bool))["params"])
+
+  return cfg, jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
+
+
+def prompt_prefix(model_cfg: ml_collections.ConfigDict, cfg: LlavaConfig) -> np.ndarray:
+  """The prompt tokens before the image: the checkpoint's tokenizer on the vicuna_v1 template, or, for
+  a random model, a fixed stand-in of model.prefix_len tokens starting with BOS."""
+  if model_cfg.hf_checkpoint:
+    ids = Tokenizer(model_cfg.hf_checkpoint).encode_prompt(vicuna_v1_prompt(""), cfg.num_image_tokens)
+    return ids[:int(np.argmax(ids == cfg.image_token_id))]
+  rng = np.random.default_rng(0)
+  rest = rng.integers(3, cfg.text.vocab_size, model_cfg.prefix_len - 1)
+  rest = np.where(rest == cfg.image_token_id, 3, rest)
+  return np.concatenate([[cfg.bos_token_id], rest]).astype(np.int32)
+
+
+def init_train_state(cfg: LlavaConfig, blink: BlinkConfig, train_cfg, mesh: Mesh, rules, seed: int,
+                     tx: optax.GradientTransformation, frozen_params: Any) -> tuple[TrainState, dict]:
+  """(TrainState with fresh TokenSR + optimizer state, frozen flat params)."""
+  token_sr = init_token_sr(blink.num_scan_layers, blink.token_sr_channels, blink.region_size,
+                           cfg.text.hidden_size, jax.random.key(seed + 1), mesh=mesh, rules=rules,
+                           dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
+  trainable, frozen = split_trainable({**frozen_params, "token_sr": token_sr}, train_cfg.trainable)
+  opt_state = jax.jit(tx.init)(trainable)
+  return TrainState(jnp.zeros((), jnp.int32), trainable, opt_state), frozen

@@ -1,0 +1,75 @@
+"""The jitted train step: one optimizer update per call (gradient accumulation inside), the state
+donated, shardings explicit, the rng derived from the step."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from blink_jax.blink.config import BlinkConfig
+from blink_jax.models.llava import Llava
+from blink_jax.train.distill import distillation_loss, distillation_targets
+from blink_jax.train.state import TrainState, learning_rate, unflatten
+
+
+def make_train_step(model: Llava, blink: BlinkConfig, train_cfg: ml_collections.ConfigDict,
+                    tx: optax.GradientTransformation, prefix_ids: jax.Array, seed: int) -> Callable:
+  """step(state, frozen, batch) -> (state, metrics). batch['pixels']: [B, H, W, 3]."""
+  accum = train_cfg.grad_accum_steps
+  v = model.cfg.vision
+  num_regions = (v.grid // blink.region_size) ** 2
+
+  def micro(trainable, frozen, pixels, rng):
+    params = unflatten({**frozen, **trainable})
+    backbone = {k: w for k, w in params.items() if k != "token_sr"}
+    region = jax.random.randint(rng, (pixels.shape[0],), 0, num_regions)
+    region_states, teacher = distillation_targets(model, backbone, prefix_ids, pixels, region, blink)
+
+    def loss_fn(tr):
+      return distillation_loss(model, blink, unflatten({**frozen, **tr})["token_sr"], region_states,
+                               teacher, temperature=train_cfg.temperature,
+                               cosine_weight=train_cfg.cosine_weight)
+
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+    return grads, metrics
+
+  def step(state: TrainState, frozen: dict, batch: dict) -> tuple[TrainState, dict]:
+    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    pixels = batch["pixels"]
+    b = pixels.shape[0]
+    if b % accum:
+      raise ValueError(f"batch {b} not divisible by grad_accum_steps={accum}")
+    micro_pixels = pixels.reshape(accum, b // accum, *pixels.shape[1:])
+    rngs = jax.random.split(rng, accum)
+
+    def body(acc, xs):
+      grads, metrics = micro(state.params, frozen, *xs)
+      return jax.tree.map(jnp.add, acc, (grads, metrics)), None
+
+    if accum == 1:
+      total = micro(state.params, frozen, micro_pixels[0], rngs[0])
+    else:
+      shapes = jax.eval_shape(micro, state.params, frozen, micro_pixels[0], rngs[0])
+      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+      total, _ = jax.lax.scan(body, zeros, (micro_pixels, rngs))
+    grads, metrics = jax.tree.map(lambda x: x / accum, total)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    out = {"loss": metrics.loss, "kl": metrics.kl, "cosine": metrics.cosine,
+           "grad_norm": optax.global_norm(grads), "learning_rate": learning_rate(train_cfg, state.step)}
+    return TrainState(state.step + 1, params, opt_state), out
+
+  return step
+
+
+def jit_train_step(step: Callable, state: TrainState, frozen: dict, batch_shardings: Any) -> Callable:
+  """Jits `step` with explicit shardings (those the state/frozen params already have) and donation."""
+  state_shardings = jax.tree.map(lambda x: x.sharding, state)
+  frozen_shardings = jax.tree.map(lambda x: x.sharding, frozen)
+  return jax.jit(step, in_shardings=(state_shardings, frozen_shardings, batch_shardings),
+                 out_shardings=(state_shardings, None), donate_argnums=(0,))
+

@@ -1,0 +1,1 @@
+"""ml_collections configs for train.py and eval.py."""

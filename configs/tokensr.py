@@ -1,0 +1,75 @@
+"""TokenSR distillation. With no overrides: the embedded default (a small random LLaVA-shaped model,
+the sample photographs scikit-image ships, CPU, a few minutes). Every field can be overridden with
+--config.FIELD=VALUE; configs/tokensr_7b.py is the LLaVA-1.5-7B preset."""
+
+import dataclasses
+
+import ml_collections
+
+from blink_jax.blink.config import BlinkConfig
+
+# A LLaVA-shaped model small enough for a laptop CPU: 112 px images (8x8 visual grid), 6 layers.
+TINY_MODEL = {
+    "vision": dict(image_size=112, patch_size=14, hidden_size=64, intermediate_size=128, num_layers=3,
+                   num_heads=4),
+    "text": dict(vocab_size=512, hidden_size=128, intermediate_size=256, num_layers=6, num_heads=4,
+                 num_kv_heads=2, head_dim=32),
+    "image_token_id": 511,
+}
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.workdir = "runs/tokensr"
+  c.seed = 0
+  c.log_batch_indices = False      # write each step's example indices to workdir (resume checks)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.hf_checkpoint = ""       # a llava-hf checkpoint directory; empty: random model from preset
+  c.model.preset = ml_collections.ConfigDict(TINY_MODEL)
+  c.model.prefix_len = 8           # random model only: length of the stand-in system prompt
+  c.model.dtype = "float32"
+  c.model.param_dtype = "float32"
+  c.model.remat = False
+  c.model.preprocessing = "pad"    # pad (LLaVA-1.5) | crop (HF CLIPImageProcessor)
+
+  c.blink = ml_collections.ConfigDict(dataclasses.asdict(BlinkConfig(
+      first_scan_layer=2, last_scan_layer=4, region_size=2, token_sr_channels=32)))
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = ""                 # a TFDS dataset name (e.g. "coco/2017") in data_dir
+  c.data.data_dir = ""             # local or gs://; default: workdir/tfds
+  c.data.split = "train"
+  c.data.image_folder = ""         # a folder of images, built into TFDS array_record once
+  c.data.image_key = "image"
+  c.data.sample_images = 64        # embedded default: how many sample images to write
+  c.data.workers = 0               # grain multiprocessing workers (0: threads in-process)
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 600
+  c.train.batch_size = 8           # global
+  c.train.grad_accum_steps = 1
+  c.train.learning_rate = 3e-3
+  c.train.final_lr_fraction = 0.1
+  c.train.warmup_steps = 10
+  c.train.weight_decay = 0.0
+  c.train.clip_norm = 1.0
+  c.train.temperature = 1.0
+  c.train.cosine_weight = 0.1
+  c.train.trainable = "token_sr/.*"  # regex over param paths; everything else is frozen
+  c.train.log_every = 50
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every = 200
+  c.checkpoint.keep = 3
+  c.checkpoint.async_save = True
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.sharding_rules = ml_collections.FieldReference(None, field_type=list)
+
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.enabled = False    # jax.distributed.initialize() (multi-host)
+  c.distributed.coordinator_address = ""   # empty: auto-detected (TPU pods, SLURM)
+  c.distributed.num_processes = 1
+  c.distributed.process_id = 0
+  return c

@@ -1,0 +1,20 @@
+"""TokenSR distillation: python train.py --config configs/tokensr.py [--config.FIELD=VALUE ...]"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/tokensr.py", "Training configuration.",
+                                          lock_config=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax/grain INFO lines drown the progress bar
+  from blink_jax.train.loop import train
+  train(_CONFIG.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
