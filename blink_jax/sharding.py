@@ -98,6 +98,13 @@ def batch_sharding(mesh: Mesh, ndim: int, rules=DEFAULT_RULES) -> NamedSharding:
   return NamedSharding(mesh, P(axes, *([None] * (ndim - 1))))
 
 
+def batch_parallelism(mesh: Mesh, rules=DEFAULT_RULES) -> int:
+  """Into how many parts the batch axis is split (the product of the mesh axes `act_batch` maps to)."""
+  (axes,) = nn.logical_to_mesh_axes(("act_batch",), rules)
+  names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+  return int(np.prod([mesh.shape[a] for a in names]))
+
+
 @contextlib.contextmanager
 def activated(mesh: Mesh | None, rules):
   """Mesh + logical rules in scope, so `nn.with_logical_constraint` inside modules takes effect."""

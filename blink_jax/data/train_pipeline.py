@@ -21,7 +21,10 @@ from blink_jax.data.image_preprocessing import preprocess_image
 
 
 class DecodeAndPreprocess(grain.transforms.Map):
-  """A raw example -> {'pixels', 'index'}, or a skip marker when its image cannot be decoded."""
+  """A raw example -> {'pixels', 'index'}, or a skip marker when its image cannot be decoded.
+
+  `index` is the element's position in the infinite stream: epoch * len(source) + its shuffled slot.
+  """
 
   def __init__(self, image_key: str, image_size: int, mode: str):
     self.image_key, self.image_size, self.mode = image_key, image_size, mode

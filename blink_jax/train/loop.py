@@ -93,6 +93,10 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
   model = Llava(cfg)
   prefix = jnp.asarray(prompt_prefix(config.model, cfg))
   t = config.train
+  batch_ways = shd.batch_parallelism(mesh, rules)
+  if t.batch_size % (batch_ways * t.grad_accum_steps):
+    raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the batch-parallel mesh size "
+                     f"({batch_ways}) times train.grad_accum_steps ({t.grad_accum_steps})")
 
   source = resolve_dataset(config, workdir)
   iterator = iter(train_dataset(source, global_batch=t.batch_size, image_key=config.data.image_key,
@@ -148,7 +152,8 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
                        f"cos {last['cosine']:.4f}  |g| {last['grad_norm']:.3f}  "
                        f"lr {last['learning_rate']:.2e}  {rate:.2f} steps/s")
         stop = preemption.requested or (jax.process_count() > 1 and ckpts.reached_preemption(done))
-        ckpts.save(done, state, iterator, force=stop or done == t.steps)
+        if stop or done == t.steps or done % config.checkpoint.every == 0:
+          ckpts.save(done, state, iterator, force=True)
         if stop:
           ckpts.wait()
           logging.warning("stopped at step %d for preemption; rerun the same command to resume", done)

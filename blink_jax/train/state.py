@@ -50,18 +50,17 @@ def split_trainable(params: Any, pattern: str) -> tuple[dict, dict]:
   return trainable, {k: v for k, v in flat.items() if k not in trainable}
 
 
-def optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  schedule = optax.warmup_cosine_decay_schedule(
-      0.0, train_cfg.learning_rate, max(1, train_cfg.warmup_steps), max(train_cfg.steps, 2),
-      end_value=train_cfg.learning_rate * train_cfg.final_lr_fraction)
-  return optax.chain(optax.clip_by_global_norm(train_cfg.clip_norm),
-                     optax.adamw(schedule, weight_decay=train_cfg.weight_decay))
-
-
-def learning_rate(train_cfg: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+def schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedule:
+  """Linear warm-up then cosine decay to final_lr_fraction of the peak."""
+  steps = max(train_cfg.steps, 2)
   return optax.warmup_cosine_decay_schedule(
-      0.0, train_cfg.learning_rate, max(1, train_cfg.warmup_steps), max(train_cfg.steps, 2),
-      end_value=train_cfg.learning_rate * train_cfg.final_lr_fraction)(step)
+      0.0, train_cfg.learning_rate, min(max(1, train_cfg.warmup_steps), steps - 1), steps,
+      end_value=train_cfg.learning_rate * train_cfg.final_lr_fraction)
+
+
+def optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  return optax.chain(optax.clip_by_global_norm(train_cfg.clip_norm),
+                     optax.adamw(schedule(train_cfg), weight_decay=train_cfg.weight_decay))
 
 
 def backbone(model_cfg: ml_collections.ConfigDict, mesh: Mesh, rules, seed: int) -> tuple[LlavaConfig, Any]:
@@ -102,5 +101,25 @@ def init_train_state(cfg: LlavaConfig, blink: BlinkConfig, train_cfg, mesh: Mesh
                            cfg.text.hidden_size, jax.random.key(seed + 1), mesh=mesh, rules=rules,
                            dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
   trainable, frozen = split_trainable({**frozen_params, "token_sr": token_sr}, train_cfg.trainable)
-  opt_state = jax.jit(tx.init)(trainable)
-  return TrainState(jnp.zeros((), jnp.int32), trainable, opt_state), frozen
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  # Optimizer moments follow their params' shardings; its scalars (counts) are replicated.
+  opt_shapes = jax.eval_shape(tx.init, trainable)
+  param_shardings = {k: v.sharding for k, v in trainable.items()}
+  opt_shardings = jax.tree.map(lambda _: replicated, opt_shapes)
+  opt_shardings = _mirror_param_shardings(opt_shapes, opt_shardings, param_shardings)
+  opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(trainable)
+  step = jax.device_put(jnp.zeros((), jnp.int32), replicated)
+  return TrainState(step, trainable, opt_state), frozen
+
+
+def _mirror_param_shardings(opt_shapes, default, param_shardings):
+  """Gives every optimizer-state dict keyed like the params its params' shardings."""
+  def visit(shape_node, default_node):
+    if isinstance(shape_node, dict) and set(shape_node) == set(param_shardings):
+      return dict(param_shardings)
+    if isinstance(shape_node, tuple) and not hasattr(shape_node, "_fields"):
+      return tuple(visit(a, b) for a, b in zip(shape_node, default_node))
+    if hasattr(shape_node, "_fields"):
+      return type(shape_node)(*(visit(a, b) for a, b in zip(shape_node, default_node)))
+    return default_node
+  return visit(opt_shapes, default)

@@ -13,7 +13,7 @@ import optax
 from blink_jax.blink.config import BlinkConfig
 from blink_jax.models.llava import Llava
 from blink_jax.train.distill import distillation_loss, distillation_targets
-from blink_jax.train.state import TrainState, learning_rate, unflatten
+from blink_jax.train.state import TrainState, schedule, unflatten
 
 
 def make_train_step(model: Llava, blink: BlinkConfig, train_cfg: ml_collections.ConfigDict,
@@ -60,7 +60,7 @@ def make_train_step(model: Llava, blink: BlinkConfig, train_cfg: ml_collections.
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     out = {"loss": metrics.loss, "kl": metrics.kl, "cosine": metrics.cosine,
-           "grad_norm": optax.global_norm(grads), "learning_rate": learning_rate(train_cfg, state.step)}
+           "grad_norm": optax.global_norm(grads), "learning_rate": schedule(train_cfg)(state.step)}
     return TrainState(state.step + 1, params, opt_state), out
 
   return step

@@ -1,0 +1,142 @@
+"""TokenSR distillation: a real step, learning, frozen backbone, the teacher, skipping bad images,
+and equal results sharded over 8 devices."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import train_fixtures
+from blink_jax import sharding as shd
+from blink_jax.blink.config import from_mapping
+from blink_jax.data.train_pipeline import data_source, skipped_count, train_dataset
+from blink_jax.models.llava import Llava
+from blink_jax.train.distill import crop_region, distillation_loss, distillation_targets, pool_grid
+from blink_jax.train.loop import train
+from blink_jax.train.state import backbone, init_train_state, optimizer, prompt_prefix, unflatten
+from blink_jax.train.step import jit_train_step, make_train_step
+
+
+def _setup(config, devices):
+  mesh = shd.make_mesh(config.mesh.to_dict(), devices)
+  rules = shd.DEFAULT_RULES
+  cfg, params = backbone(config.model, mesh, rules, config.seed)
+  blink = from_mapping(config.blink.to_dict())
+  tx = optimizer(config.train)
+  state, frozen = init_train_state(cfg, blink, config.train, mesh, rules, config.seed, tx, params)
+  model = Llava(cfg)
+  prefix = jnp.asarray(prompt_prefix(config.model, cfg))
+  step = jit_train_step(make_train_step(model, blink, config.train, tx, prefix, config.seed), state, frozen,
+                        {"pixels": shd.batch_sharding(mesh, 4, rules)})
+  return mesh, cfg, blink, model, prefix, state, frozen, step
+
+
+def _fixed_batch(cfg, n, tmp_path):
+  name, data_dir = train_fixtures.tiny_tfds(tmp_path, count=n)
+  it = iter(train_dataset(data_source(name, data_dir, "train"), global_batch=n, image_key="image",
+                          image_size=cfg.vision.image_size, preprocessing="pad", seed=0))
+  return next(it)["pixels"]
+
+
+def test_default_job_runs_checkpoints_and_exports(tmp_path):
+  metrics = train(train_fixtures.tiny_config(tmp_path / "run"))
+  assert np.isfinite(metrics["loss"]) and metrics["examples_per_sec"] > 0
+  assert (tmp_path / "run" / "export" / "blink.json").exists()
+  assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()) == ["3", "6"]
+  assert list((tmp_path / "run").glob("events.out.tfevents.*"))
+  assert json.loads((tmp_path / "run" / "summary_process0.json").read_text())["step"] == 6
+
+
+def test_loss_falls_on_a_fixed_batch_and_backbone_stays_frozen(tmp_path):
+  config = train_fixtures.tiny_config(tmp_path, **{"train.learning_rate": 3e-3, "train.warmup_steps": 2,
+                                                   "train.steps": 40})
+  mesh, cfg, blink, model, prefix, state, frozen, step = _setup(config, jax.devices()[:1])
+  assert all(k.startswith("token_sr/") for k in state.params)
+  frozen_before = jax.tree.map(np.array, frozen)
+  pixels = jnp.asarray(_fixed_batch(cfg, 8, tmp_path))
+  n_regions = (cfg.vision.grid // blink.region_size) ** 2
+
+  @jax.jit
+  def loss_over_every_region(trainable):
+    """The objective on the fixed batch, averaged over every region of every image."""
+    backbone = unflatten(frozen)
+    def one(r):
+      states, teacher = distillation_targets(model, backbone, prefix, pixels, jnp.full((8,), r), blink)
+      return distillation_loss(model, blink, unflatten(trainable)["token_sr"], states, teacher,
+                               temperature=1.0, cosine_weight=config.train.cosine_weight)[0]
+    return jax.lax.map(one, jnp.arange(n_regions)).mean()
+
+  before = float(loss_over_every_region(state.params))
+  with shd.activated(mesh, shd.DEFAULT_RULES):
+    for _ in range(40):
+      state, _ = step(state, frozen, {"pixels": pixels})
+  after = float(loss_over_every_region(state.params))
+  assert after < 0.7 * before, (before, after)
+  jax.tree.map(np.testing.assert_array_equal, frozen_before, jax.tree.map(np.asarray, frozen))
+
+
+def test_teacher_equals_the_model_run_on_the_crop_outside_the_step(blink_ckpt, tmp_path):
+  """The in-step teacher equals transformers' model on the crop, pooled (an independent reference)."""
+  import torch
+  from transformers import LlavaForConditionalGeneration
+  config = train_fixtures.tiny_config(tmp_path, **{
+      "model.hf_checkpoint": str(blink_ckpt), "blink.first_scan_layer": 2, "blink.last_scan_layer": 5,
+      "blink.region_size": 3})
+  mesh = shd.make_mesh({"data": 1}, jax.devices()[:1])
+  cfg, params = backbone(config.model, mesh, shd.DEFAULT_RULES, 0)
+  blink = from_mapping(config.blink.to_dict())
+  model = Llava(cfg)
+  prefix = prompt_prefix(config.model, cfg)
+  pixels = _fixed_batch(cfg, 2, tmp_path)
+  region = jnp.asarray([1, 2])
+  _, teacher = jax.jit(lambda p, x, r: distillation_targets(model, p, jnp.asarray(prefix), x, r, blink))(
+      params, pixels, region)
+
+  hf = LlavaForConditionalGeneration.from_pretrained(blink_ckpt, dtype=torch.float32).eval()
+  g, patch, p = cfg.vision.grid, cfg.vision.patch_size, blink.region_size
+  for i, r in enumerate([1, 2]):
+    y, x = (r // (g // p)) * p * patch, (r % (g // p)) * p * patch
+    crop = np.asarray(jax.image.resize(pixels[i, y:y + p * patch, x:x + p * patch],
+                                       pixels.shape[1:], "bicubic"))
+    np.testing.assert_allclose(crop, np.asarray(crop_region(pixels[i:i + 1], region[i:i + 1], g, p, patch))[0],
+                               atol=1e-6)
+    ids = np.concatenate([prefix, np.full(g * g, cfg.image_token_id)])[None]
+    with torch.no_grad():
+      out = hf(input_ids=torch.from_numpy(ids).long(),
+               pixel_values=torch.from_numpy(crop[None]).permute(0, 3, 1, 2), output_hidden_states=True)
+    for j, layer in enumerate(range(blink.first_scan_layer, blink.last_scan_layer + 1)):
+      visual = out.hidden_states[layer + 1][:, len(prefix):].numpy()
+      ref = np.asarray(pool_grid(jnp.asarray(visual), g, 2 * p))[0]
+      np.testing.assert_allclose(np.asarray(teacher[j, i]), ref, atol=2e-5, err_msg=f"layer {layer}")
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path):
+  name, data_dir = train_fixtures.tiny_tfds(tmp_path, count=6, corrupt=2)
+  source = data_source(name, data_dir, "train")
+  good = [i for i in range(len(source)) if not source[i]["id"].startswith(b"broken")]
+  it = iter(train_dataset(source, global_batch=4, image_key="image", image_size=56, preprocessing="pad",
+                          seed=0))
+  seen = np.concatenate([next(it)["index"] for _ in range(6)])  # 24 good examples, 4 epochs of 8 files
+  # index = epoch * 8 + source position. Every (epoch, good file) of 4 epochs is seen once; epochs
+  # 0-2 were read whole (6 broken reads), epoch 3 up to its last good example.
+  assert sorted(seen.tolist()) == sorted(e * 8 + f for e in range(4) for f in good)
+  assert 6 <= skipped_count(it) <= 8
+
+
+def test_sharded_fsdp_data_run_matches_one_device(tmp_path):
+  one = train_fixtures.tiny_config(tmp_path / "a", **{"mesh.data": 1})
+  eight = train_fixtures.tiny_config(tmp_path / "b", **{"mesh.data": 4, "mesh.fsdp": 2})
+  eight.train.batch_size = one.train.batch_size = 8
+  runs = []
+  for config, devices in [(one, jax.devices()[:1]), (eight, jax.devices())]:
+    mesh, cfg, _, _, _, state, frozen, step = _setup(config, devices)
+    pixels = _fixed_batch(cfg, 8, tmp_path / config.workdir.split("/")[-1])
+    losses = []
+    with shd.activated(mesh, shd.DEFAULT_RULES):
+      for _ in range(5):
+        state, metrics = step(state, frozen, {"pixels": jax.device_put(pixels, shd.batch_sharding(mesh, 4))})
+        losses.append(float(metrics["loss"]))
+    runs.append((losses, jax.tree.map(np.asarray, state.params)))
+  np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), runs[0][1], runs[1][1])
