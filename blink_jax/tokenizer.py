@@ -14,7 +14,12 @@ from blink_jax.data.prompt import IMAGE_PLACEHOLDER
 
 class Tokenizer:
 
-  def __init__(self, tokenizer_json: str | epath.PathLike):
+  def __init__(self, tokenizer_json: str | epath.PathLike | None = None, *,
+               backend: tokenizers.Tokenizer | None = None):
+    if backend is not None:
+      self._tok, self.path = backend, "<in-memory>"
+      self.image_token_id = backend.token_to_id(IMAGE_PLACEHOLDER)
+      return
     path = epath.Path(tokenizer_json)
     if path.is_dir():
       path = path / "tokenizer.json"
@@ -45,3 +50,19 @@ class Tokenizer:
     i = int(where[0])
     return np.concatenate([ids[:i], np.full(num_image_tokens, self.image_token_id, np.int32),
                            ids[i + 1:]])
+
+
+def byte_level_tokenizer(image_token_id: int, bos_id: int = 1, eos_id: int = 2, pad_id: int = 0) -> Tokenizer:
+  """A tokenizer over UTF-8 bytes (any text, no file), for the random models of the embedded
+  defaults: specials at the model's ids, the 256 bytes on the ids left between 0 and 259+."""
+  from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
+  specials = {"<pad>": pad_id, "<s>": bos_id, "</s>": eos_id, IMAGE_PLACEHOLDER: image_token_id}
+  free = (i for i in range(1 << 20) if i not in specials.values())
+  vocab = {ch: next(free) for ch in pre_tokenizers.ByteLevel.alphabet()}
+  vocab.update(specials)
+  tok = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[]))
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+  tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos_id)])
+  return Tokenizer(backend=tok)

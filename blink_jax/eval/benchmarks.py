@@ -1,0 +1,46 @@
+"""The supported benchmarks: how each turns rows into questions and scores predictions, its headline
+metrics, and the paper's LLaVA-1.5-7B numbers (BLINK_SPEC §7) for the results table."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from blink_jax.eval import gqa, mmbench, mme, mmvet, pope, scienceqa, seed, vqa_accuracy
+
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+  name: str
+  examples: Callable          # (row, where) -> list[EvalExample]
+  score: Callable             # (predictions {qid: text}, examples) -> {metric: value}
+  headline: tuple[str, ...]   # metrics shown in the results table
+  paper: dict                 # metric -> (vanilla, interp, tokensr) for LLaVA-1.5-7B
+
+
+BENCHMARKS = {b.name: b for b in [
+    Benchmark("mme", mme.examples, mme.score, ("perception", "cognition"),
+              {"perception": (1505.72, 1514.08, 1519.74), "cognition": (357.86, 353.21, 361.79)}),
+    Benchmark("pope", pope.examples, pope.score, ("f1", "adversarial/f1", "popular/f1", "random/f1"),
+              {"f1": (85.17, 85.17, 85.23)}),
+    Benchmark("gqa", gqa.examples, gqa.score, ("accuracy",), {"accuracy": (61.93, 61.93, 61.98)}),
+    Benchmark("mmbench", mmbench.examples, mmbench.score, ("circular_accuracy",),
+              {"circular_accuracy": (64.60, 64.69, 64.69)}),
+    Benchmark("mmbench_cn", mmbench.examples_cn, mmbench.score, ("circular_accuracy",),
+              {"circular_accuracy": (58.08, 58.51, 58.59)}),
+    Benchmark("scienceqa_img", scienceqa.examples, scienceqa.score, ("accuracy",),
+              {"accuracy": (69.46, 69.51, 69.66)}),
+    Benchmark("seed", seed.examples, seed.score, ("accuracy",), {}),
+    Benchmark("textvqa", vqa_accuracy.examples, vqa_accuracy.score, ("accuracy",), {}),
+    Benchmark("vqav2", vqa_accuracy.examples, vqa_accuracy.score, ("accuracy",), {}),
+    Benchmark("mmvet", mmvet.examples, mmvet.score, ("predictions_for_grader",),
+              {"gpt4_score (external grader)": (32.20, 31.70, 33.40)}),
+]}
+
+MODES = ("vanilla", "interp", "tokensr")
+
+
+def get(name: str) -> Benchmark:
+  if name not in BENCHMARKS:
+    raise ValueError(f"unknown benchmark {name!r}; known: {sorted(BENCHMARKS)}")
+  return BENCHMARKS[name]

@@ -1,0 +1,119 @@
+"""Reads benchmark rows from the formats users have, local or gs:// (through fsspec/gcsfs):
+
+- "parquet": the lmms-lab Hugging Face layouts (a file, a directory or a glob of *.parquet); images
+  in the rows, or (GQA) in a separate `images` parquet joined on `imageId`.
+- "llava": LLaVA's eval layout, a question .jsonl (question_id, image, text, ...) plus an image
+  folder; ground truth from the same rows or an `annotations` .jsonl joined on question_id.
+- "tfds": a TFDS dataset (array_record) by name in a data_dir.
+
+Every row comes out as a dict; `_row` is its position in the source.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import fsspec
+import numpy as np
+
+from blink_jax.eval.example import SHORT_ANSWER, LETTER_ANSWER
+
+FORMATS = ("parquet", "llava", "tfds")
+
+
+def _files(pattern: str) -> list[str]:
+  fs, _, paths = fsspec.get_fs_token_paths(pattern)
+  if len(paths) == 1 and fs.isdir(paths[0]):
+    paths = sorted(fs.glob(paths[0].rstrip("/") + "/*.parquet"))
+  if not paths:
+    raise FileNotFoundError(f"{pattern}: no parquet files")
+  protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+  return [p if "://" in p or protocol in ("file", "local") else f"{protocol}://{p}" for p in paths]
+
+
+def _parquet_rows(pattern: str) -> Iterator[dict]:
+  import pyarrow.parquet as pq
+  for path in _files(pattern):
+    with fsspec.open(path, "rb") as f:
+      for batch in pq.ParquetFile(f).iter_batches(batch_size=64):
+        yield from batch.to_pylist()
+
+
+def _read_text(path: str) -> str:
+  with fsspec.open(path, "r", encoding="utf-8") as f:
+    return f.read()
+
+
+def _read_bytes(path: str) -> bytes:
+  with fsspec.open(path, "rb") as f:
+    return f.read()
+
+
+def _jsonl(path: str) -> list[dict]:
+  rows = []
+  for n, line in enumerate(_read_text(path).splitlines()):
+    if line.strip():
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{n + 1}: not JSON ({e})") from e
+  return rows
+
+
+def _llava_rows(questions: str, image_folder: str, annotations: str | None) -> Iterator[dict]:
+  labels = {str(r["question_id"]): r for r in _jsonl(annotations)} if annotations else {}
+  for row in _jsonl(questions):
+    row = {**labels.get(str(row.get("question_id")), {}), **row}
+    text = row.pop("text", None)
+    if text is not None and "question" not in row:
+      # LLaVA's question files carry the answer instruction; ours adds it per benchmark.
+      for suffix in (f"\n{SHORT_ANSWER}", f"\n{LETTER_ANSWER}"):
+        text = text[:-len(suffix)] if text.endswith(suffix) else text
+      row["question"] = text
+    if "image" in row and isinstance(row["image"], str):
+      path = f"{image_folder.rstrip('/')}/{row['image']}"
+      row["image"] = LazyFile(path)
+    yield row
+
+
+class LazyFile(str):
+  """A path whose bytes are read when the image is needed (missing files surface per example)."""
+
+  def read(self) -> bytes:
+    return _read_bytes(str(self))
+
+
+def _tfds_rows(name: str, data_dir: str, split: str) -> Iterator[dict]:
+  import tensorflow_datasets as tfds
+  source = tfds.data_source(name, data_dir=data_dir, split=split)
+  for i in range(len(source)):
+    row = dict(source[i])
+    for k, v in row.items():
+      if isinstance(v, bytes) and k != "image":
+        row[k] = v.decode("utf-8")
+      elif isinstance(v, np.ndarray) and v.dtype == object:
+        row[k] = [x.decode("utf-8") if isinstance(x, bytes) else x for x in v.tolist()]
+      elif isinstance(v, np.generic):
+        row[k] = v.item()
+    yield row
+
+
+def read_rows(source: dict) -> Iterator[dict]:
+  """source: {'format': ..., and 'path' (+ 'images') | 'questions' + 'image_folder' (+ 'annotations')
+  | 'name' + 'data_dir' + 'split'}."""
+  fmt = source.get("format")
+  if fmt == "parquet":
+    rows = _parquet_rows(source["path"])
+    if source.get("images"):
+      images = {r["id"]: r["image"] for r in _parquet_rows(source["images"])}
+      rows = ({**r, "image": images.get(r.get("imageId"), r.get("image"))} for r in rows)
+  elif fmt == "llava":
+    rows = _llava_rows(source["questions"], source["image_folder"], source.get("annotations"))
+  elif fmt == "tfds":
+    rows = _tfds_rows(source["name"], source.get("data_dir", ""), source.get("split", "test"))
+  else:
+    raise ValueError(f"benchmark source format {fmt!r}; expected one of {FORMATS}")
+  for i, row in enumerate(rows):
+    row.setdefault("_row", i)
+    yield row

@@ -1,0 +1,42 @@
+"""Evaluation. With no overrides: the embedded default (the random model train.py's default uses,
+a few generated questions of every benchmark and format, CPU, minutes). For LLaVA-1.5-7B:
+
+  python eval.py --config configs/eval.py --config.model.hf_checkpoint=/ckpts/llava-1.5-7b-hf \
+      --config.token_sr=runs/tokensr_7b/export --config.blink.first_scan_layer=12 ... \
+      --config.benchmarks=mme,pope --config.sources.mme.format=parquet \
+      --config.sources.mme.path=gs://bucket/lmms-lab/MME/data --config.model.dtype=bfloat16
+"""
+
+import dataclasses
+
+import ml_collections
+
+from blink_jax.blink.config import BlinkConfig
+from blink_jax.eval.benchmarks import BENCHMARKS, MODES
+from configs import tokensr
+
+SOURCE_FIELDS = ("format", "path", "images", "questions", "image_folder", "annotations", "name",
+                 "data_dir", "split")
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.output_dir = "runs/eval"
+  c.seed = 0
+  c.benchmarks = list(BENCHMARKS)
+  c.modes = list(MODES)
+  c.batch_size = 8
+  c.max_new_tokens = 16
+  c.prompt_buckets = [256, 512, 768, 1024, 1536, 2048]
+  c.token_sr = ""                  # train.py's export/ directory; empty: untrained TokenSR (= interp)
+  c.model = tokensr.get_config().model
+  c.blink = ml_collections.ConfigDict(dataclasses.asdict(BlinkConfig(
+      first_scan_layer=2, last_scan_layer=4, region_size=2, token_sr_channels=32)))
+  # Per benchmark: where its data is. All fields empty: the embedded sample.
+  #   parquet: path (file, directory or glob; local or gs://), images (GQA's image parquet)
+  #   llava:   questions (.jsonl), image_folder, annotations (.jsonl, optional)
+  #   tfds:    name, data_dir, split
+  c.sources = ml_collections.ConfigDict({name: {f: "" for f in SOURCE_FIELDS} for name in BENCHMARKS})
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.sharding_rules = ml_collections.FieldReference(None, field_type=list)
+  return c
