@@ -153,8 +153,10 @@ def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
   output = epath.Path(config.output_dir)
   output.mkdir(parents=True, exist_ok=True)
   mesh = shd.make_mesh(config.mesh.to_dict())
-  if config.batch_size % shd.batch_parallelism(mesh, shd.rules_from_config(config.sharding_rules)):
-    raise ValueError(f"batch_size={config.batch_size} must be divisible by the batch-parallel mesh size")
+  ways = shd.batch_parallelism(mesh, shd.rules_from_config(config.sharding_rules))
+  if config.batch_size % ways:
+    raise ValueError(f"batch_size={config.batch_size} must be divisible by the batch-parallel mesh size "
+                     f"{ways} (mesh {dict(mesh.shape)})")
   pipe = build_pipeline(config, mesh)
   sources = resolve_sources(config, output)
   results: dict[str, Any] = {}

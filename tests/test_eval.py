@@ -1,0 +1,148 @@
+"""eval.py's machinery: the same benchmark read from local parquet, LLaVA's layout, a GCS emulator and
+TFDS gives identical predictions and scores; a crashed run resumes to exactly one prediction per
+question; bad input is named or skipped and counted."""
+
+import json
+import os
+import shutil
+
+import fsspec
+import jax
+import portpicker
+import pytest
+
+from blink_jax import sharding as shd
+from blink_jax.eval import benchmarks, runner, sample_benchmarks
+from blink_jax.eval.readers import read_rows
+from blink_jax.pipeline import LlavaPipeline
+from configs import eval as eval_config
+
+
+def _config(tmp_path, **overrides):
+  c = eval_config.get_config()
+  c.output_dir = str(tmp_path / "out")
+  c.batch_size = 8
+  c.max_new_tokens = 4
+  for k, v in overrides.items():
+    node = c
+    *path, leaf = k.split(".")
+    for part in path:
+      node = node[part]
+    node[leaf] = v
+  return c
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+  c = _config(tmp_path_factory.mktemp("p"))
+  return runner.build_pipeline(c, shd.make_mesh(c.mesh.to_dict()))
+
+
+@pytest.fixture()
+def gcs_emulator():
+  from gcp_storage_emulator.server import create_server
+  port = portpicker.pick_unused_port()
+  server = create_server("localhost", port, in_memory=True, default_bucket="bench")
+  server.start()
+  old = os.environ.get("STORAGE_EMULATOR_HOST")
+  os.environ["STORAGE_EMULATOR_HOST"] = f"http://localhost:{port}"
+  try:
+    yield "gs://bench"
+  finally:
+    server.stop()
+    if old is None:
+      os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+      os.environ["STORAGE_EMULATOR_HOST"] = old
+
+
+def _upload(local_dir, url):
+  fs = fsspec.filesystem("gs")
+  for root, _, files in os.walk(local_dir):
+    for f in files:
+      src = os.path.join(root, f)
+      fs.put_file(src, f"{url}/{os.path.relpath(src, local_dir)}")
+
+
+def _run(pipe, source, out_path, mode="vanilla"):
+  bench = benchmarks.get("pope")
+  examples, malformed = runner.collect_examples(bench, read_rows(source), str(source))
+  missing = runner.answer(pipe, examples, mode, out_path, batch_size=8, max_new_tokens=4, desc="pope")
+  predictions = runner.load_predictions(out_path)
+  return predictions, bench.score(predictions, examples), malformed, missing
+
+
+def test_local_gcs_and_tfds_sources_give_identical_results(pipe, tmp_path, gcs_emulator):
+  sources = sample_benchmarks.write_samples(tmp_path / "samples")
+  local_parquet = sources["pope"]
+  llava = sample_benchmarks.write_llava_layout(
+      [r for r in read_rows(local_parquet)], tmp_path / "llava")
+  _upload(tmp_path / "samples" / "parquet" / "pope", f"{gcs_emulator}/pope_parquet")
+  _upload(tmp_path / "llava", f"{gcs_emulator}/pope_llava")
+  variants = {
+      "parquet": local_parquet,
+      "llava": llava,
+      "gcs_parquet": {"format": "parquet", "path": f"{gcs_emulator}/pope_parquet"},
+      "gcs_llava": {"format": "llava", "questions": f"{gcs_emulator}/pope_llava/questions.jsonl",
+                    "image_folder": f"{gcs_emulator}/pope_llava/images",
+                    "annotations": f"{gcs_emulator}/pope_llava/annotations.jsonl"},
+      "tfds": sample_benchmarks.write_pope_tfds(str(tmp_path / "tfds")),
+  }
+  results = {k: _run(pipe, v, tmp_path / k / "vanilla.jsonl") for k, v in variants.items()}
+  reference = results["parquet"]
+  assert len(reference[0]) == 12 and reference[2:] == (0, 0)
+  for name, result in results.items():
+    assert result == reference, name
+
+
+def test_crashed_run_resumes_to_one_prediction_per_question(tmp_path, monkeypatch):
+  settings = dict(benchmarks=["pope", "mmbench"], modes=["vanilla", "interp"], batch_size=4,
+                  **{"mesh.data": 4, "mesh.tensor": 2})
+  config = _config(tmp_path, **settings)
+  clean = runner.evaluate(_config(tmp_path / "clean", **settings))
+  calls = {"n": 0}
+  real = LlavaPipeline.generate
+
+  def crashing(self, *a, **kw):
+    calls["n"] += 1
+    if calls["n"] == 2:
+      raise KeyboardInterrupt("killed")
+    return real(self, *a, **kw)
+
+  monkeypatch.setattr(LlavaPipeline, "generate", crashing)
+  with pytest.raises(KeyboardInterrupt):
+    runner.evaluate(config)
+  partial = tmp_path / "out" / "pope" / "vanilla.jsonl"
+  assert 0 < len(partial.read_text().splitlines()) < 12
+  with partial.open("a") as f:
+    f.write('{"question_id": "random-ast')  # a line torn by the kill
+  monkeypatch.setattr(LlavaPipeline, "generate", real)
+  resumed = runner.evaluate(config)
+  for bench, n in (("pope", 12), ("mmbench", 10)):
+    for mode in ("vanilla", "interp"):
+      ids = [json.loads(l)["question_id"] for l in
+             (tmp_path / "out" / bench / f"{mode}.jsonl").read_text().splitlines()]
+      assert len(ids) == len(set(ids)) == n, (bench, mode)
+  assert resumed == clean
+  assert (tmp_path / "out" / "results.md").read_text() == (tmp_path / "clean" / "out" / "results.md").read_text()
+
+
+def test_bad_inputs_are_named_or_skipped_and_counted(pipe, tmp_path):
+  with pytest.raises(ValueError, match=r"unknown benchmark 'mmmu'"):
+    runner.evaluate(_config(tmp_path, benchmarks=["mmmu"]))
+  with pytest.raises(ValueError, match=r"unknown mode 'fast'"):
+    runner.evaluate(_config(tmp_path, modes=["fast"]))
+  rows = [r for r in read_rows(sample_benchmarks.write_samples(tmp_path / "s")["pope"])]
+  source = sample_benchmarks.write_llava_layout(rows, tmp_path / "llava")
+  os.remove(tmp_path / "llava" / "images" / "chelsea.jpg")            # 6 questions lose their image
+  with open(source["annotations"], "a") as f:
+    f.write(json.dumps({"question_id": "extra", "answer": "yes"}) + "\n")
+  with open(source["questions"], "a") as f:
+    f.write(json.dumps({"question_id": "broken", "image": "astronaut.jpg", "text": "Q?"}) + "\n")  # no category
+  predictions, scores, malformed, missing = _run(pipe, source, tmp_path / "o" / "vanilla.jsonl")
+  assert (malformed, missing) == (1, 6) and len(predictions) == 6
+  assert set(scores) >= {"f1", "adversarial/f1"}
+  mm = [dict(r) for r in read_rows(sample_benchmarks.write_samples(tmp_path / "m")["mmbench"])]
+  mm[0].update(A=None, B=None, C=None, D=None)
+  examples, skipped = runner.collect_examples(benchmarks.get("mmbench"), mm, "mmbench")
+  assert skipped == 1 and {e.meta["index"] for e in examples} == {"1", "2"}
