@@ -25,7 +25,7 @@ from blink_jax.blink.prefill import BlinkOutput, blink_prefill, blink_prefill_fn
 from blink_jax.convert.hf_llava import load_hf_llava
 from blink_jax.data.image_preprocessing import ImageLike, preprocess_image
 from blink_jax.data.prompt import vicuna_v1_prompt
-from blink_jax.data.prompt_batch import PromptBatch, pad_prompts
+from blink_jax.data.prompt_batch import PromptBatch, fit_slots, pad_prompts
 from blink_jax.generate import greedy_generate, vanilla_prefill
 from blink_jax.models.llava import Llava
 from blink_jax.models.llava_config import LlavaConfig
@@ -74,9 +74,17 @@ class LlavaPipeline:
     return dataclasses.replace(self.blink, mode=mode).validate(self.cfg.vision.grid,
                                                                self.cfg.text.num_layers)
 
+  def layout_for(self, batch: PromptBatch, mode: str) -> PromptBatch:
+    """The batch padded for `mode`: Blink's prompts leave room in their bucket for the SR slots."""
+    if mode == "vanilla":
+      return batch
+    return fit_slots(batch, self._blink_for(mode).num_slots, self.buckets, self.cfg.pad_token_id)
+
   def blink_forward(self, batch: PromptBatch, mode: str = "tokensr", trace: bool = False) -> BlinkOutput:
-    """Blink's prefill with logits at every prompt position [B, T, V] and, if asked, its trace."""
+    """Blink's prefill with logits at every prompt position [B, T', V] (T' = layout_for(batch).ids
+    length) and, if asked, its trace."""
     blink = self._blink_for(mode)
+    batch = self.layout_for(batch, mode)
     key = (blink, batch.image_start, trace)
     if key not in self._blink_fns:
       self._blink_fns[key] = jax.jit(lambda p, ids, px, ln: blink_prefill(
@@ -125,6 +133,7 @@ class LlavaPipeline:
                       mode: str = "vanilla") -> np.ndarray:
     """Greedy tokens [B, max_new_tokens] (pad after EOS) with mode vanilla | interp | tokensr."""
     blink = None if mode == "vanilla" else self._blink_for(mode)
+    batch = self.layout_for(batch, mode)
     key = (max_new_tokens, blink, batch.image_start if blink else None)
     if key not in self._generate_fns:
       prefill = (vanilla_prefill(self.model) if blink is None

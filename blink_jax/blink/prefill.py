@@ -86,9 +86,14 @@ def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, le
   p = blink.region_size
   d = cfg.text.hidden_size
 
-  def scan_layer(carry, xs):
+  stacked = params["language_model"]["layers"]["layers"]
+  sr_stacked = params["token_sr"]["layers"]["layers"] if blink.mode == "tokensr" else None
+  at = lambda tree, i: jax.tree.map(lambda w: jax.lax.dynamic_index_in_dim(w, i, keepdims=False), tree)  # noqa: E731
+
+  def scan_layer(carry, j):
     h, positions, state = carry
-    layer_params, sr_params = xs
+    layer_params = at(stacked, first + j)
+    sr_params = at(sr_stacked, j) if sr_stacked is not None else None
     key_valid = base_valid | layout.live_rows(state.live)
     (h_out, _), kv = text_layer.apply({"params": layer_params},
                                       (h, LayerInputs(positions, jnp.arange(s), None)), (key_valid, None))
@@ -118,11 +123,8 @@ def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, le
                         decision.state.region, decision.state.live, decision.expanded, decision.dropped),)
     return (h_out, positions, decision.state), ys
 
-  stacked = params["language_model"]["layers"]["layers"]
-  layer_params = jax.tree.map(lambda x: x[first:last + 1], stacked)
-  sr_params = params["token_sr"]["layers"]["layers"] if blink.mode == "tokensr" else None
   (h, positions, state), ys = jax.lax.scan(
-      scan_layer, (h, positions, BlockState.empty(b, blink.max_regions)), (layer_params, sr_params))
+      scan_layer, (h, positions, BlockState.empty(b, blink.max_regions)), jnp.arange(blink.num_scan_layers))
   kv_scan, valid_scan = ys[0], ys[1]
 
   # Layers after scanning: the final live blocks (or none).

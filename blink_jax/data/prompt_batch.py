@@ -38,3 +38,13 @@ def pad_prompts(prompts: Sequence[np.ndarray], pixels: np.ndarray, buckets: Sequ
   for i, p in enumerate(prompts):
     ids[i, :len(p)] = p
   return PromptBatch(ids, lengths, np.asarray(pixels, np.float32), starts.pop())
+
+
+def fit_slots(batch: PromptBatch, num_slots: int, buckets: Sequence[int], pad_id: int) -> PromptBatch:
+  """The batch re-padded so that prompt + `num_slots` SR slots fill a bucket: Blink's full layout then
+  has a bucket's length, and the slots usually take the padding a plain prompt would carry anyway."""
+  t = bucket_length(int(batch.lengths.max()) + num_slots, buckets) - num_slots
+  ids = np.full((batch.ids.shape[0], t), pad_id, np.int32)
+  keep = min(t, batch.ids.shape[1])
+  ids[:, :keep] = batch.ids[:, :keep]
+  return dataclasses.replace(batch, ids=ids)

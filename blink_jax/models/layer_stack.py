@@ -1,7 +1,7 @@
 """A stack of identical layers stored with a leading `layers` axis, run over any sub-range.
 
 Params are created by `nn.scan` (so every leaf carries the `layers` logical axis); the forward pass
-slices the stacked params and runs `lax.scan` over the slice. Running a sub-range is what lets the
+runs `lax.scan` over the layer indices of the range, indexing each layer's weights in the loop. Running a sub-range is what lets the
 vision tower stop at its feature layer and Blink run the layers before, during and after scanning
 on different token layouts, all from one param tree.
 """
@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 
 class StackedLayers(nn.Module):
@@ -45,16 +46,17 @@ class StackedLayers(nn.Module):
     if self.is_initializing():
       return self._init_scan(carry, xs, kwargs)
     stacked = self.variables["params"]["layers"]
-    sliced = jax.tree.map(lambda p: p[start:stop], stacked)
     template = self.layer
 
-    def body(c, params_and_x):
-      p, x = params_and_x
+    def body(c, index_and_x):
+      # Index layer i inside the loop: slicing the stack first would copy those layers' weights.
+      i, x = index_and_x
+      p = jax.tree.map(lambda w: jax.lax.dynamic_index_in_dim(w, i, keepdims=False), stacked)
       return template.apply({"params": p}, c, x, **kwargs)
 
     if self.remat:
       body = jax.checkpoint(body, policy=jax.checkpoint_policies.nothing_saveable)
-    return jax.lax.scan(body, carry, (sliced, xs))
+    return jax.lax.scan(body, carry, (jnp.arange(start, stop), xs))
 
 
 def detached(cls: Callable[..., nn.Module], *args: Any, **kwargs: Any) -> nn.Module:

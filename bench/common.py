@@ -1,0 +1,122 @@
+"""Shared by the bench scripts: the medium model (a real HF checkpoint file both stacks load), timing
+(median of repeats after warm-up, block_until_ready), memory figures, and the json/PNG writers."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import statistics
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+# LLaVA-shaped, small enough for a 2-core CPU: 224 px (16x16 = 256 visual tokens), 8 decoder layers.
+MEDIUM = dict(image_size=224, vision_hidden=256, vision_layers=6, text_hidden=512, text_layers=8,
+              heads=8, kv_heads=8, intermediate=1408, vocab=32064)
+SEVEN_B = dict(image_size=336, vision_hidden=1024, vision_layers=24, text_hidden=4096, text_layers=32,
+               heads=32, kv_heads=32, intermediate=11008, vocab=32064)
+
+
+def machine() -> str:
+  dev = jax.devices()[0]
+  return f"{platform.node()} | {os.cpu_count()} CPU cores | jax {jax.__version__} on {dev.platform} ({dev.device_kind})"
+
+
+def build_hf_checkpoint(path: pathlib.Path, shape: dict, seed: int = 0) -> pathlib.Path:
+  """A random LlavaForConditionalGeneration of `shape` saved with save_pretrained (+ a tokenizer)."""
+  import torch
+  import transformers
+  from blink_jax.tokenizer import byte_level_tokenizer
+  if (path / "config.json").exists():
+    return path
+  torch.manual_seed(seed)
+  image_id = shape["vocab"] - 64
+  text = transformers.LlamaConfig(
+      vocab_size=shape["vocab"], hidden_size=shape["text_hidden"], intermediate_size=shape["intermediate"],
+      num_hidden_layers=shape["text_layers"], num_attention_heads=shape["heads"],
+      num_key_value_heads=shape["kv_heads"], max_position_embeddings=4096, bos_token_id=1, eos_token_id=2,
+      pad_token_id=0)
+  vision = transformers.CLIPVisionConfig(
+      image_size=shape["image_size"], patch_size=14, hidden_size=shape["vision_hidden"],
+      intermediate_size=4 * shape["vision_hidden"], num_hidden_layers=shape["vision_layers"],
+      num_attention_heads=max(1, shape["vision_hidden"] // 64), hidden_act="quick_gelu")
+  cfg = transformers.LlavaConfig(vision_config=vision, text_config=text, image_token_id=image_id,
+                                 vision_feature_layer=-2, pad_token_id=0)
+  model = transformers.LlavaForConditionalGeneration(cfg).eval()
+  path.mkdir(parents=True, exist_ok=True)
+  model.save_pretrained(path)
+  byte_level_tokenizer(image_id)._tok.save(str(path / "tokenizer.json"))
+  return path
+
+
+def time_call(fn: Callable, *args, repeats: int = 5, warmup: int = 1) -> float:
+  """Median seconds of fn(*args) (outputs blocked on), after warm-up calls."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def time_torch(fn: Callable, repeats: int = 5, warmup: int = 1) -> float:
+  import torch
+  with torch.inference_mode():
+    for _ in range(warmup):
+      fn()
+    times = []
+    for _ in range(repeats):
+      t = time.perf_counter()
+      fn()
+      times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def compiled_bytes(jitted, *args) -> int:
+  """Arguments + outputs + temporaries of the compiled program (XLA's static memory plan)."""
+  m = jitted.lower(*args).compile().memory_analysis()
+  return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
+
+
+def peak_device_bytes() -> int | None:
+  stats = jax.devices()[0].memory_stats()
+  return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+
+def write(name: str, payload: dict, table: list[list], header: list[str]):
+  """Prints the table and writes bench/results/<name>.json."""
+  RESULTS.mkdir(exist_ok=True)
+  widths = [max(len(str(x)) for x in col) for col in zip(header, *table)]
+  fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+  print(fmt.format(*header))
+  for row in table:
+    print(fmt.format(*[str(x) for x in row]))
+  payload = {"machine": machine(), "time": time.strftime("%Y-%m-%d %H:%M:%S"), **payload}
+  (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float))
+
+
+def bar_plot(name: str, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(7, 4))
+  width = 0.8 / len(series)
+  x = np.arange(len(groups))
+  for i, (label, values) in enumerate(series.items()):
+    ax.bar(x + i * width, values, width, label=label)
+  ax.set_xticks(x + width * (len(series) - 1) / 2, groups)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.legend()
+  fig.tight_layout()
+  RESULTS.mkdir(exist_ok=True)
+  fig.savefig(RESULTS / f"{name}.png", dpi=110)
+  plt.close(fig)

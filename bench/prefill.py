@@ -1,0 +1,162 @@
+"""Prefill: latency and tokens/s of vanilla / interp / tokensr at several batch sizes, the same
+forward pass in transformers (sdpa and eager) on the same weights and inputs, the compiled memory of
+each mode, and the saliency side product's share of a scanning layer.
+
+  python -m bench.prefill [--shape medium|7b] [--batches 1,8,32] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from bench import common
+from blink_jax.blink.config import BlinkConfig
+from blink_jax.blink.prefill import blink_prefill, slot_layout
+from blink_jax.blink.saliency import saliency_from_last_query
+from blink_jax.models.layer_stack import detached
+from blink_jax.models.llama import DecoderLayer, LayerInputs
+from blink_jax.models.llava import Llava
+from blink_jax.models.token_sr import init_token_sr
+from blink_jax.pipeline import LlavaPipeline
+
+flags.DEFINE_enum("shape", "medium", ["medium", "7b"], "Model shape (7b needs an accelerator).")
+flags.DEFINE_list("batches", ["1", "8", "32"], "Batch sizes.")
+flags.DEFINE_integer("repeats", 5, "Timed repeats (median reported).")
+flags.DEFINE_string("dtype", "float32", "Compute dtype (bfloat16 on GPU/TPU).")
+flags.DEFINE_bool("torch", True, "Also time transformers (sdpa, eager).")
+flags.DEFINE_integer("text_tokens", 70, "Text tokens per prompt besides the visual ones (LLaVA's "
+                     "vicuna_v1 prompts carry about 60-100); long ones make Blink cross a bucket.")
+flags.DEFINE_string("ckpt_dir", os.path.join(tempfile.gettempdir(), "blink_bench_ckpt"),
+                    "Where the random HF checkpoint is built (reused).")
+FLAGS = flags.FLAGS
+
+
+
+def prompt(n_tokens: int) -> str:
+  """A vicuna-style prompt with about n_tokens text tokens (the bench tokenizer is byte-level)."""
+  question = ("Describe the picture in detail and say what is unusual about it. " * 40)[:max(1, n_tokens - 22)]
+  return f"USER: <image>\n{question} ASSISTANT:"
+
+
+def blink_for(pipe: LlavaPipeline) -> BlinkConfig:
+  """The spec's setting scaled to the model: scan layers 12..18 of 32, p = 4, C = width / 8;
+  tau_exp = 0 so every example expands (the live-slot worst case; dead slots cost the same)."""
+  n = pipe.cfg.text.num_layers
+  return BlinkConfig(first_scan_layer=round(12 * n / 32), last_scan_layer=round(18 * n / 32), region_size=4,
+                     tau_exp=0.0, tau_drop=0.0, max_regions=1,
+                     token_sr_channels=max(8, pipe.cfg.text.hidden_size // 8))
+
+
+def saliency_share(pipe: LlavaPipeline, blink: BlinkConfig, batch) -> tuple[float, float]:
+  """(seconds of one scanning layer on the full layout, seconds of its saliency side product)."""
+  cfg = pipe.cfg
+  layout = slot_layout(pipe.model, blink, batch.image_start, batch.ids.shape[1])
+  b, s, d = batch.ids.shape[0], layout.full_len, cfg.text.hidden_size
+  h = jax.random.normal(jax.random.key(0), (b, s, d), jnp.dtype(cfg.dtype))
+  positions = jnp.broadcast_to(jnp.arange(s, dtype=jnp.float32), (b, s))
+  valid = jnp.ones((b, s), bool)
+  layer_params = jax.tree.map(lambda x: x[blink.first_scan_layer],
+                              pipe.params["language_model"]["layers"]["layers"])
+  layer = detached(DecoderLayer, cfg.text, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype))
+  last = jnp.full((b,), s - 1)
+
+  @jax.jit
+  def run_layer(p, h):
+    (out, _), kv = layer.apply({"params": p}, (h, LayerInputs(positions, jnp.arange(s), None)), (valid, None))
+    return out, kv.k
+
+  _, keys = run_layer(layer_params, h)
+
+  @jax.jit
+  def saliency(p, h, keys):
+    h_last = jnp.take_along_axis(h, last[:, None, None], axis=1)
+    q = layer.apply({"params": p}, h_last, positions[:, -1:], method=DecoderLayer.query)
+    return saliency_from_last_query(q[:, 0], keys, valid, batch.image_start, layout.num_visual)
+
+  return (common.time_call(run_layer, layer_params, h, repeats=FLAGS.repeats),
+          common.time_call(saliency, layer_params, h, keys, repeats=FLAGS.repeats))
+
+
+def torch_forward(ckpt: pathlib.Path, batch, implementation: str):
+  import torch
+  import transformers
+  model = transformers.LlavaForConditionalGeneration.from_pretrained(
+      ckpt, dtype=torch.float32, attn_implementation=implementation).eval()
+  ids = torch.from_numpy(batch.ids).long()
+  mask = torch.from_numpy(np.arange(ids.shape[1])[None] < batch.lengths[:, None]).long()
+  pixels = torch.from_numpy(batch.pixels).permute(0, 3, 1, 2).contiguous()
+  return lambda: model(input_ids=ids, pixel_values=pixels, attention_mask=mask, logits_to_keep=1).logits
+
+
+def main(_):
+  import torch
+  torch.set_num_threads(os.cpu_count())
+  shape = common.MEDIUM if FLAGS.shape == "medium" else common.SEVEN_B
+  ckpt = common.build_hf_checkpoint(pathlib.Path(FLAGS.ckpt_dir) / FLAGS.shape, shape)
+  pipe = LlavaPipeline.from_hf(ckpt, dtype=FLAGS.dtype)  # the default length buckets
+  blink = blink_for(pipe)
+  token_sr = init_token_sr(blink.num_scan_layers, blink.token_sr_channels, blink.region_size,
+                           pipe.cfg.text.hidden_size, jax.random.key(1))
+  params = {**pipe.params, "token_sr": token_sr}
+  model: Llava = pipe.model
+  from skimage import data
+  photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
+
+  rows, records = [], []
+  for b in [int(x) for x in FLAGS.batches]:
+    batch = pipe.prepare([photos[i % 4] for i in range(b)], prompts=[prompt(FLAGS.text_tokens)] * b)
+    blink_batch = pipe.with_blink(blink).layout_for(batch, "tokensr")
+    fns = {"vanilla": jax.jit(lambda p, i, x, l: model.apply({"params": p}, i, x, l, method=Llava.prefill)[0])}
+    for mode in ("interp", "tokensr"):
+      cfg = dataclasses.replace(blink, mode=mode)
+      fns[mode] = jax.jit(lambda p, i, x, l, cfg=cfg: blink_prefill(model, cfg, p, i, x, l,
+                                                                     image_start=batch.image_start).logits)
+    tokens = int(batch.lengths.sum())
+    record = {"batch": b, "prompt_tokens": tokens, "vanilla_length": int(batch.ids.shape[1]),
+              "blink_length": int(blink_batch.ids.shape[1]) + blink.num_slots}
+    for mode, fn in fns.items():
+      used = batch if mode == "vanilla" else blink_batch
+      args = (jnp.asarray(used.ids), jnp.asarray(used.pixels), jnp.asarray(used.lengths))
+      seconds = common.time_call(fn, params, *args, repeats=FLAGS.repeats)
+      record[mode] = {"seconds": seconds, "tokens_per_sec": tokens / seconds,
+                      "compiled_bytes": common.compiled_bytes(fn, params, *args)}
+    if FLAGS.torch:
+      for impl in ("sdpa", "eager"):
+        seconds = common.time_torch(torch_forward(ckpt, batch, impl), repeats=FLAGS.repeats)
+        record[f"torch_{impl}"] = {"seconds": seconds, "tokens_per_sec": tokens / seconds}
+    layer_s, sal_s = saliency_share(pipe, blink, batch)
+    record["scan_layer_seconds"], record["saliency_seconds"] = layer_s, sal_s
+    records.append(record)
+    v = record["vanilla"]["seconds"]
+    row = [b, tokens, f"{record['vanilla_length']}/{record['blink_length']}", f"{v * 1e3:.1f}", f"{record['interp']['seconds'] / v:.3f}",
+           f"{record['tokensr']['seconds'] / v:.3f}", f"{100 * sal_s / layer_s:.2f}%"]
+    if FLAGS.torch:
+      row += [f"{v / record['torch_sdpa']['seconds']:.3f}", f"{v / record['torch_eager']['seconds']:.3f}"]
+    row += [f"{record['vanilla']['compiled_bytes'] / 2**20:.0f}", f"{record['tokensr']['compiled_bytes'] / 2**20:.0f}"]
+    rows.append(row)
+
+  header = ["batch", "tokens", "len van/blink", "vanilla ms", "interp/van", "tokensr/van", "saliency/layer"]
+  if FLAGS.torch:
+    header += ["jax/sdpa", "jax/eager"]
+  header += ["van MiB", "tsr MiB"]
+  name = f"prefill_{FLAGS.shape}_text{FLAGS.text_tokens}"
+  common.write(name, {"shape": shape, "blink": dataclasses.asdict(blink),
+                                          "peak_device_bytes": common.peak_device_bytes(),
+                                          "records": records}, rows, header)
+  series = {m: [r[m]["tokens_per_sec"] for r in records] for m in ("vanilla", "interp", "tokensr")}
+  if FLAGS.torch:
+    series.update({f"torch {i}": [r[f"torch_{i}"]["tokens_per_sec"] for r in records] for i in ("sdpa", "eager")})
+  common.bar_plot(name, [f"batch {r['batch']}" for r in records], series,
+                  "prompt tokens / s", f"Prefill throughput ({FLAGS.shape}, {jax.devices()[0].platform})")
+
+
+if __name__ == "__main__":
+  app.run(main)
