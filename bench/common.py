@@ -14,6 +14,9 @@ from typing import Callable
 import jax
 import numpy as np
 
+from blink_jax.blink.config import BlinkConfig
+from blink_jax.pipeline import LlavaPipeline
+
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
 # LLaVA-shaped, small enough for a 2-core CPU: 224 px (16x16 = 256 visual tokens), 8 decoder layers.
@@ -21,6 +24,21 @@ MEDIUM = dict(image_size=224, vision_hidden=256, vision_layers=6, text_hidden=51
               heads=8, kv_heads=8, intermediate=1408, vocab=32064)
 SEVEN_B = dict(image_size=336, vision_hidden=1024, vision_layers=24, text_hidden=4096, text_layers=32,
                heads=32, kv_heads=32, intermediate=11008, vocab=32064)
+
+
+def prompt(n_tokens: int) -> str:
+  """A vicuna-style prompt with about n_tokens text tokens (the bench tokenizer is byte-level)."""
+  question = ("Describe the picture in detail and say what is unusual about it. " * 40)[:max(1, n_tokens - 22)]
+  return f"USER: <image>\n{question} ASSISTANT:"
+
+
+def blink_for(pipe: LlavaPipeline) -> BlinkConfig:
+  """The spec's setting scaled to the model: scan layers 12..18 of 32, p = 4, C = width / 8;
+  tau_exp = 0 so every example expands (the live-slot worst case; dead slots cost the same)."""
+  n = pipe.cfg.text.num_layers
+  return BlinkConfig(first_scan_layer=round(12 * n / 32), last_scan_layer=round(18 * n / 32), region_size=4,
+                     tau_exp=0.0, tau_drop=0.0, max_regions=1,
+                     token_sr_channels=max(8, pipe.cfg.text.hidden_size // 8))
 
 
 def machine() -> str:

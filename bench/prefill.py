@@ -40,21 +40,6 @@ FLAGS = flags.FLAGS
 
 
 
-def prompt(n_tokens: int) -> str:
-  """A vicuna-style prompt with about n_tokens text tokens (the bench tokenizer is byte-level)."""
-  question = ("Describe the picture in detail and say what is unusual about it. " * 40)[:max(1, n_tokens - 22)]
-  return f"USER: <image>\n{question} ASSISTANT:"
-
-
-def blink_for(pipe: LlavaPipeline) -> BlinkConfig:
-  """The spec's setting scaled to the model: scan layers 12..18 of 32, p = 4, C = width / 8;
-  tau_exp = 0 so every example expands (the live-slot worst case; dead slots cost the same)."""
-  n = pipe.cfg.text.num_layers
-  return BlinkConfig(first_scan_layer=round(12 * n / 32), last_scan_layer=round(18 * n / 32), region_size=4,
-                     tau_exp=0.0, tau_drop=0.0, max_regions=1,
-                     token_sr_channels=max(8, pipe.cfg.text.hidden_size // 8))
-
-
 def saliency_share(pipe: LlavaPipeline, blink: BlinkConfig, batch) -> tuple[float, float]:
   """(seconds of one scanning layer on the full layout, seconds of its saliency side product)."""
   cfg = pipe.cfg
@@ -102,7 +87,7 @@ def main(_):
   shape = common.MEDIUM if FLAGS.shape == "medium" else common.SEVEN_B
   ckpt = common.build_hf_checkpoint(pathlib.Path(FLAGS.ckpt_dir) / FLAGS.shape, shape)
   pipe = LlavaPipeline.from_hf(ckpt, dtype=FLAGS.dtype)  # the default length buckets
-  blink = blink_for(pipe)
+  blink = common.blink_for(pipe)
   token_sr = init_token_sr(blink.num_scan_layers, blink.token_sr_channels, blink.region_size,
                            pipe.cfg.text.hidden_size, jax.random.key(1))
   params = {**pipe.params, "token_sr": token_sr}
@@ -112,7 +97,7 @@ def main(_):
 
   rows, records = [], []
   for b in [int(x) for x in FLAGS.batches]:
-    batch = pipe.prepare([photos[i % 4] for i in range(b)], prompts=[prompt(FLAGS.text_tokens)] * b)
+    batch = pipe.prepare([photos[i % 4] for i in range(b)], prompts=[common.prompt(FLAGS.text_tokens)] * b)
     blink_batch = pipe.with_blink(blink).layout_for(batch, "tokensr")
     fns = {"vanilla": jax.jit(lambda p, i, x, l: model.apply({"params": p}, i, x, l, method=Llava.prefill)[0])}
     for mode in ("interp", "tokensr"):

@@ -16,6 +16,7 @@ from blink_jax.eval import benchmarks, runner, sample_benchmarks
 from blink_jax.eval.readers import read_rows
 from blink_jax.pipeline import LlavaPipeline
 from configs import eval as eval_config
+from train_fixtures import set_fields
 
 
 def _config(tmp_path, **overrides):
@@ -23,13 +24,7 @@ def _config(tmp_path, **overrides):
   c.output_dir = str(tmp_path / "out")
   c.batch_size = 8
   c.max_new_tokens = 4
-  for k, v in overrides.items():
-    node = c
-    *path, leaf = k.split(".")
-    for part in path:
-      node = node[part]
-    node[leaf] = v
-  return c
+  return set_fields(c, overrides)
 
 
 @pytest.fixture(scope="module")

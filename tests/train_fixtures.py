@@ -19,13 +19,18 @@ def tiny_config(workdir: pathlib.Path, **overrides):
   c.train.log_every = 2
   c.checkpoint.every = 3
   c.checkpoint.async_save = False
+  return set_fields(c, overrides)
+
+
+def set_fields(config, overrides: dict):
+  """Sets dotted fields ("train.steps") of an ml_collections config, as --config.train.steps would."""
   for key, value in overrides.items():
-    node = c
+    node = config
     *path, leaf = key.split(".")
     for part in path:
       node = node[part]
     node[leaf] = value
-  return c
+  return config
 
 
 def tiny_tfds(root: pathlib.Path, count: int = 8, corrupt: int = 0) -> tuple[str, str]:

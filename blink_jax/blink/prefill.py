@@ -46,7 +46,7 @@ class BlinkOutput(NamedTuple):
 
 
 def slot_layout(model: Llava, blink: BlinkConfig, image_start: int, prompt_len: int) -> SlotLayout:
-  return SlotLayout(image_start, model.cfg.vision.grid, blink.region_size, blink.max_regions, prompt_len)
+  return SlotLayout(image_start, model.cfg.vision.grid, prompt_len, blink)
 
 
 def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, lengths, *,

@@ -13,14 +13,19 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from blink_jax.blink.config import BlinkConfig
+
 
 @dataclasses.dataclass(frozen=True)
 class SlotLayout:
   image_start: int     # index of the first visual token in the prompt
   grid: int            # visual grid side (24 for LLaVA-1.5)
-  region_size: int     # p
-  max_regions: int     # K
   prompt_len: int      # T: the short (slot-free) prompt length
+  blink: BlinkConfig   # region size p, K blocks of 4p^2 slots
+
+  @property
+  def region_size(self) -> int:
+    return self.blink.region_size
 
   @property
   def num_visual(self) -> int:
@@ -28,11 +33,11 @@ class SlotLayout:
 
   @property
   def block_size(self) -> int:
-    return 4 * self.region_size ** 2
+    return self.blink.block_size
 
   @property
   def num_slots(self) -> int:
-    return self.max_regions * self.block_size
+    return self.blink.num_slots
 
   @property
   def slot_start(self) -> int:

@@ -32,10 +32,11 @@ def load_image(source: ImageLike, name: str | None = None) -> Image.Image:
   if isinstance(source, Image.Image):
     return source.convert("RGB")
   if isinstance(source, np.ndarray):
-    if source.ndim != 3 or source.shape[-1] not in (1, 3, 4) or source.dtype != np.uint8:
+    grey = source.ndim == 2 or (source.ndim == 3 and source.shape[-1] == 1)
+    if source.dtype != np.uint8 or not (grey or (source.ndim == 3 and source.shape[-1] in (3, 4))):
       raise ValueError(f"image {label}: array of shape {source.shape} dtype {source.dtype}; "
-                       "expected HWC uint8 with 1, 3 or 4 channels")
-    return Image.fromarray(source.squeeze(-1) if source.shape[-1] == 1 else source).convert("RGB")
+                       "expected uint8 HW (grey) or HWC with 1, 3 or 4 channels")
+    return Image.fromarray(source.reshape(source.shape[:2]) if grey else source).convert("RGB")
   try:
     if isinstance(source, (bytes, bytearray)):
       img = Image.open(io.BytesIO(source))

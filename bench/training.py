@@ -1,0 +1,80 @@
+"""TokenSR training throughput: steps/s and examples/s of the jitted train step; FLOPs per step from
+XLA's cost analysis, and model FLOPs utilisation when --peak_tflops (the device's peak) is given.
+
+  python -m bench.training [--shape tiny|medium] [--batch 8] [--steps 20] [--peak_tflops 989]
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+from absl import app, flags
+
+from bench import common
+from blink_jax import sharding as shd
+from blink_jax.blink.config import from_mapping
+from blink_jax.models.llava import Llava
+from blink_jax.train.state import backbone, init_train_state, optimizer, prompt_prefix
+from blink_jax.train.step import jit_train_step, make_train_step
+from configs import tokensr
+
+flags.DEFINE_enum("shape", "medium", ["tiny", "medium"], "tiny: the default job's model.")
+flags.DEFINE_integer("batch", 8, "Global batch.")
+flags.DEFINE_integer("steps", 20, "Timed steps.")
+flags.DEFINE_float("peak_tflops", 0.0, "Device peak TFLOP/s for MFU (e.g. 989 for H100 bf16 dense).")
+FLAGS = flags.FLAGS
+
+
+def config():
+  c = tokensr.get_config()
+  c.train.batch_size = FLAGS.batch
+  if FLAGS.shape == "medium":
+    m = common.MEDIUM
+    c.model.preset.vision.update(image_size=m["image_size"], hidden_size=m["vision_hidden"],
+                                 intermediate_size=4 * m["vision_hidden"], num_layers=m["vision_layers"],
+                                 num_heads=m["vision_hidden"] // 64)
+    c.model.preset.text.update(vocab_size=m["vocab"], hidden_size=m["text_hidden"],
+                               intermediate_size=m["intermediate"], num_layers=m["text_layers"],
+                               num_heads=m["heads"], num_kv_heads=m["kv_heads"],
+                               head_dim=m["text_hidden"] // m["heads"])
+    c.model.preset.image_token_id = m["vocab"] - 64
+    c.blink.update(first_scan_layer=3, last_scan_layer=4, region_size=4, token_sr_channels=64)
+  return c
+
+
+def main(_):
+  c = config()
+  mesh = shd.make_mesh(c.mesh.to_dict())
+  cfg, params = backbone(c.model, mesh, shd.DEFAULT_RULES, 0)
+  blink = from_mapping(c.blink.to_dict())
+  tx = optimizer(c.train)
+  state, frozen = init_train_state(cfg, blink, c.train, mesh, shd.DEFAULT_RULES, 0, tx, params)
+  step = jit_train_step(make_train_step(Llava(cfg), blink, c.train, tx, jnp.asarray(prompt_prefix(c.model, cfg)), 0),
+                        state, frozen, {"pixels": shd.batch_sharding(mesh, 4)})
+  size = cfg.vision.image_size
+  batch = {"pixels": jax.device_put(jax.random.normal(jax.random.key(0), (FLAGS.batch, size, size, 3)),
+                                    shd.batch_sharding(mesh, 4))}
+  flops = step.lower(state, frozen, batch).compile().cost_analysis().get("flops", 0.0)
+  with shd.activated(mesh, shd.DEFAULT_RULES):
+    state, m = step(state, frozen, batch)  # compile + warm-up
+    jax.block_until_ready(m)
+    t = time.perf_counter()
+    for _ in range(FLAGS.steps):
+      state, m = step(state, frozen, batch)
+    jax.block_until_ready(m)
+    seconds = (time.perf_counter() - t) / FLAGS.steps
+  achieved = flops / seconds / 1e12
+  mfu = achieved / FLAGS.peak_tflops if FLAGS.peak_tflops else None
+  row = [FLAGS.shape, FLAGS.batch, f"{1 / seconds:.2f}", f"{FLAGS.batch / seconds:.1f}", f"{flops / 1e9:.1f}",
+         f"{achieved * 1e3:.1f}", f"{100 * mfu:.1f}%" if mfu is not None else "n/a"]
+  common.write(f"training_{FLAGS.shape}", {"batch": FLAGS.batch, "seconds_per_step": seconds, "flops_per_step": flops,
+                                           "achieved_tflops": achieved, "mfu": mfu}, [row],
+               ["model", "batch", "steps/s", "examples/s", "GFLOP/step", "GFLOP/s", "MFU"])
+  common.bar_plot(f"training_{FLAGS.shape}", [FLAGS.shape], {"examples/s": [FLAGS.batch / seconds]},
+                  "examples / s", f"TokenSR distillation ({jax.devices()[0].platform})")
+
+
+if __name__ == "__main__":
+  app.run(main)
