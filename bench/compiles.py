@@ -41,7 +41,7 @@ def main(_):
   mesh = shd.make_mesh({"data": 1}, jax.devices()[:1])
   cfg, params = backbone(c.model, mesh, shd.DEFAULT_RULES, 0)
   tok = byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id)
-  buckets = (128, 192, 256, 384, 512)
+  buckets = (256, 320, 384, 448, 512, 640)
   pipe = LlavaPipeline(cfg, params, tok, mesh, buckets=buckets).with_blink(from_mapping(c.blink.to_dict()))
   from skimage import data
   photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.camera()]

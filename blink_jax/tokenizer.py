@@ -58,7 +58,8 @@ def byte_level_tokenizer(image_token_id: int, bos_id: int = 1, eos_id: int = 2, 
   from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
   specials = {"<pad>": pad_id, "<s>": bos_id, "</s>": eos_id, IMAGE_PLACEHOLDER: image_token_id}
   free = (i for i in range(1 << 20) if i not in specials.values())
-  vocab = {ch: next(free) for ch in pre_tokenizers.ByteLevel.alphabet()}
+  # alphabet() comes in hash order, which changes between processes: sort it for stable ids.
+  vocab = {ch: next(free) for ch in sorted(pre_tokenizers.ByteLevel.alphabet())}
   vocab.update(specials)
   tok = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[]))
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -44,6 +44,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.image_key = "image"
   c.data.sample_images = 64        # embedded default: how many sample images to write
   c.data.workers = 0               # grain multiprocessing workers (0: threads in-process)
+  c.data.region = "saliency"       # saliency: the most salient region for examples with a question
+                                   # (random for those without); random: always random
+  c.data.max_question_tokens = 48  # question tokens kept (from the end) for saliency
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 600

@@ -140,3 +140,35 @@ def test_sharded_fsdp_data_run_matches_one_device(tmp_path):
     runs.append((losses, jax.tree.map(np.asarray, state.params)))
   np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), runs[0][1], runs[1][1])
+
+
+def test_saliency_guided_regions_follow_blinks_own_scanning(blink_ckpt, tmp_path):
+  """With a question, the step's region shares equal Blink's SGS trace on the same prompt (no
+  expansion), and the chosen region is their mean's arg-max; without one the region is random."""
+  import dataclasses
+  from blink_jax.blink.config import BlinkConfig
+  from blink_jax.data.train_pipeline import QuestionSuffix
+  from blink_jax.pipeline import LlavaPipeline
+  from blink_jax.train.distill import choose_regions, scan_layer_visual_states
+  import hf_fixtures
+  pipe = LlavaPipeline.from_hf(blink_ckpt, buckets=(96, 128))
+  blink = BlinkConfig(mode="interp", first_scan_layer=1, last_scan_layer=6, region_size=2, tau_exp=1.0,
+                      tau_drop=0.0, token_sr_channels=8)
+  photos = list(hf_fixtures.sample_photos().values())[:3]
+  questions = ["what is in this image ?", "how many cat are there ?", ""]
+  suffix = QuestionSuffix(pipe.tokenizer, pipe.cfg.num_image_tokens, 24, pipe.cfg.pad_token_id)
+  q_ids, q_len = zip(*(suffix(q) for q in questions))
+  q_ids, q_len = jnp.asarray(np.stack(q_ids)), jnp.asarray(np.stack(q_len))
+  assert list(np.asarray(q_len) > 0) == [True, True, False]
+  batch = pipe.prepare(photos[:2], questions[:2])
+  prefix = jnp.asarray(batch.ids[0, :batch.image_start])
+  pixels = jnp.asarray(np.concatenate([batch.pixels, batch.pixels[:1]]))
+  _, shares = jax.jit(lambda p, x, i, n: scan_layer_visual_states(pipe.model, p, prefix, x, blink, i, n))(
+      pipe.params, pixels, q_ids, q_len)
+  trace = pipe.with_blink(blink).blink_forward(batch, mode="interp", trace=True).trace
+  np.testing.assert_allclose(np.asarray(shares[:, :2]).transpose(1, 0, 2), np.asarray(trace.shares), atol=1e-5)
+  fallback = jnp.asarray([7, 7, 7])
+  region = np.asarray(choose_regions(shares, q_len, fallback))
+  expected = np.asarray(trace.shares).mean(axis=1).argmax(axis=-1)
+  np.testing.assert_array_equal(region[:2], expected)
+  assert region[2] == 7

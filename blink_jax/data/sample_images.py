@@ -1,7 +1,10 @@
 """The embedded default's images: the photographs scikit-image installs, written to a folder as JPEGs
-with deterministic crops and flips so a small model has a few dozen distinct images to learn from."""
+with deterministic crops and flips so a small model has a few dozen distinct images to learn from,
+and a questions.jsonl asking about half of them."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 from etils import epath
@@ -38,4 +41,9 @@ def write_sample_images(folder: str | epath.PathLike, count: int = 64, seed: int
     with (folder / fname).open("wb") as f:
       Image.fromarray(np.ascontiguousarray(arr)).save(f, format="JPEG", quality=90)
     names.append(fname)
+  # Half of the images get a question, so the default job trains on saliency-guided regions too.
+  asks = ("What is in the centre of the image?", "What colour is the largest object?",
+          "Is there any text in the picture?", "What is at the top left?")
+  (folder / "questions.jsonl").write_text("".join(
+      json.dumps({"image": n, "question": asks[i % len(asks)]}) + "\n" for i, n in enumerate(names) if i % 2 == 0))
   return names

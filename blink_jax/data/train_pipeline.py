@@ -18,16 +18,40 @@ from jax.sharding import Mesh
 
 from blink_jax import sharding as shd
 from blink_jax.data.image_preprocessing import preprocess_image
+from blink_jax.data.prompt import vicuna_v1_prompt
+from blink_jax.tokenizer import Tokenizer
+
+
+class QuestionSuffix:
+  """A question -> the prompt tokens after the image ("\n{question} ASSISTANT:" in vicuna_v1),
+  right-padded to max_tokens (the tail kept, so the prompt still ends at ASSISTANT:), and their count;
+  (zeros, 0) for an empty question."""
+
+  def __init__(self, tokenizer: Tokenizer, num_image_tokens: int, max_tokens: int, pad_id: int):
+    self.tokenizer, self.n, self.max_tokens, self.pad_id = tokenizer, num_image_tokens, max_tokens, pad_id
+
+  def __call__(self, question: str) -> tuple[np.ndarray, np.int32]:
+    ids = np.full(self.max_tokens, self.pad_id, np.int32)
+    if not question:
+      return ids, np.int32(0)
+    full = self.tokenizer.encode_prompt(vicuna_v1_prompt(question), self.n)
+    start = int(np.argmax(full == self.tokenizer.image_token_id)) + self.n
+    suffix = full[start:][-self.max_tokens:]
+    ids[:len(suffix)] = suffix
+    return ids, np.int32(len(suffix))
 
 
 class DecodeAndPreprocess(grain.transforms.Map):
-  """A raw example -> {'pixels', 'index'}, or a skip marker when its image cannot be decoded.
+  """A raw example -> {'pixels', 'index'} (+ 'question_ids', 'question_len' when questions are
+  used), or a skip marker when its image cannot be decoded.
 
   `index` is the element's position in the infinite stream: epoch * len(source) + its shuffled slot.
   """
 
-  def __init__(self, image_key: str, image_size: int, mode: str):
+  def __init__(self, image_key: str, image_size: int, mode: str, questions: QuestionSuffix | None = None,
+               question_key: str = "question"):
     self.image_key, self.image_size, self.mode = image_key, image_size, mode
+    self.questions, self.question_key = questions, question_key
 
   def map(self, element):
     index, example = element
@@ -39,7 +63,12 @@ class DecodeAndPreprocess(grain.transforms.Map):
       pixels = preprocess_image(image, self.image_size, self.mode)
     except ValueError as e:
       return {"_skip": f"example {index}: {e}"}
-    return {"pixels": pixels, "index": np.int64(index)}
+    out = {"pixels": pixels, "index": np.int64(index)}
+    if self.questions is not None:
+      question = example.get(self.question_key, b"")
+      question = question.decode("utf-8") if isinstance(question, bytes) else str(question or "")
+      out["question_ids"], out["question_len"] = self.questions(question.strip())
+    return out
 
 
 class SkipCorrupt(grain.IterDataset):
@@ -80,9 +109,10 @@ def data_source(name: str, data_dir: str, split: str):
 
 
 def train_dataset(source, *, global_batch: int, image_key: str, image_size: int, preprocessing: str,
-                  seed: int, workers: int = 0, process_index: int | None = None,
-                  process_count: int | None = None) -> grain.IterDataset:
-  """Infinite, shuffled (a new order each epoch), per-process batches of {'pixels', 'index'}."""
+                  seed: int, workers: int = 0, questions: QuestionSuffix | None = None,
+                  process_index: int | None = None, process_count: int | None = None) -> grain.IterDataset:
+  """Infinite, shuffled (a new order each epoch), per-process batches of {'pixels', 'index'} (and the
+  question tokens when `questions` is given)."""
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   if global_batch % process_count:
@@ -90,7 +120,7 @@ def train_dataset(source, *, global_batch: int, image_key: str, image_size: int,
   ds = grain.MapDataset.source(source).map_with_index(lambda i, x: (i, x))
   ds = ds.shuffle(seed=seed).repeat(None)
   ds = ds[process_index::process_count]
-  ds = ds.map(DecodeAndPreprocess(image_key, image_size, preprocessing))
+  ds = ds.map(DecodeAndPreprocess(image_key, image_size, preprocessing, questions))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, workers), prefetch_buffer_size=8))
   if workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))

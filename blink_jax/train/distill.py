@@ -1,6 +1,8 @@
 """TokenSR distillation (BLINK_SPEC §6), all with static shapes inside the jitted step.
 
-For each image one region r (random, shared by every scanning layer of that image):
+For each image one region r, shared by its scanning layers: the most salient one (mean region share
+over the scanning layers, seen from the last token of the image's question) when it has a question,
+else a random one.
   student_L = TokenSR_L(hs_L[r])        hs_L: layer-L output hidden states of the full image's tokens
   teacher_L = pool_2p(hs'_L)            hs'_L: the same, for the crop of r's pixel box resized to full size
   loss = mean_L [ KL(softmax(teacher_L / T) || softmax(student_L / T)) + w_cos * (1 - cos) ]
@@ -16,8 +18,9 @@ import jax
 import jax.numpy as jnp
 
 from blink_jax.blink.config import BlinkConfig
+from blink_jax.blink.saliency import region_shares, saliency_from_last_query
 from blink_jax.models.layer_stack import detached
-from blink_jax.models.llama import LayerInputs
+from blink_jax.models.llama import DecoderLayer, LayerInputs
 from blink_jax.models.llava import Llava
 from blink_jax.models.token_sr import TokenSRLayer
 
@@ -52,27 +55,53 @@ def pool_grid(tokens: jax.Array, grid: int, out: int) -> jax.Array:
 
 
 def scan_layer_visual_states(model: Llava, params: Any, prefix_ids: jax.Array, pixels: jax.Array,
-                             blink: BlinkConfig) -> jax.Array:
-  """Visual hidden states at the output of every scanning layer: [n_scan, B, N, D].
+                             blink: BlinkConfig, question_ids: jax.Array | None = None,
+                             question_len: jax.Array | None = None):
+  """Visual hidden states at the output of every scanning layer [n_scan, B, N, D], and, when question
+  tokens are given, the region shares [n_scan, B, R] seen from the last question token.
 
-  The sequence is [prefix ; visual]; prefix_ids [P] are the prompt tokens before the image.
+  The sequence is [prefix ; visual ; question]: prefix_ids [P] are the prompt tokens before the image,
+  question_ids [B, Q] (right-padded, question_len [B] valid) the tokens after it ("\n{q} ASSISTANT:").
+  Causal attention keeps the visual states independent of the question.
   """
   cfg = model.cfg
   b, n = pixels.shape[0], cfg.num_image_tokens
-  ids = jnp.concatenate([jnp.broadcast_to(prefix_ids, (b, prefix_ids.shape[0])),
-                         jnp.full((b, n), cfg.image_token_id, prefix_ids.dtype)], axis=1)
-  t = ids.shape[1]
+  parts = [jnp.broadcast_to(prefix_ids, (b, prefix_ids.shape[0])),
+           jnp.full((b, n), cfg.image_token_id, prefix_ids.dtype)]
+  if question_ids is not None:
+    parts.append(question_ids.astype(prefix_ids.dtype))
+  ids = jnp.concatenate(parts, axis=1)
+  t, visual_start = ids.shape[1], prefix_ids.shape[0]
+  length = visual_start + n + (question_len if question_ids is not None else 0)
+  valid_row = jnp.arange(t)[None, :] < jnp.broadcast_to(length, (b,))[:, None]
   inputs = LayerInputs(jnp.broadcast_to(jnp.arange(t), (b, t)), jnp.arange(t), None)
-  valid = jnp.ones((cfg.text.num_layers, b, t), bool)
+  valid = jnp.broadcast_to(valid_row, (cfg.text.num_layers, b, t))
   run = lambda h, lo, hi: model.apply({"params": params}, h, inputs, valid[lo:hi], start=lo, stop=hi,  # noqa: E731
-                                      method=Llava.run_layers)[0]
+                                      method=Llava.run_layers)
   h = model.apply({"params": params}, ids, pixels, method=Llava.embed)
-  h = run(h, 0, blink.first_scan_layer)
-  states = []
+  h, _ = run(h, 0, blink.first_scan_layer)
+  last = jnp.broadcast_to(length, (b,)) - 1
+  layer_template = detached(DecoderLayer, cfg.text, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype))
+  states, shares = [], []
   for layer in range(blink.first_scan_layer, blink.last_scan_layer + 1):
-    h = run(h, layer, layer + 1)
-    states.append(h[:, t - n:])
-  return jnp.stack(states)
+    h_in = h
+    h, kv = run(h, layer, layer + 1)
+    states.append(h[:, visual_start:visual_start + n])
+    if question_ids is not None:
+      layer_params = jax.tree.map(lambda w: w[layer], params["language_model"]["layers"]["layers"])
+      h_last = jnp.take_along_axis(h_in, last[:, None, None], axis=1)
+      q = layer_template.apply({"params": layer_params}, h_last, last[:, None], method=DecoderLayer.query)
+      row = valid_row & (jnp.arange(t)[None, :] <= last[:, None])
+      saliency = saliency_from_last_query(q[:, 0], kv.k[0], row, visual_start, n, blink.saliency_norm)
+      shares.append(region_shares(saliency, cfg.vision.grid, blink.region_size))
+  return jnp.stack(states), (jnp.stack(shares) if shares else None)
+
+
+def choose_regions(shares: jax.Array, question_len: jax.Array, fallback: jax.Array) -> jax.Array:
+  """Per image: the region with the highest share averaged over the scanning layers when it has a
+  question (question_len > 0), else `fallback` (random regions)."""
+  salient = jnp.argmax(shares.mean(axis=0), axis=-1).astype(fallback.dtype)
+  return jnp.where(question_len > 0, salient, fallback)
 
 
 def kl_and_cosine(teacher: jax.Array, student: jax.Array, temperature: float):
@@ -85,21 +114,29 @@ def kl_and_cosine(teacher: jax.Array, student: jax.Array, temperature: float):
   return kl, (1.0 - cos).mean()
 
 
-def distillation_targets(model: Llava, backbone: Any, prefix_ids, pixels, region, blink: BlinkConfig):
-  """(region hidden states [n, B, p, p, D], teacher targets [n, B, 2p, 2p, D]), gradient-free."""
+def region_targets(model: Llava, backbone: Any, prefix_ids, pixels, full_states, region,
+                   blink: BlinkConfig):
+  """(the region's student input [n, B, p, p, D], the teacher [n, B, 2p, 2p, D]), gradient-free.
+
+  full_states: the full image's scanning-layer visual states (scan_layer_visual_states)."""
   v = model.cfg.vision
   p = blink.region_size
-  full = scan_layer_visual_states(model, backbone, prefix_ids, pixels, blink)
   crops = crop_region(pixels, region, v.grid, p, v.patch_size)
-  teacher = scan_layer_visual_states(model, backbone, prefix_ids, crops, blink)
-  n_scan, b, _, d = full.shape
-  grid_states = full.reshape(n_scan, b, v.grid, v.grid, d)
+  teacher, _ = scan_layer_visual_states(model, backbone, prefix_ids, crops, blink)
+  n_scan, b, _, d = full_states.shape
+  grid_states = full_states.reshape(n_scan, b, v.grid, v.grid, d)
   r0 = (region // (v.grid // p)) * p
   c0 = (region % (v.grid // p)) * p
   take = jax.vmap(lambda g, y, x: jax.lax.dynamic_slice(g, (y, x, 0), (p, p, d)))
   region_states = jax.vmap(lambda g: take(g, r0, c0))(grid_states)
   pooled = jax.vmap(lambda tk: pool_grid(tk, v.grid, 2 * p))(teacher)
   return jax.lax.stop_gradient(region_states), jax.lax.stop_gradient(pooled)
+
+
+def distillation_targets(model: Llava, backbone: Any, prefix_ids, pixels, region, blink: BlinkConfig):
+  """region_targets for given regions, from the image alone."""
+  full, _ = scan_layer_visual_states(model, backbone, prefix_ids, pixels, blink)
+  return region_targets(model, backbone, prefix_ids, pixels, full, region, blink)
 
 
 def distillation_loss(model: Llava, blink: BlinkConfig, token_sr: Any, region_states, teacher, *,

@@ -24,8 +24,10 @@ from blink_jax.blink.config import from_mapping
 from blink_jax.checkpoint import TrainCheckpoints, export_token_sr
 from blink_jax.data.image_folder_builder import build_image_folder_dataset
 from blink_jax.data.sample_images import write_sample_images
-from blink_jax.data.train_pipeline import data_source, skipped_count, to_global, train_dataset
+from blink_jax.data.train_pipeline import (QuestionSuffix, data_source, skipped_count, to_global,
+                                           train_dataset)
 from blink_jax.models.llava import Llava
+from blink_jax.tokenizer import Tokenizer, byte_level_tokenizer
 from blink_jax.train.state import backbone, init_train_state, optimizer, prompt_prefix, unflatten
 from blink_jax.train.step import jit_train_step, make_train_step
 
@@ -99,9 +101,17 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
                      f"({batch_ways}) times train.grad_accum_steps ({t.grad_accum_steps})")
 
   source = resolve_dataset(config, workdir)
+  questions = None
+  if config.data.region == "saliency":
+    tokenizer = (Tokenizer(config.model.hf_checkpoint) if config.model.hf_checkpoint else
+                 byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id))
+    questions = QuestionSuffix(tokenizer, cfg.num_image_tokens, config.data.max_question_tokens,
+                               cfg.pad_token_id)
+  elif config.data.region != "random":
+    raise ValueError(f"data.region={config.data.region!r}; expected 'saliency' or 'random'")
   iterator = iter(train_dataset(source, global_batch=t.batch_size, image_key=config.data.image_key,
                                 image_size=cfg.vision.image_size, preprocessing=config.model.preprocessing,
-                                seed=config.seed, workers=config.data.workers))
+                                seed=config.seed, workers=config.data.workers, questions=questions))
   tx = optimizer(t)
   state, frozen = init_train_state(cfg, blink, t, mesh, rules, config.seed, tx, backbone_params)
   ckpts = TrainCheckpoints(workdir / "checkpoints", config.checkpoint.every, config.checkpoint.keep,
@@ -112,7 +122,8 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
     if jax.process_index() == 0:
       tqdm.write(f"resumed from {workdir / 'checkpoints'} at step {start}")
 
-  batch_shardings = {"pixels": shd.batch_sharding(mesh, 4, rules)}
+  batch_keys = {"pixels": 4, **({"question_ids": 2, "question_len": 1} if questions else {})}
+  batch_shardings = {k: shd.batch_sharding(mesh, ndim, rules) for k, ndim in batch_keys.items()}
   step_fn = jit_train_step(make_train_step(model, blink, t, tx, prefix, config.seed), state, frozen,
                            batch_shardings)
   is_main = jax.process_index() == 0
@@ -130,7 +141,7 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
         local = next(iterator)
         if batch_log:
           batch_log.write(json.dumps({"step": step, "index": local["index"].tolist()}) + "\n")
-        state, metrics = step_fn(state, frozen, to_global({"pixels": local["pixels"]}, mesh, rules))
+        state, metrics = step_fn(state, frozen, to_global({k: local[k] for k in batch_keys}, mesh, rules))
         window = metrics if window is None else jax.tree.map(jnp.add, window, metrics)
         done = step + 1
         bar.update(1)

@@ -12,22 +12,29 @@ import optax
 
 from blink_jax.blink.config import BlinkConfig
 from blink_jax.models.llava import Llava
-from blink_jax.train.distill import distillation_loss, distillation_targets
+from blink_jax.train.distill import (choose_regions, distillation_loss, region_targets,
+                                     scan_layer_visual_states)
 from blink_jax.train.state import TrainState, schedule, unflatten
 
 
 def make_train_step(model: Llava, blink: BlinkConfig, train_cfg: ml_collections.ConfigDict,
                     tx: optax.GradientTransformation, prefix_ids: jax.Array, seed: int) -> Callable:
-  """step(state, frozen, batch) -> (state, metrics). batch['pixels']: [B, H, W, 3]."""
+  """step(state, frozen, batch) -> (state, metrics). batch: 'pixels' [B, H, W, 3] and optionally
+  'question_ids' [B, Q] + 'question_len' [B] (saliency-guided regions for examples with a question)."""
   accum = train_cfg.grad_accum_steps
   v = model.cfg.vision
   num_regions = (v.grid // blink.region_size) ** 2
 
-  def micro(trainable, frozen, pixels, rng):
+  def micro(trainable, frozen, batch, rng):
     params = unflatten({**frozen, **trainable})
     backbone = {k: w for k, w in params.items() if k != "token_sr"}
+    pixels = batch["pixels"]
+    full, shares = scan_layer_visual_states(model, backbone, prefix_ids, pixels, blink,
+                                            batch.get("question_ids"), batch.get("question_len"))
     region = jax.random.randint(rng, (pixels.shape[0],), 0, num_regions)
-    region_states, teacher = distillation_targets(model, backbone, prefix_ids, pixels, region, blink)
+    if shares is not None:
+      region = choose_regions(shares, batch["question_len"], region)
+    region_states, teacher = region_targets(model, backbone, prefix_ids, pixels, full, region, blink)
 
     def loss_fn(tr):
       return distillation_loss(model, blink, unflatten({**frozen, **tr})["token_sr"], region_states,
@@ -39,23 +46,23 @@ def make_train_step(model: Llava, blink: BlinkConfig, train_cfg: ml_collections.
 
   def step(state: TrainState, frozen: dict, batch: dict) -> tuple[TrainState, dict]:
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
-    pixels = batch["pixels"]
-    b = pixels.shape[0]
+    b = batch["pixels"].shape[0]
     if b % accum:
       raise ValueError(f"batch {b} not divisible by grad_accum_steps={accum}")
-    micro_pixels = pixels.reshape(accum, b // accum, *pixels.shape[1:])
+    micro_batches = jax.tree.map(lambda x: x.reshape(accum, b // accum, *x.shape[1:]), batch)
     rngs = jax.random.split(rng, accum)
 
     def body(acc, xs):
       grads, metrics = micro(state.params, frozen, *xs)
       return jax.tree.map(jnp.add, acc, (grads, metrics)), None
 
+    first = jax.tree.map(lambda x: x[0], micro_batches)
     if accum == 1:
-      total = micro(state.params, frozen, micro_pixels[0], rngs[0])
+      total = micro(state.params, frozen, first, rngs[0])
     else:
-      shapes = jax.eval_shape(micro, state.params, frozen, micro_pixels[0], rngs[0])
+      shapes = jax.eval_shape(micro, state.params, frozen, first, rngs[0])
       zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-      total, _ = jax.lax.scan(body, zeros, (micro_pixels, rngs))
+      total, _ = jax.lax.scan(body, zeros, (micro_batches, rngs))
     grads, metrics = jax.tree.map(lambda x: x / accum, total)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
