@@ -19,8 +19,9 @@ from blink_jax.pipeline import LlavaPipeline
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
-# LLaVA-shaped, small enough for a 2-core CPU: 224 px (16x16 = 256 visual tokens), 8 decoder layers.
-MEDIUM = dict(image_size=224, vision_hidden=256, vision_layers=6, text_hidden=512, text_layers=8,
+# LLaVA-1.5's token geometry (336 px: 24x24 = 576 visual tokens, so Blink's 64 SR slots are the same
+# share of the sequence as at 7B) with widths small enough for a 2-core CPU; 8 decoder layers.
+MEDIUM = dict(image_size=336, vision_hidden=256, vision_layers=6, text_hidden=512, text_layers=8,
               heads=8, kv_heads=8, intermediate=1408, vocab=32064)
 SEVEN_B = dict(image_size=336, vision_hidden=1024, vision_layers=24, text_hidden=4096, text_layers=32,
                heads=32, kv_heads=32, intermediate=11008, vocab=32064)

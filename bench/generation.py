@@ -29,7 +29,7 @@ FLAGS = flags.FLAGS
 
 def main(_):
   shape = common.MEDIUM if FLAGS.shape == "medium" else common.SEVEN_B
-  ckpt = common.build_hf_checkpoint(pathlib.Path(FLAGS.ckpt_dir) / FLAGS.shape, shape)
+  ckpt = common.build_hf_checkpoint(pathlib.Path(FLAGS.ckpt_dir) / f"{FLAGS.shape}_{shape['image_size']}px", shape)
   pipe = LlavaPipeline.from_hf(ckpt, dtype=FLAGS.dtype)
   # No EOS: every example generates exactly new_tokens, so runs are comparable.
   pipe = LlavaPipeline(dataclasses.replace(pipe.cfg, eos_token_id=-1), pipe.params, pipe.tokenizer, pipe.mesh)

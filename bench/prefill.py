@@ -85,7 +85,7 @@ def main(_):
   import torch
   torch.set_num_threads(os.cpu_count())
   shape = common.MEDIUM if FLAGS.shape == "medium" else common.SEVEN_B
-  ckpt = common.build_hf_checkpoint(pathlib.Path(FLAGS.ckpt_dir) / FLAGS.shape, shape)
+  ckpt = common.build_hf_checkpoint(pathlib.Path(FLAGS.ckpt_dir) / f"{FLAGS.shape}_{shape['image_size']}px", shape)
   pipe = LlavaPipeline.from_hf(ckpt, dtype=FLAGS.dtype)  # the default length buckets
   blink = common.blink_for(pipe)
   token_sr = init_token_sr(blink.num_scan_layers, blink.token_sr_channels, blink.region_size,

@@ -32,9 +32,9 @@ from blink_jax.models.llava_config import LlavaConfig
 from blink_jax.models.token_sr import init_token_sr
 from blink_jax.tokenizer import Tokenizer
 
-# 64-token steps where LLaVA-1.5 prompts live (576 visual + ~60-120 text tokens): padding stays small,
-# and a Blink prompt whose SR slots spill past its bucket costs at most one step more.
-DEFAULT_BUCKETS = (64, 128, 256, 384, 512, 576, 640, 704, 768, 832, 896, 1024, 1280, 1536, 2048, 3072, 4096)
+# 64-token steps up to 1024, where LLaVA-1.5 prompts live (576 visual + ~60-120 text tokens): padding
+# stays small, and Blink's 64 SR slots (p=4, K=1) cost at most one step more than the plain prompt.
+DEFAULT_BUCKETS = (64, 128, 192) + tuple(range(256, 1025, 64)) + (1280, 1536, 2048, 3072, 4096)
 
 
 @dataclasses.dataclass

@@ -13,6 +13,7 @@ import ml_collections
 
 from blink_jax.blink.config import BlinkConfig
 from blink_jax.eval.benchmarks import BENCHMARKS, MODES
+from blink_jax.pipeline import DEFAULT_BUCKETS
 from configs import tokensr
 
 SOURCE_FIELDS = ("format", "path", "images", "questions", "image_folder", "annotations", "name",
@@ -27,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.modes = list(MODES)
   c.batch_size = 8
   c.max_new_tokens = 16
-  c.prompt_buckets = [256, 512, 768, 1024, 1536, 2048]
+  c.prompt_buckets = list(DEFAULT_BUCKETS)
   c.token_sr = ""                  # train.py's export/ directory; empty: untrained TokenSR (= interp)
   c.model = tokensr.get_config().model
   c.blink = ml_collections.ConfigDict(dataclasses.asdict(BlinkConfig(
