@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
+from flax import traverse_util
 import numpy as np
 from etils import epath
 from jax.sharding import Mesh
@@ -237,21 +238,6 @@ def load_hf_llava(ckpt_dir: str | epath.PathLike, *, mesh: Mesh | None = None,
 
     return jax.make_array_from_callback(shape, flat_shardings[path], shard)
 
-  leaves = {path: build(path, src) for path, src in plan.items()}
-  treedef = jax.tree_util.tree_structure(abstract)
-  all_paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(abstract)[0]]
-  if len(leaves) != len(all_paths):
-    return cfg, _partial_tree(abstract, leaves)
-  return cfg, jax.tree_util.tree_unflatten(treedef, [leaves[p] for p in all_paths])
-
-
-def _partial_tree(abstract: Any, leaves: dict) -> dict:
-  """A nested dict holding only the loaded leaves (when `dont_load` left some out)."""
-  out: dict = {}
-  for path, value in leaves.items():
-    node = out
-    keys = [str(getattr(k, "key", k)) for k in path]
-    for k in keys[:-1]:
-      node = node.setdefault(k, {})
-    node[keys[-1]] = value
-  return out
+  # Params are nested dicts; leaves left out by `dont_load` are simply absent.
+  return cfg, traverse_util.unflatten_dict(
+      {tuple(str(k.key) for k in path): build(path, src) for path, src in plan.items()})

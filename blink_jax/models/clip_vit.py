@@ -7,10 +7,8 @@ import jax
 import jax.numpy as jnp
 
 from blink_jax.models.layer_stack import StackedLayers, detached
-from blink_jax.models.linear import Linear
+from blink_jax.models.linear import WEIGHT_INIT, Linear
 from blink_jax.models.llava_config import VisionConfig
-
-_init = nn.initializers.normal(stddev=0.02)
 
 ACTIVATIONS = {
     "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
@@ -75,14 +73,14 @@ class ClipVisionTower(nn.Module):
                        f"[B, {c.image_size}, {c.image_size}, {c.num_channels}]")
     patches = nn.Conv(c.hidden_size, (c.patch_size, c.patch_size), strides=c.patch_size,
                       padding="VALID", use_bias=False, dtype=dt, param_dtype=pdt,
-                      kernel_init=nn.with_logical_partitioning(_init, (None, None, None, "embed")),
+                      kernel_init=nn.with_logical_partitioning(WEIGHT_INIT, (None, None, None, "embed")),
                       name="patch_embedding")(pixels.astype(dt))
     b = patches.shape[0]
     patches = patches.reshape(b, -1, c.hidden_size)
-    cls = self.param("class_embedding", nn.with_logical_partitioning(_init, ("embed",)),
+    cls = self.param("class_embedding", nn.with_logical_partitioning(WEIGHT_INIT, ("embed",)),
                      (c.hidden_size,), pdt)
     h = jnp.concatenate([jnp.broadcast_to(cls.astype(dt), (b, 1, c.hidden_size)), patches], axis=1)
-    pos = self.param("position_embedding", nn.with_logical_partitioning(_init, (None, "embed")),
+    pos = self.param("position_embedding", nn.with_logical_partitioning(WEIGHT_INIT, (None, "embed")),
                      (c.num_patches + 1, c.hidden_size), pdt)
     h = h + pos.astype(dt)[None]
     h = _layer_norm(c.layer_norm_eps, dt, pdt, "pre_layrnorm")(h)

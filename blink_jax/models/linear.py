@@ -9,7 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-_init = nn.initializers.normal(stddev=0.02)
+# The HF-style initialiser of every weight matrix and embedding (std = initializer_range 0.02).
+WEIGHT_INIT = nn.initializers.normal(stddev=0.02)
 
 
 class Linear(nn.Module):
@@ -31,7 +32,7 @@ class Linear(nn.Module):
     if len(self.axes) != len(in_shape) + len(features):
       raise ValueError(f"{self.name}: {len(self.axes)} axis names for a kernel of rank "
                        f"{len(in_shape) + len(features)}")
-    kernel = self.param("kernel", nn.with_logical_partitioning(_init, tuple(self.axes)),
+    kernel = self.param("kernel", nn.with_logical_partitioning(WEIGHT_INIT, tuple(self.axes)),
                         in_shape + features, self.param_dtype)
     contract = (tuple(range(x.ndim - self.in_dims, x.ndim)), tuple(range(self.in_dims)))
     y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), (contract, ((), ())))

@@ -14,10 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from blink_jax.models.layer_stack import StackedLayers, detached
-from blink_jax.models.linear import Linear
+from blink_jax.models.linear import WEIGHT_INIT, Linear
 from blink_jax.models.llava_config import TextConfig
-
-_init = nn.initializers.normal(stddev=0.02)
 
 
 class RMSNorm(nn.Module):
@@ -165,7 +163,7 @@ class Llama(nn.Module):
     c = self.cfg
     self.embed_tokens = nn.Embed(
         c.vocab_size, c.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
-        embedding_init=nn.with_logical_partitioning(_init, ("vocab", "embed")))
+        embedding_init=nn.with_logical_partitioning(WEIGHT_INIT, ("vocab", "embed")))
     self.layers = StackedLayers(detached(DecoderLayer, c, self.dtype, self.param_dtype),
                                 c.num_layers, remat=self.remat)
     self.norm = RMSNorm(c.rms_norm_eps, self.dtype, self.param_dtype)
