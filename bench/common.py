@@ -9,7 +9,7 @@ import pathlib
 import platform
 import statistics
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -22,9 +22,10 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 # LLaVA-1.5's token geometry (336 px: 24x24 = 576 visual tokens, so Blink's 64 SR slots are the same
 # share of the sequence as at 7B) with widths small enough for a 2-core CPU; 8 decoder layers.
 MEDIUM = dict(image_size=336, vision_hidden=256, vision_layers=6, text_hidden=512, text_layers=8,
-              heads=8, kv_heads=8, intermediate=1408, vocab=32064)
+              heads=8, kv_heads=8, intermediate=1408, vocab=32064, weights_dtype="float32")
+# Saved in bfloat16 (14 GB, as the hub's fp16 checkpoint) rather than float32 (28 GB).
 SEVEN_B = dict(image_size=336, vision_hidden=1024, vision_layers=24, text_hidden=4096, text_layers=32,
-               heads=32, kv_heads=32, intermediate=11008, vocab=32064)
+               heads=32, kv_heads=32, intermediate=11008, vocab=32064, weights_dtype="bfloat16")
 
 
 def prompt(n_tokens: int) -> str:
@@ -67,36 +68,34 @@ def build_hf_checkpoint(path: pathlib.Path, shape: dict, seed: int = 0) -> pathl
       num_attention_heads=max(1, shape["vision_hidden"] // 64), hidden_act="quick_gelu")
   cfg = transformers.LlavaConfig(vision_config=vision, text_config=text, image_token_id=image_id,
                                  vision_feature_layer=-2, pad_token_id=0)
-  model = transformers.LlavaForConditionalGeneration(cfg).eval()
+  model = transformers.LlavaForConditionalGeneration(cfg).to(getattr(torch, shape["weights_dtype"])).eval()
   path.mkdir(parents=True, exist_ok=True)
   model.save_pretrained(path)
   byte_level_tokenizer(image_id)._tok.save(str(path / "tokenizer.json"))
   return path
 
 
-def time_call(fn: Callable, *args, repeats: int = 5, warmup: int = 1) -> float:
-  """Median seconds of fn(*args) (outputs blocked on), after warm-up calls."""
-  for _ in range(warmup):
-    jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
+def time_interleaved(calls: dict[Any, Callable[[], Any]], repeats: int = 5, warmup: int = 1) -> dict[Any, float]:
+  """Median seconds of each zero-argument call, after warm-up calls.
 
-
-def time_torch(fn: Callable, repeats: int = 5, warmup: int = 1) -> float:
-  import torch
-  with torch.inference_mode():
+  The calls are timed in turns (one round times each once), so drift in the shared machine's speed
+  affects every call alike and the ratios between them stay fair. JAX outputs are blocked on.
+  """
+  for call in calls.values():
     for _ in range(warmup):
-      fn()
-    times = []
-    for _ in range(repeats):
+      jax.block_until_ready(call())
+  times = {name: [] for name in calls}
+  for _ in range(repeats):
+    for name, call in calls.items():
       t = time.perf_counter()
-      fn()
-      times.append(time.perf_counter() - t)
-  return statistics.median(times)
+      jax.block_until_ready(call())
+      times[name].append(time.perf_counter() - t)
+  return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def time_call(fn: Callable, *args, repeats: int = 5, warmup: int = 1) -> float:
+  """Median seconds of fn(*args), outputs blocked on, after warm-up calls."""
+  return time_interleaved({"call": lambda: fn(*args)}, repeats, warmup)["call"]
 
 
 def compiled_bytes(jitted, *args) -> int:

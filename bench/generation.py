@@ -43,9 +43,12 @@ def main(_):
   for b in [int(x) for x in FLAGS.batches]:
     batch = pipe.prepare([photos[i % 4] for i in range(b)], prompts=[common.prompt(FLAGS.text_tokens)] * b)
     record = {"batch": b}
-    for mode in ("vanilla", "interp", "tokensr"):
-      first = common.time_call(lambda: pipe.generate_tokens(batch, 1, mode), repeats=FLAGS.repeats)
-      full = common.time_call(lambda: pipe.generate_tokens(batch, FLAGS.new_tokens, mode), repeats=FLAGS.repeats)
+    modes = ("vanilla", "interp", "tokensr")
+    calls = {(mode, n): (lambda mode=mode, n=n: pipe.generate_tokens(batch, n, mode))
+             for mode in modes for n in (1, FLAGS.new_tokens)}
+    seconds = common.time_interleaved(calls, repeats=FLAGS.repeats)
+    for mode in modes:
+      first, full = seconds[mode, 1], seconds[mode, FLAGS.new_tokens]
       decode = b * (FLAGS.new_tokens - 1) / max(full - first, 1e-9)
       record[mode] = {"ttft_seconds": first, "total_seconds": full, "decode_tokens_per_sec": decode}
     records.append(record)

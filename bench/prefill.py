@@ -12,7 +12,10 @@ import os
 import pathlib
 import tempfile
 
-import jax
+# On a GPU, JAX would otherwise take 75% of its memory up front and leave too little to PyTorch.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # noqa: E402
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
@@ -21,9 +24,9 @@ from bench import common
 from blink_jax.blink.config import BlinkConfig
 from blink_jax.blink.prefill import blink_prefill, slot_layout
 from blink_jax.blink.saliency import saliency_from_last_query
-from blink_jax.models.layer_stack import detached
+from blink_jax.models.attention_kernels import IMPLEMENTATIONS, resolve
 from blink_jax.models.llama import DecoderLayer, LayerInputs
-from blink_jax.models.llava import Llava
+from blink_jax.models.llava import Llava, decoder_layer
 from blink_jax.models.token_sr import init_token_sr
 from blink_jax.pipeline import LlavaPipeline
 
@@ -31,6 +34,8 @@ flags.DEFINE_enum("shape", "medium", ["medium", "7b"], "Model shape (7b needs an
 flags.DEFINE_list("batches", ["1", "8", "32"], "Batch sizes.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats (median reported).")
 flags.DEFINE_string("dtype", "float32", "Compute dtype (bfloat16 on GPU/TPU).")
+flags.DEFINE_enum("attention", "auto", list(IMPLEMENTATIONS), "Attention kernel of the JAX model "
+                  "(auto: blocked on CPU, xla elsewhere).")
 flags.DEFINE_bool("torch", True, "Also time transformers (sdpa, eager).")
 flags.DEFINE_integer("text_tokens", 70, "Text tokens per prompt besides the visual ones (LLaVA's "
                      "vicuna_v1 prompts carry about 60-100); long ones make Blink cross a bucket.")
@@ -50,12 +55,12 @@ def saliency_share(pipe: LlavaPipeline, blink: BlinkConfig, batch) -> tuple[floa
   valid = jnp.ones((b, s), bool)
   layer_params = jax.tree.map(lambda x: x[blink.first_scan_layer],
                               pipe.params["language_model"]["layers"]["layers"])
-  layer = detached(DecoderLayer, cfg.text, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype))
+  layer = decoder_layer(cfg)
   last = jnp.full((b,), s - 1)
 
   @jax.jit
   def run_layer(p, h):
-    (out, _), kv = layer.apply({"params": p}, (h, LayerInputs(positions, jnp.arange(s), None)), (valid, None))
+    (out, _), kv = layer.apply({"params": p}, (h, LayerInputs(positions, None)), (valid, None))
     return out, kv.k
 
   _, keys = run_layer(layer_params, h)
@@ -70,15 +75,25 @@ def saliency_share(pipe: LlavaPipeline, blink: BlinkConfig, batch) -> tuple[floa
           common.time_call(saliency, layer_params, h, keys, repeats=FLAGS.repeats))
 
 
-def torch_forward(ckpt: pathlib.Path, batch, implementation: str):
+def torch_forward(ckpt: pathlib.Path, batch, implementation: str, dtype: str):
+  """A zero-argument call of transformers' LLaVA forward on the batch (next-token logits only), on
+  the GPU when JAX runs on one (and torch sees it), else on the CPU; synchronised before returning."""
   import torch
   import transformers
+  device = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
   model = transformers.LlavaForConditionalGeneration.from_pretrained(
-      ckpt, dtype=torch.float32, attn_implementation=implementation).eval()
-  ids = torch.from_numpy(batch.ids).long()
-  mask = torch.from_numpy(np.arange(ids.shape[1])[None] < batch.lengths[:, None]).long()
-  pixels = torch.from_numpy(batch.pixels).permute(0, 3, 1, 2).contiguous()
-  return lambda: model(input_ids=ids, pixel_values=pixels, attention_mask=mask, logits_to_keep=1).logits
+      ckpt, dtype=getattr(torch, dtype), attn_implementation=implementation).to(device).eval()
+  ids = torch.from_numpy(batch.ids).long().to(device)
+  mask = torch.from_numpy(np.arange(ids.shape[1])[None] < batch.lengths[:, None]).long().to(device)
+  pixels = torch.from_numpy(batch.pixels).permute(0, 3, 1, 2).to(device, getattr(torch, dtype))
+
+  def call():
+    with torch.inference_mode():
+      logits = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, logits_to_keep=1).logits
+    if device == "cuda":
+      torch.cuda.synchronize()
+    return logits
+  return call
 
 
 def main(_):
@@ -86,12 +101,15 @@ def main(_):
   torch.set_num_threads(os.cpu_count())
   shape = common.MEDIUM if FLAGS.shape == "medium" else common.SEVEN_B
   ckpt = common.build_hf_checkpoint(pathlib.Path(FLAGS.ckpt_dir) / f"{FLAGS.shape}_{shape['image_size']}px", shape)
-  pipe = LlavaPipeline.from_hf(ckpt, dtype=FLAGS.dtype)  # the default length buckets
+  pipe = LlavaPipeline.from_hf(ckpt, dtype=FLAGS.dtype, attention=FLAGS.attention)  # default length buckets
+  kernel = resolve(FLAGS.attention)
   blink = common.blink_for(pipe)
   token_sr = init_token_sr(blink.num_scan_layers, blink.token_sr_channels, blink.region_size,
                            pipe.cfg.text.hidden_size, jax.random.key(1))
   params = {**pipe.params, "token_sr": token_sr}
   model: Llava = pipe.model
+  # The same model on XLA's attention kernel, to show what the chosen kernel gains in this run.
+  xla_model = Llava(pipe.cfg.replace(attention="xla")) if kernel != "xla" else None
   from skimage import data
   photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
 
@@ -99,24 +117,28 @@ def main(_):
   for b in [int(x) for x in FLAGS.batches]:
     batch = pipe.prepare([photos[i % 4] for i in range(b)], prompts=[common.prompt(FLAGS.text_tokens)] * b)
     blink_batch = pipe.with_blink(blink).layout_for(batch, "tokensr")
-    fns = {"vanilla": jax.jit(lambda p, i, x, l: model.apply({"params": p}, i, x, l, method=Llava.prefill)[0])}
+    vanilla = lambda m: jax.jit(lambda p, i, x, l: m.apply({"params": p}, i, x, l, method=Llava.prefill)[0])  # noqa: E731
+    fns = {"vanilla": (vanilla(model), batch)}
     for mode in ("interp", "tokensr"):
       cfg = dataclasses.replace(blink, mode=mode)
-      fns[mode] = jax.jit(lambda p, i, x, l, cfg=cfg: blink_prefill(model, cfg, p, i, x, l,
-                                                                     image_start=batch.image_start).logits)
+      fns[mode] = (jax.jit(lambda p, i, x, l, cfg=cfg: blink_prefill(model, cfg, p, i, x, l,
+                                                                      image_start=batch.image_start).logits),
+                   blink_batch)
+    if xla_model is not None:
+      fns["vanilla_xla_attention"] = (vanilla(xla_model), batch)
+    args = {mode: (params, *(jnp.asarray(x) for x in (used.ids, used.pixels, used.lengths)))
+            for mode, (_, used) in fns.items()}
+    calls = {mode: (lambda fn=fn, a=args[mode]: fn(*a)) for mode, (fn, _) in fns.items()}
+    if FLAGS.torch:
+      calls.update({f"torch_{impl}": torch_forward(ckpt, batch, impl, FLAGS.dtype) for impl in ("sdpa", "eager")})
+    seconds = common.time_interleaved(calls, repeats=FLAGS.repeats)
     tokens = int(batch.lengths.sum())
     record = {"batch": b, "prompt_tokens": tokens, "vanilla_length": int(batch.ids.shape[1]),
               "blink_length": int(blink_batch.ids.shape[1]) + blink.num_slots}
-    for mode, fn in fns.items():
-      used = batch if mode == "vanilla" else blink_batch
-      args = (jnp.asarray(used.ids), jnp.asarray(used.pixels), jnp.asarray(used.lengths))
-      seconds = common.time_call(fn, params, *args, repeats=FLAGS.repeats)
-      record[mode] = {"seconds": seconds, "tokens_per_sec": tokens / seconds,
-                      "compiled_bytes": common.compiled_bytes(fn, params, *args)}
-    if FLAGS.torch:
-      for impl in ("sdpa", "eager"):
-        seconds = common.time_torch(torch_forward(ckpt, batch, impl), repeats=FLAGS.repeats)
-        record[f"torch_{impl}"] = {"seconds": seconds, "tokens_per_sec": tokens / seconds}
+    for name, sec in seconds.items():
+      record[name] = {"seconds": sec, "tokens_per_sec": tokens / sec}
+      if name in fns:
+        record[name]["compiled_bytes"] = common.compiled_bytes(fns[name][0], *args[name])
     layer_s, sal_s = saliency_share(pipe, blink, batch)
     record["scan_layer_seconds"], record["saliency_seconds"] = layer_s, sal_s
     records.append(record)
@@ -125,15 +147,19 @@ def main(_):
            f"{record['tokensr']['seconds'] / v:.3f}", f"{100 * sal_s / layer_s:.2f}%"]
     if FLAGS.torch:
       row += [f"{v / record['torch_sdpa']['seconds']:.3f}", f"{v / record['torch_eager']['seconds']:.3f}"]
+    if xla_model is not None:
+      row += [f"{record['vanilla_xla_attention']['seconds'] / v:.3f}"]
     row += [f"{record['vanilla']['compiled_bytes'] / 2**20:.0f}", f"{record['tokensr']['compiled_bytes'] / 2**20:.0f}"]
     rows.append(row)
 
   header = ["batch", "tokens", "len van/blink", "vanilla ms", "interp/van", "tokensr/van", "saliency/layer"]
   if FLAGS.torch:
     header += ["jax/sdpa", "jax/eager"]
+  if xla_model is not None:
+    header += ["xla-attn/van"]
   header += ["van MiB", "tsr MiB"]
   name = f"prefill_{FLAGS.shape}_text{FLAGS.text_tokens}"
-  common.write(name, {"shape": shape, "blink": dataclasses.asdict(blink),
+  common.write(name, {"shape": shape, "blink": dataclasses.asdict(blink), "attention": kernel,
                                           "peak_device_bytes": common.peak_device_bytes(),
                                           "records": records}, rows, header)
   series = {m: [r[m]["tokens_per_sec"] for r in records] for m in ("vanilla", "interp", "tokensr")}

@@ -99,10 +99,11 @@ class LlavaPipeline:
   @classmethod
   def from_hf(cls, ckpt_dir: str | epath.PathLike, *, mesh: Mesh | None = None,
               dtype: str = "float32", param_dtype: str | None = None, preprocessing: str = "pad",
-              buckets: Sequence[int] = DEFAULT_BUCKETS, rules=shd.DEFAULT_RULES) -> "LlavaPipeline":
+              buckets: Sequence[int] = DEFAULT_BUCKETS, rules=shd.DEFAULT_RULES,
+              attention: str = "auto") -> "LlavaPipeline":
     mesh = mesh or shd.make_mesh({"data": 1}, jax.devices()[:1])
     cfg, params = load_hf_llava(ckpt_dir, mesh=mesh, rules=rules, dtype=dtype,
-                                param_dtype=param_dtype or dtype)
+                                param_dtype=param_dtype or dtype, attention=attention)
     return cls(cfg, params, Tokenizer(ckpt_dir), mesh, preprocessing, buckets, rules)
 
   def prepare(self, images: Sequence[ImageLike], questions: Sequence[str] | None = None, *,

@@ -25,6 +25,12 @@ def pipe(blink_ckpt):
 
 
 @pytest.fixture(scope="module")
+def xla_pipe(blink_ckpt):
+  """The same model with XLA's attention kernel (the accelerators' default; `pipe` gets the CPU's)."""
+  return LlavaPipeline.from_hf(blink_ckpt, buckets=(96, 128), attention="xla")
+
+
+@pytest.fixture(scope="module")
 def batch(pipe):
   return pipe.prepare(list(hf_fixtures.sample_photos().values()), QUESTIONS)
 
@@ -76,11 +82,12 @@ def _assert_matches_reference(pipe, blink, batch, out, refs):
     np.testing.assert_allclose(logits[i, :n], ref_logits, atol=1e-5, err_msg=f"example {i}")
 
 
-@pytest.mark.parametrize("variant", [
-    dict(max_regions=1),
-    dict(max_regions=2, position_ids="fractional", after_scan="drop", saliency_norm="visual"),
-])
-def test_static_slots_equal_literal_reference(pipe, batch, variant):
+K2 = dict(max_regions=2, position_ids="fractional", after_scan="drop", saliency_norm="visual")
+
+
+@pytest.mark.parametrize("variant,pipe_name", [(dict(max_regions=1), "pipe"), (K2, "pipe"), (K2, "xla_pipe")])
+def test_static_slots_equal_literal_reference(batch, variant, pipe_name, request):
+  pipe = request.getfixturevalue(pipe_name)
   blink = _thresholds_with_events(pipe, dataclasses.replace(BASE, **variant), batch)
   out = pipe.with_blink(blink).blink_forward(batch, mode="interp", trace=True)
   refs = _reference_all(pipe, blink, batch)

@@ -4,10 +4,8 @@ question; bad input is named or skipped and counted."""
 
 import json
 import os
-import shutil
 
 import fsspec
-import jax
 import portpicker
 import pytest
 

@@ -18,10 +18,11 @@ def _hf(ckpt):
   return LlavaForConditionalGeneration.from_pretrained(ckpt, dtype=torch.float32).eval()
 
 
-@pytest.mark.parametrize("ckpt_name", ["mha_ckpt", "gqa_ckpt"])
-def test_logits_and_greedy_generation_match_transformers(ckpt_name, request):
+@pytest.mark.parametrize("ckpt_name,attention", [("mha_ckpt", "blocked"), ("gqa_ckpt", "blocked"),
+                                                ("gqa_ckpt", "xla")])
+def test_logits_and_greedy_generation_match_transformers(ckpt_name, attention, request):
   ckpt = request.getfixturevalue(ckpt_name)
-  hf, pipe = _hf(ckpt), LlavaPipeline.from_hf(ckpt, buckets=BUCKETS)
+  hf, pipe = _hf(ckpt), LlavaPipeline.from_hf(ckpt, buckets=BUCKETS, attention=attention)
   size = pipe.cfg.vision.image_size
   processor = hf_fixtures.hf_processor(hf_fixtures.build_tokenizer(), size, "pad")
   photos = hf_fixtures.sample_photos()
@@ -42,8 +43,9 @@ def test_logits_and_greedy_generation_match_transformers(ckpt_name, request):
     np.testing.assert_array_equal(gen, tokens[i], err_msg=f"example {i}")
 
 
-def test_vision_features_match_transformers(gqa_ckpt):
-  hf, pipe = _hf(gqa_ckpt), LlavaPipeline.from_hf(gqa_ckpt)
+@pytest.mark.parametrize("attention", ["blocked", "xla"])
+def test_vision_features_match_transformers(gqa_ckpt, attention):
+  hf, pipe = _hf(gqa_ckpt), LlavaPipeline.from_hf(gqa_ckpt, attention=attention)
   size = pipe.cfg.vision.image_size
   pixels = np.stack([preprocess_image(p, size) for p in hf_fixtures.sample_photos().values()])
   with torch.no_grad():

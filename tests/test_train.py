@@ -145,7 +145,6 @@ def test_sharded_fsdp_data_run_matches_one_device(tmp_path):
 def test_saliency_guided_regions_follow_blinks_own_scanning(blink_ckpt, tmp_path):
   """With a question, the step's region shares equal Blink's SGS trace on the same prompt (no
   expansion), and the chosen region is their mean's arg-max; without one the region is random."""
-  import dataclasses
   from blink_jax.blink.config import BlinkConfig
   from blink_jax.data.train_pipeline import QuestionSuffix
   from blink_jax.pipeline import LlavaPipeline

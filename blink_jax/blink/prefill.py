@@ -23,7 +23,7 @@ from blink_jax.blink.saliency import region_shares, saliency_from_last_query
 from blink_jax.blink.slots import SlotLayout
 from blink_jax.models.layer_stack import detached
 from blink_jax.models.llama import DecoderLayer, KVCache, LayerInputs
-from blink_jax.models.llava import Llava
+from blink_jax.models.llava import Llava, decoder_layer
 from blink_jax.models.token_sr import TokenSRLayer, bilinear_2x
 
 
@@ -70,7 +70,7 @@ def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, le
   h = model.apply({"params": params}, ids, pixels, method=Llava.embed)
   short_valid = jnp.arange(t)[None, :] < lengths[:, None]
   short_pos = jnp.broadcast_to(jnp.arange(t, dtype=jnp.float32), (b, t))
-  h, kv_early = run(h, LayerInputs(short_pos, jnp.arange(t), None),
+  h, kv_early = run(h, LayerInputs(short_pos, None),
                     jnp.broadcast_to(short_valid, (first, b, t)), start=0, stop=first)
 
   # The full layout from the first scanning layer on.
@@ -80,7 +80,7 @@ def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, le
   base_valid = layout.to_full(short_valid, fill=False)
   last_index = layout.full_index(lengths - 1)
   row_mask_causal = jnp.arange(s)[None, :] <= last_index[:, None]
-  text_layer = detached(DecoderLayer, cfg.text, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype))
+  text_layer = decoder_layer(cfg)
   sr_layer = detached(TokenSRLayer, blink.token_sr_channels, jnp.dtype(cfg.dtype),
                       jnp.dtype(cfg.param_dtype))
   p = blink.region_size
@@ -96,7 +96,7 @@ def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, le
     sr_params = at(sr_stacked, j) if sr_stacked is not None else None
     key_valid = base_valid | layout.live_rows(state.live)
     (h_out, _), kv = text_layer.apply({"params": layer_params},
-                                      (h, LayerInputs(positions, jnp.arange(s), None)), (key_valid, None))
+                                      (h, LayerInputs(positions, None)), (key_valid, None))
     h_last = jnp.take_along_axis(h, last_index[:, None, None], axis=1)
     pos_last = jnp.take_along_axis(positions, last_index[:, None], axis=1)
     q_last = text_layer.apply({"params": layer_params}, h_last, pos_last, method=DecoderLayer.query)
@@ -131,7 +131,7 @@ def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, le
   live = state.live if blink.after_scan == "keep" else jnp.zeros_like(state.live)
   late_valid = base_valid | layout.live_rows(live)
   n_late = n_layers - last - 1
-  h, kv_late = run(h, LayerInputs(positions, jnp.arange(s), None),
+  h, kv_late = run(h, LayerInputs(positions, None),
                    jnp.broadcast_to(late_valid, (n_late, b, s)), start=last + 1, stop=n_layers)
 
   if all_logits:

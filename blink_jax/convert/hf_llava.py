@@ -174,13 +174,14 @@ def _key_matches(key: str, patterns: Sequence[str]) -> bool:
 
 def load_hf_llava(ckpt_dir: str | epath.PathLike, *, mesh: Mesh | None = None,
                   rules=shd.DEFAULT_RULES, dtype: str = "float32", param_dtype: str = "float32",
-                  remat: bool = False, dont_load: Sequence[str] = ()) -> tuple[LlavaConfig, Any]:
+                  remat: bool = False, attention: str = "auto",
+                  dont_load: Sequence[str] = ()) -> tuple[LlavaConfig, Any]:
   """(config, params) from an HF LLaVA directory, params placed in their logical shardings on `mesh`.
 
   `dont_load`: regexes of Flax param paths ('language_model/norm/scale') that are left out of the
   result instead of failing when the checkpoint lacks them.
   """
-  cfg = read_hf_config(ckpt_dir, dtype=dtype, param_dtype=param_dtype, remat=remat)
+  cfg = read_hf_config(ckpt_dir, dtype=dtype, param_dtype=param_dtype, remat=remat, attention=attention)
   ckpt = SafetensorsCheckpoint(ckpt_dir)
   sources = hf_sources(cfg, detect_prefixes(ckpt))
   boxed = abstract_params(cfg)

@@ -37,7 +37,8 @@ def build_pipeline(config: ml_collections.ConfigDict, mesh) -> LlavaPipeline:
   if config.model.hf_checkpoint:
     pipe = LlavaPipeline.from_hf(config.model.hf_checkpoint, mesh=mesh, dtype=config.model.dtype,
                                  param_dtype=config.model.param_dtype,
-                                 preprocessing=config.model.preprocessing, buckets=buckets, rules=rules)
+                                 preprocessing=config.model.preprocessing, buckets=buckets, rules=rules,
+                                 attention=config.model.attention)
   else:
     from blink_jax.train.state import backbone
     cfg, params = backbone(config.model, mesh, rules, config.seed)

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from blink_jax.models.attention_kernels import self_attention
 from blink_jax.models.layer_stack import StackedLayers, detached
 from blink_jax.models.linear import WEIGHT_INIT, Linear
 from blink_jax.models.llava_config import VisionConfig
@@ -39,6 +40,7 @@ class EncoderLayer(nn.Module):
   cfg: VisionConfig
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, h, _):
@@ -48,7 +50,7 @@ class EncoderLayer(nn.Module):
     q = _dense(heads, ("embed", "heads", "head_dim"), dt, pdt, "q_proj")(x)
     k = _dense(heads, ("embed", "heads", "head_dim"), dt, pdt, "k_proj")(x)
     v = _dense(heads, ("embed", "heads", "head_dim"), dt, pdt, "v_proj")(x)
-    a = jax.nn.dot_product_attention(q, k, v)
+    a = self_attention(q, k, v, None, causal=False, implementation=self.attention)
     h = h + _dense(c.hidden_size, ("heads", "head_dim", "embed"), dt, pdt, "out_proj", 2)(a)
     x = _layer_norm(c.layer_norm_eps, dt, pdt, "layer_norm2")(h)
     x = _dense(c.intermediate_size, ("embed", "mlp"), dt, pdt, "fc1")(x)
@@ -64,6 +66,7 @@ class ClipVisionTower(nn.Module):
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   remat: bool = False
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, pixels):
@@ -85,7 +88,7 @@ class ClipVisionTower(nn.Module):
     h = h + pos.astype(dt)[None]
     h = _layer_norm(c.layer_norm_eps, dt, pdt, "pre_layrnorm")(h)
     h = nn.with_logical_constraint(h, ("act_batch", "act_len", "act_emb"))
-    layers = StackedLayers(detached(EncoderLayer, c, dt, pdt), c.num_layers, remat=self.remat,
+    layers = StackedLayers(detached(EncoderLayer, c, dt, pdt, self.attention), c.num_layers, remat=self.remat,
                            name="layers")
     if self.is_initializing():
       # Create every layer's params and the (unused by LLaVA) post_layernorm, as the checkpoint has.

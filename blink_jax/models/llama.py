@@ -2,7 +2,8 @@
 
 Attention is written against an explicit key layout so the same layer serves prefill, cached
 decoding and Blink's slot layout: a query at sequence index i sees key j iff j <= i and
-`key_valid[b, j]`. Positions (for RoPE) are explicit per token and may be fractional.
+`key_valid[b, j]`. Positions (for RoPE) are explicit per token and may be fractional. The prompt
+pass's attention kernel is chosen by `attention` (see attention_kernels.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from blink_jax.models.attention_kernels import self_attention
 from blink_jax.models.layer_stack import StackedLayers, detached
 from blink_jax.models.linear import WEIGHT_INIT, Linear
 from blink_jax.models.llava_config import TextConfig
@@ -50,11 +52,10 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
   return out.astype(x.dtype)
 
 
-def attention_mask(query_index: jax.Array, key_valid: jax.Array) -> jax.Array:
-  """[B, 1, T, S] bool: causal by sequence index, restricted to live keys."""
-  key_index = jnp.arange(key_valid.shape[-1])
-  causal = key_index[None, :] <= query_index[:, None]
-  return (causal[None] & key_valid[:, None, :])[:, None]
+def decode_mask(cache_index: jax.Array, key_valid: jax.Array) -> jax.Array:
+  """[B, 1, 1, S] bool for one query written at `cache_index`: live keys at or before it."""
+  seen = jnp.arange(key_valid.shape[-1]) <= cache_index
+  return (seen[None] & key_valid)[:, None, None, :]
 
 
 class KVCache(NamedTuple):
@@ -66,14 +67,14 @@ class KVCache(NamedTuple):
 class LayerInputs(NamedTuple):
   """What every decoder layer sees besides the hidden states (carried unchanged)."""
   positions: jax.Array      # [B, T] RoPE positions
-  query_index: jax.Array    # [T] sequence index of each query (offset by the cache write index)
-  cache_index: jax.Array | None  # scalar write index into the cache, None for prefill
+  cache_index: jax.Array | None  # decoding: scalar cache index of the one new token; None: prefill
 
 
 class Attention(nn.Module):
   cfg: TextConfig
   dtype: jnp.dtype
   param_dtype: jnp.dtype
+  implementation: str = "auto"
 
   def setup(self):
     c = self.cfg
@@ -97,8 +98,13 @@ class Attention(nn.Module):
     cos, sin = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta)
     return apply_rope(self.q_proj(x), cos, sin)
 
-  def attend(self, q, k, v, mask):
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+  def attend(self, q, k, v, key_valid, cache_index):
+    """Prefill (cache_index None): causal self-attention over the call's tokens; decoding: the new
+    token's query against the cache."""
+    if cache_index is None:
+      out = self_attention(q, k, v, key_valid, causal=True, implementation=self.implementation)
+    else:
+      out = jax.nn.dot_product_attention(q, k, v, mask=decode_mask(cache_index, key_valid))
     return self.o_proj(out)
 
 
@@ -127,10 +133,11 @@ class DecoderLayer(nn.Module):
   cfg: TextConfig
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  attention: str = "auto"
 
   def setup(self):
     self.input_layernorm = RMSNorm(self.cfg.rms_norm_eps, self.dtype, self.param_dtype)
-    self.self_attn = Attention(self.cfg, self.dtype, self.param_dtype)
+    self.self_attn = Attention(self.cfg, self.dtype, self.param_dtype, self.attention)
     self.post_attention_layernorm = RMSNorm(self.cfg.rms_norm_eps, self.dtype, self.param_dtype)
     self.mlp = MLP(self.cfg, self.dtype, self.param_dtype)
 
@@ -142,8 +149,7 @@ class DecoderLayer(nn.Module):
     if cache is not None:
       k = jax.lax.dynamic_update_slice_in_dim(cache.k, k.astype(cache.k.dtype), inputs.cache_index, 1)
       v = jax.lax.dynamic_update_slice_in_dim(cache.v, v.astype(cache.v.dtype), inputs.cache_index, 1)
-    mask = attention_mask(inputs.query_index, key_valid)
-    h = h + self.self_attn.attend(q, k, v, mask)
+    h = h + self.self_attn.attend(q, k, v, key_valid, inputs.cache_index)
     h = h + self.mlp(self.post_attention_layernorm(h))
     return (h, inputs), KVCache(k, v)
 
@@ -158,13 +164,14 @@ class Llama(nn.Module):
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   remat: bool = False
+  attention: str = "auto"
 
   def setup(self):
     c = self.cfg
     self.embed_tokens = nn.Embed(
         c.vocab_size, c.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
         embedding_init=nn.with_logical_partitioning(WEIGHT_INIT, ("vocab", "embed")))
-    self.layers = StackedLayers(detached(DecoderLayer, c, self.dtype, self.param_dtype),
+    self.layers = StackedLayers(detached(DecoderLayer, c, self.dtype, self.param_dtype, self.attention),
                                 c.num_layers, remat=self.remat)
     self.norm = RMSNorm(c.rms_norm_eps, self.dtype, self.param_dtype)
     if not c.tie_word_embeddings:

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 
 from blink_jax.models.clip_vit import ClipVisionTower, activation
 from blink_jax.models.linear import Linear
-from blink_jax.models.llama import KVCache, LayerInputs, Llama
+from blink_jax.models.layer_stack import detached
+from blink_jax.models.llama import DecoderLayer, KVCache, LayerInputs, Llama
 from blink_jax.models.llava_config import LlavaConfig
 
 
@@ -42,16 +43,22 @@ def merge_image_features(embeds: jax.Array, ids: jax.Array, image_features: jax.
   return jnp.where(is_image[..., None], gathered.astype(embeds.dtype), embeds)
 
 
+def decoder_layer(cfg: LlavaConfig) -> DecoderLayer:
+  """A parentless decoder layer of this model, to apply one layer's params by hand (Blink's scanning
+  layers, saliency queries)."""
+  return detached(DecoderLayer, cfg.text, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype), cfg.attention)
+
+
 class Llava(nn.Module):
   cfg: LlavaConfig
 
   def setup(self):
     c = self.cfg
     dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-    self.vision_tower = ClipVisionTower(c.vision, c.num_vision_layers_used, dt, pdt, c.remat)
+    self.vision_tower = ClipVisionTower(c.vision, c.num_vision_layers_used, dt, pdt, c.remat, c.attention)
     self.multi_modal_projector = Projector(c.text.hidden_size, c.projector_hidden_act, c.projector_bias, dt,
                                            pdt)
-    self.language_model = Llama(c.text, dt, pdt, c.remat)
+    self.language_model = Llama(c.text, dt, pdt, c.remat, c.attention)
 
   def encode_images(self, pixels):
     """pixels [B, H, W, 3] -> visual tokens in the LLM width [B, N, D]."""
@@ -73,7 +80,7 @@ class Llava(nn.Module):
     """Logits [B, T, V] of a prompt: ids [B, T], pixels [B, H, W, 3], positions [B, T],
     key_valid [B, T] (False at padding)."""
     h = self.embed(ids, pixels)
-    inputs = LayerInputs(positions, jnp.arange(ids.shape[1]), None)
+    inputs = LayerInputs(positions, None)
     layers_valid = jnp.broadcast_to(key_valid, (self.cfg.text.num_layers,) + key_valid.shape)
     h, _ = self.run_layers(h, inputs, layers_valid)
     return self.head(h)
@@ -88,7 +95,7 @@ class Llava(nn.Module):
     positions = jnp.broadcast_to(jnp.arange(t), (b, t))
     key_valid = jnp.arange(t)[None, :] < lengths[:, None]
     layers_valid = jnp.broadcast_to(key_valid, (self.cfg.text.num_layers, b, t))
-    h, kv = self.run_layers(h, LayerInputs(positions, jnp.arange(t), None), layers_valid)
+    h, kv = self.run_layers(h, LayerInputs(positions, None), layers_valid)
     last = jnp.take_along_axis(h, (lengths - 1)[:, None, None], axis=1)
     return self.head(last)[:, 0], kv, layers_valid
 
@@ -98,6 +105,6 @@ class Llava(nn.Module):
     key_valid [L, B, S] must already mark `cache_index` live. Returns (logits [B, V], cache).
     """
     h = self.language_model.embed(tokens[:, None])
-    inputs = LayerInputs(positions[:, None], cache_index[None], cache_index)
+    inputs = LayerInputs(positions[:, None], cache_index)
     h, cache = self.run_layers(h, inputs, key_valid, cache)
     return self.head(h)[:, 0], cache

@@ -9,6 +9,8 @@ from typing import Any, Mapping
 
 from etils import epath
 
+from blink_jax.models.attention_kernels import check_implementation
+
 
 @dataclasses.dataclass(frozen=True)
 class VisionConfig:
@@ -65,6 +67,10 @@ class LlavaConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   remat: bool = False
+  attention: str = "auto"  # the prompt pass's attention kernel: auto | xla | blocked (attention_kernels.py)
+
+  def __post_init__(self):
+    check_implementation(self.attention)
 
   @property
   def num_image_tokens(self) -> int:
@@ -100,7 +106,7 @@ def _required(d: Mapping[str, Any], name: str, where: str) -> Any:
 def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", **runtime: Any) -> LlavaConfig:
   """Maps a `LlavaForConditionalGeneration` config.json onto LlavaConfig.
 
-  `runtime` sets fields that are not in the checkpoint (dtype, param_dtype, remat).
+  `runtime` sets fields that are not in the checkpoint (dtype, param_dtype, remat, attention).
   """
   arch = hf.get("architectures") or []
   if hf.get("model_type") != "llava" and "LlavaForConditionalGeneration" not in arch:

@@ -21,7 +21,7 @@ from blink_jax.blink.config import BlinkConfig
 from blink_jax.blink.saliency import region_shares, saliency_from_last_query
 from blink_jax.models.layer_stack import detached
 from blink_jax.models.llama import DecoderLayer, LayerInputs
-from blink_jax.models.llava import Llava
+from blink_jax.models.llava import Llava, decoder_layer
 from blink_jax.models.token_sr import TokenSRLayer
 
 
@@ -74,14 +74,14 @@ def scan_layer_visual_states(model: Llava, params: Any, prefix_ids: jax.Array, p
   t, visual_start = ids.shape[1], prefix_ids.shape[0]
   length = visual_start + n + (question_len if question_ids is not None else 0)
   valid_row = jnp.arange(t)[None, :] < jnp.broadcast_to(length, (b,))[:, None]
-  inputs = LayerInputs(jnp.broadcast_to(jnp.arange(t), (b, t)), jnp.arange(t), None)
+  inputs = LayerInputs(jnp.broadcast_to(jnp.arange(t), (b, t)), None)
   valid = jnp.broadcast_to(valid_row, (cfg.text.num_layers, b, t))
   run = lambda h, lo, hi: model.apply({"params": params}, h, inputs, valid[lo:hi], start=lo, stop=hi,  # noqa: E731
                                       method=Llava.run_layers)
   h = model.apply({"params": params}, ids, pixels, method=Llava.embed)
   h, _ = run(h, 0, blink.first_scan_layer)
   last = jnp.broadcast_to(length, (b,)) - 1
-  layer_template = detached(DecoderLayer, cfg.text, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype))
+  layer_template = decoder_layer(cfg)
   states, shares = [], []
   for layer in range(blink.first_scan_layer, blink.last_scan_layer + 1):
     h_in = h

@@ -65,7 +65,8 @@ def optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformat
 
 def backbone(model_cfg: ml_collections.ConfigDict, mesh: Mesh, rules, seed: int) -> tuple[LlavaConfig, Any]:
   """The frozen LLaVA: loaded from model.hf_checkpoint, or random-initialised from model.preset."""
-  runtime = dict(dtype=model_cfg.dtype, param_dtype=model_cfg.param_dtype, remat=model_cfg.remat)
+  runtime = dict(dtype=model_cfg.dtype, param_dtype=model_cfg.param_dtype, remat=model_cfg.remat,
+                 attention=model_cfg.attention)
   if model_cfg.hf_checkpoint:
     return load_hf_llava(model_cfg.hf_checkpoint, mesh=mesh, rules=rules, **runtime)
   cfg = from_preset(model_cfg.preset.to_dict(), **runtime)

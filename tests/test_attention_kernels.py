@@ -1,0 +1,54 @@
+"""The CPU `blocked` attention kernel equals XLA's `jax.nn.dot_product_attention` path."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from blink_jax.models import attention_kernels
+from blink_jax.models.attention_kernels import self_attention
+from blink_jax.models.llava_config import LlavaConfig
+
+
+def _qkv(b, t, heads, kv_heads, d, dtype, seed=0):
+  keys = jax.random.split(jax.random.key(seed), 3)
+  q = jax.random.normal(keys[0], (b, t, heads, d), dtype)
+  k = jax.random.normal(keys[1], (b, t, kv_heads, d), dtype)
+  v = jax.random.normal(keys[2], (b, t, kv_heads, d), dtype)
+  return q, k, v
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (6, 2)])
+def test_blocked_equals_xla_over_several_query_blocks(causal, heads, kv_heads):
+  t = 2 * attention_kernels.QUERY_BLOCK + 37  # three query blocks, the last one short
+  q, k, v = _qkv(3, t, heads, kv_heads, 16, jnp.float32)
+  rng = np.random.default_rng(0)
+  # Right padding, and dead keys in the middle (Blink's slot layout has such holes).
+  key_valid = np.arange(t)[None, :] < np.array([t, t - 100, 300])[:, None]
+  key_valid &= rng.random((3, t)) > 0.2
+  key_valid[:, 0] = True
+  key_valid = jnp.asarray(key_valid)
+  xla = self_attention(q, k, v, key_valid, causal=causal, implementation="xla")
+  blocked = jax.jit(lambda *a: self_attention(*a, causal=causal, implementation="blocked"))(q, k, v, key_valid)
+  np.testing.assert_allclose(np.asarray(blocked), np.asarray(xla), atol=2e-6, rtol=1e-5)
+  no_mask = self_attention(q, k, v, None, causal=causal, implementation="blocked")
+  np.testing.assert_allclose(np.asarray(no_mask),
+                             np.asarray(self_attention(q, k, v, None, causal=causal, implementation="xla")),
+                             atol=2e-6, rtol=1e-5)
+  assert not np.allclose(np.asarray(no_mask), np.asarray(blocked), atol=1e-3)  # the mask mattered
+
+
+def test_blocked_equals_xla_in_bfloat16():
+  q, k, v = _qkv(2, attention_kernels.QUERY_BLOCK + 5, 4, 2, 32, jnp.bfloat16, seed=1)
+  valid = jnp.arange(q.shape[1])[None, :] < jnp.array([[q.shape[1]], [90]])
+  xla = self_attention(q, k, v, valid, causal=True, implementation="xla")
+  blocked = self_attention(q, k, v, valid, causal=True, implementation="blocked")
+  assert blocked.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(blocked, np.float32), np.asarray(xla, np.float32), atol=2e-2)
+
+
+def test_auto_picks_blocked_on_cpu_and_unknown_names_fail():
+  assert attention_kernels.resolve("auto") == ("blocked" if jax.default_backend() == "cpu" else "xla")
+  with pytest.raises(ValueError, match=r"attention implementation 'flash' is unknown; expected one of"):
+    LlavaConfig(attention="flash")
