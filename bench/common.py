@@ -13,11 +13,13 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+from absl import flags
 
 from blink_jax.blink.config import BlinkConfig
 from blink_jax.pipeline import LlavaPipeline
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+flags.DEFINE_string("results_dir", str(pathlib.Path(__file__).resolve().parent / "results"),
+                    "Where <name>.json and <name>.png are written.")
 
 # LLaVA-1.5's token geometry (336 px: 24x24 = 576 visual tokens, so Blink's 64 SR slots are the same
 # share of the sequence as at 7B) with widths small enough for a 2-core CPU; 8 decoder layers.
@@ -26,6 +28,10 @@ MEDIUM = dict(image_size=336, vision_hidden=256, vision_layers=6, text_hidden=51
 # Saved in bfloat16 (14 GB, as the hub's fp16 checkpoint) rather than float32 (28 GB).
 SEVEN_B = dict(image_size=336, vision_hidden=1024, vision_layers=24, text_hidden=4096, text_layers=32,
                heads=32, kv_heads=32, intermediate=11008, vocab=32064, weights_dtype="bfloat16")
+# A few seconds a script; for checking that the scripts run (tests/test_bench.py), not for figures.
+TINY = dict(image_size=112, vision_hidden=64, vision_layers=2, text_hidden=128, text_layers=4,
+            heads=4, kv_heads=2, intermediate=256, vocab=512, weights_dtype="float32")
+SHAPES = {"tiny": TINY, "medium": MEDIUM, "7b": SEVEN_B}
 
 
 def prompt(n_tokens: int) -> str:
@@ -46,6 +52,12 @@ def blink_for(pipe: LlavaPipeline) -> BlinkConfig:
 def machine() -> str:
   dev = jax.devices()[0]
   return f"{platform.node()} | {os.cpu_count()} CPU cores | jax {jax.__version__} on {dev.platform} ({dev.device_kind})"
+
+
+def hf_checkpoint(shape_name: str, ckpt_dir: str) -> pathlib.Path:
+  """The random checkpoint of SHAPES[shape_name] under ckpt_dir, built on first use."""
+  shape = SHAPES[shape_name]
+  return build_hf_checkpoint(pathlib.Path(ckpt_dir) / f"{shape_name}_{shape['image_size']}px", shape)
 
 
 def build_hf_checkpoint(path: pathlib.Path, shape: dict, seed: int = 0) -> pathlib.Path:
@@ -111,14 +123,15 @@ def peak_device_bytes() -> int | None:
 
 def write(name: str, payload: dict, table: list[list], header: list[str]):
   """Prints the table and writes bench/results/<name>.json."""
-  RESULTS.mkdir(exist_ok=True)
+  results = pathlib.Path(flags.FLAGS.results_dir)
+  results.mkdir(parents=True, exist_ok=True)
   widths = [max(len(str(x)) for x in col) for col in zip(header, *table)]
   fmt = "  ".join(f"{{:<{w}}}" for w in widths)
   print(fmt.format(*header))
   for row in table:
     print(fmt.format(*[str(x) for x in row]))
   payload = {"machine": machine(), "time": time.strftime("%Y-%m-%d %H:%M:%S"), **payload}
-  (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float))
+  (results / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float))
 
 
 def bar_plot(name: str, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str):
@@ -135,6 +148,7 @@ def bar_plot(name: str, groups: list[str], series: dict[str, list[float]], ylabe
   ax.set_title(title)
   ax.legend()
   fig.tight_layout()
-  RESULTS.mkdir(exist_ok=True)
-  fig.savefig(RESULTS / f"{name}.png", dpi=110)
+  results = pathlib.Path(flags.FLAGS.results_dir)
+  results.mkdir(parents=True, exist_ok=True)
+  fig.savefig(results / f"{name}.png", dpi=110)
   plt.close(fig)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 import tempfile
 
 import jax
@@ -17,7 +16,7 @@ from bench import common
 from blink_jax.models.token_sr import init_token_sr
 from blink_jax.pipeline import LlavaPipeline
 
-flags.DEFINE_enum("shape", "medium", ["medium", "7b"], "Model shape.")
+flags.DEFINE_enum("shape", "medium", list(common.SHAPES), "Model shape (7b needs an accelerator; tiny only checks the script runs).")
 flags.DEFINE_list("batches", ["1", "8"], "Batch sizes.")
 flags.DEFINE_integer("new_tokens", 32, "Tokens generated per example.")
 flags.DEFINE_integer("repeats", 3, "Timed repeats (median).")
@@ -28,8 +27,7 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
-  shape = common.MEDIUM if FLAGS.shape == "medium" else common.SEVEN_B
-  ckpt = common.build_hf_checkpoint(pathlib.Path(FLAGS.ckpt_dir) / f"{FLAGS.shape}_{shape['image_size']}px", shape)
+  ckpt = common.hf_checkpoint(FLAGS.shape, FLAGS.ckpt_dir)
   pipe = LlavaPipeline.from_hf(ckpt, dtype=FLAGS.dtype)
   # No EOS: every example generates exactly new_tokens, so runs are comparable.
   pipe = LlavaPipeline(dataclasses.replace(pipe.cfg, eos_token_id=-1), pipe.params, pipe.tokenizer, pipe.mesh)

@@ -2,7 +2,7 @@
 forward pass in transformers (sdpa and eager) on the same weights and inputs, the compiled memory of
 each mode, and the saliency side product's share of a scanning layer.
 
-  python -m bench.prefill [--shape medium|7b] [--batches 1,8,32] [--repeats 5]
+  python -m bench.prefill [--shape medium|7b|tiny] [--attention auto|xla|blocked] [--batches 1,8,32] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from blink_jax.models.llava import Llava, decoder_layer
 from blink_jax.models.token_sr import init_token_sr
 from blink_jax.pipeline import LlavaPipeline
 
-flags.DEFINE_enum("shape", "medium", ["medium", "7b"], "Model shape (7b needs an accelerator).")
+flags.DEFINE_enum("shape", "medium", list(common.SHAPES), "Model shape (7b needs an accelerator; tiny only checks the script runs).")
 flags.DEFINE_list("batches", ["1", "8", "32"], "Batch sizes.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats (median reported).")
 flags.DEFINE_string("dtype", "float32", "Compute dtype (bfloat16 on GPU/TPU).")
@@ -99,8 +99,8 @@ def torch_forward(ckpt: pathlib.Path, batch, implementation: str, dtype: str):
 def main(_):
   import torch
   torch.set_num_threads(os.cpu_count())
-  shape = common.MEDIUM if FLAGS.shape == "medium" else common.SEVEN_B
-  ckpt = common.build_hf_checkpoint(pathlib.Path(FLAGS.ckpt_dir) / f"{FLAGS.shape}_{shape['image_size']}px", shape)
+  shape = common.SHAPES[FLAGS.shape]
+  ckpt = common.hf_checkpoint(FLAGS.shape, FLAGS.ckpt_dir)
   pipe = LlavaPipeline.from_hf(ckpt, dtype=FLAGS.dtype, attention=FLAGS.attention)  # default length buckets
   kernel = resolve(FLAGS.attention)
   blink = common.blink_for(pipe)
