@@ -77,10 +77,13 @@ def saliency_share(pipe: LlavaPipeline, blink: BlinkConfig, batch) -> tuple[floa
 
 def torch_forward(ckpt: pathlib.Path, batch, implementation: str, dtype: str):
   """A zero-argument call of transformers' LLaVA forward on the batch (next-token logits only), on
-  the GPU when JAX runs on one (and torch sees it), else on the CPU; synchronised before returning."""
+  the device JAX runs on (CPU or GPU); synchronised before returning."""
   import torch
   import transformers
-  device = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+  device = {"cpu": "cpu", "gpu": "cuda"}.get(jax.default_backend())
+  if device is None or (device == "cuda" and not torch.cuda.is_available()):
+    raise SystemExit(f"JAX runs on {jax.default_backend()!r} but torch {torch.__version__} cannot run "
+                     "there; install a torch build for that device or pass --notorch")
   model = transformers.LlavaForConditionalGeneration.from_pretrained(
       ckpt, dtype=getattr(torch, dtype), attn_implementation=implementation).to(device).eval()
   ids = torch.from_numpy(batch.ids).long().to(device)
