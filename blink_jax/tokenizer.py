@@ -3,30 +3,32 @@ of the `<image>` placeholder into one token per visual patch."""
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
+import fsspec
 import numpy as np
 import tokenizers
-from etils import epath
 
 from blink_jax.data.prompt import IMAGE_PLACEHOLDER
 
 
 class Tokenizer:
 
-  def __init__(self, tokenizer_json: str | epath.PathLike | None = None, *,
+  def __init__(self, tokenizer_json: str | os.PathLike | None = None, *,
                backend: tokenizers.Tokenizer | None = None):
     if backend is not None:
       self._tok, self.path = backend, "<in-memory>"
       self.image_token_id = backend.token_to_id(IMAGE_PLACEHOLDER)
       return
-    path = epath.Path(tokenizer_json)
-    if path.is_dir():
-      path = path / "tokenizer.json"
-    if not path.exists():
+    path = str(tokenizer_json).rstrip("/")  # a file or a checkpoint directory, local or fsspec URL
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    if fs.isdir(fs_path):
+      path, fs_path = f"{path}/tokenizer.json", f"{fs_path}/tokenizer.json"
+    if not fs.exists(fs_path):
       raise FileNotFoundError(f"{path}: no tokenizer.json (the checkpoint's fast-tokenizer file)")
     try:
-      self._tok = tokenizers.Tokenizer.from_str(path.read_text())
+      self._tok = tokenizers.Tokenizer.from_str(fs.cat_file(fs_path).decode("utf-8"))
     except Exception as e:  # the tokenizers library raises a bare Exception on bad JSON
       raise ValueError(f"{path}: not a valid tokenizer.json ({e})") from e
     self.path = path

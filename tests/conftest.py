@@ -15,6 +15,7 @@ import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
 
+import gcs_fixtures  # noqa: E402
 import hf_fixtures  # noqa: E402
 
 
@@ -46,3 +47,10 @@ def blink_ckpt(tmp_path_factory) -> pathlib.Path:
   hf_fixtures.build_checkpoint(path, image_size=84, kv_heads=2, text_layers=8, seed=3,
                                max_shard_size=None, lm_head_scale=2.0)
   return path
+
+
+@pytest.fixture()
+def gcs_emulator():
+  """A fresh in-memory GCS for one test; yields its bucket URL, gs://bench."""
+  with gcs_fixtures.emulator() as url:
+    yield url

@@ -5,10 +5,9 @@ question; bad input is named or skipped and counted."""
 import json
 import os
 
-import fsspec
-import portpicker
 import pytest
 
+import gcs_fixtures
 from blink_jax import sharding as shd
 from blink_jax.eval import benchmarks, runner, sample_benchmarks
 from blink_jax.eval.readers import read_rows
@@ -31,32 +30,6 @@ def pipe(tmp_path_factory):
   return runner.build_pipeline(c, shd.make_mesh(c.mesh.to_dict()))
 
 
-@pytest.fixture()
-def gcs_emulator():
-  from gcp_storage_emulator.server import create_server
-  port = portpicker.pick_unused_port()
-  server = create_server("localhost", port, in_memory=True, default_bucket="bench")
-  server.start()
-  old = os.environ.get("STORAGE_EMULATOR_HOST")
-  os.environ["STORAGE_EMULATOR_HOST"] = f"http://localhost:{port}"
-  try:
-    yield "gs://bench"
-  finally:
-    server.stop()
-    if old is None:
-      os.environ.pop("STORAGE_EMULATOR_HOST", None)
-    else:
-      os.environ["STORAGE_EMULATOR_HOST"] = old
-
-
-def _upload(local_dir, url):
-  fs = fsspec.filesystem("gs")
-  for root, _, files in os.walk(local_dir):
-    for f in files:
-      src = os.path.join(root, f)
-      fs.put_file(src, f"{url}/{os.path.relpath(src, local_dir)}")
-
-
 def _run(pipe, source, out_path, mode="vanilla"):
   bench = benchmarks.get("pope")
   examples, malformed = runner.collect_examples(bench, read_rows(source), str(source))
@@ -70,8 +43,8 @@ def test_local_gcs_and_tfds_sources_give_identical_results(pipe, tmp_path, gcs_e
   local_parquet = sources["pope"]
   llava = sample_benchmarks.write_llava_layout(
       [r for r in read_rows(local_parquet)], tmp_path / "llava")
-  _upload(tmp_path / "samples" / "parquet" / "pope", f"{gcs_emulator}/pope_parquet")
-  _upload(tmp_path / "llava", f"{gcs_emulator}/pope_llava")
+  gcs_fixtures.upload(tmp_path / "samples" / "parquet" / "pope", f"{gcs_emulator}/pope_parquet")
+  gcs_fixtures.upload(tmp_path / "llava", f"{gcs_emulator}/pope_llava")
   variants = {
       "parquet": local_parquet,
       "llava": llava,

@@ -1,5 +1,9 @@
-"""Reads a (sharded) safetensors checkpoint lazily: each tensor is a read-only memory-mapped numpy view,
-so a loader copies only the slices it places on devices. bf16 is read through ml_dtypes.
+"""Reads a (sharded) safetensors checkpoint lazily, from a local directory or any fsspec URL (gs://).
+
+Locally each tensor is a read-only memory-mapped numpy view, so a loader copies only the slices it
+places on devices. Remotely a tensor is fetched whole with one ranged read when first asked for and
+kept until another is asked for, so the shards a host places one after another cost one read of the
+tensor. bf16 is read through ml_dtypes.
 
 Corrupt files (bad header, offsets past the end, unknown dtypes) raise ValueError naming the file.
 """
@@ -7,12 +11,15 @@ Corrupt files (bad header, offsets past the end, unknown dtypes) raise ValueErro
 from __future__ import annotations
 
 import json
+import os
+import posixpath
 import struct
 from typing import Iterator
 
+import fsspec
 import ml_dtypes
 import numpy as np
-from etils import epath
+from fsspec.implementations.local import LocalFileSystem
 
 DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
@@ -24,27 +31,30 @@ DTYPES = {
 class SafetensorsCheckpoint:
   """All tensors of a checkpoint directory: `model.safetensors.index.json` + shards, or `*.safetensors`."""
 
-  def __init__(self, ckpt_dir: str | epath.PathLike):
-    self.dir = epath.Path(ckpt_dir)
-    if not self.dir.is_dir():
+  def __init__(self, ckpt_dir: str | os.PathLike):
+    self.dir = str(ckpt_dir).rstrip("/")
+    self._fs, self._root = fsspec.core.url_to_fs(self.dir)
+    self._local = isinstance(self._fs, LocalFileSystem)
+    if not self._fs.isdir(self._root):
       raise FileNotFoundError(f"{self.dir}: checkpoint directory not found")
-    index = self.dir / "model.safetensors.index.json"
-    if index.exists():
+    index = f"{self.dir}/model.safetensors.index.json"
+    if self._fs.exists(index):
       try:
-        weight_map = json.loads(index.read_text())["weight_map"]
+        weight_map = json.loads(self._fs.cat_file(index))["weight_map"]
       except (json.JSONDecodeError, KeyError) as e:
         raise ValueError(f"{index}: not a safetensors index (needs a 'weight_map'): {e}") from e
       files = sorted(set(weight_map.values()))
     else:
-      files = sorted(p.name for p in self.dir.glob("*.safetensors"))
+      files = sorted(posixpath.basename(p) for p in self._fs.glob(f"{self._root}/*.safetensors"))
       weight_map = None
     if not files:
       raise FileNotFoundError(f"{self.dir}: no *.safetensors files and no model.safetensors.index.json")
-    self._entries: dict[str, tuple[epath.Path, dict]] = {}
+    self._entries: dict[str, tuple[str, dict]] = {}
     self._maps: dict[str, np.memmap] = {}
+    self._fetched: tuple[str, np.ndarray] | None = None  # remote: the last tensor read
     for name in files:
-      path = self.dir / name
-      if not path.exists():
+      path = f"{self.dir}/{name}"
+      if not self._fs.exists(path):
         raise FileNotFoundError(f"{path}: listed in the safetensors index but missing")
       for key, meta in self._read_header(path).items():
         if weight_map is not None and weight_map.get(key) not in (None, name):
@@ -55,10 +65,9 @@ class SafetensorsCheckpoint:
       if absent:
         raise ValueError(f"{index}: lists tensors absent from their files: {absent[:10]}")
 
-  @staticmethod
-  def _read_header(path: epath.Path) -> dict:
-    size = path.stat().length
-    with path.open("rb") as f:
+  def _read_header(self, path: str) -> dict:
+    size = self._fs.size(path)
+    with self._fs.open(path, "rb") as f:
       raw = f.read(8)
       if len(raw) != 8:
         raise ValueError(f"{path}: corrupt safetensors file (shorter than its 8-byte header length)")
@@ -97,12 +106,16 @@ class SafetensorsCheckpoint:
     return tuple(self._entries[key][1]["shape"])
 
   def get(self, key: str) -> np.ndarray:
-    """A read-only memory-mapped view of one tensor (no copy until sliced and converted)."""
+    """One tensor: a read-only memory-mapped view locally (no copy until sliced and converted), the
+    fetched bytes remotely."""
     path, meta = self._entries[key]
-    fname = str(path)
-    if fname not in self._maps:
-      self._maps[fname] = np.memmap(fname, dtype=np.uint8, mode="r")
-    buf = self._maps[fname]
     dtype, off, shape = meta["_dtype"], meta["_offset"], tuple(meta["shape"])
     count = int(np.prod(shape))
-    return np.frombuffer(buf, dtype=dtype, count=count, offset=off).reshape(shape)
+    if not self._local:
+      if self._fetched is None or self._fetched[0] != key:
+        data = self._fs.cat_file(path, start=off, end=off + count * dtype.itemsize)
+        self._fetched = key, np.frombuffer(data, dtype=dtype, count=count).reshape(shape)
+      return self._fetched[1]
+    if path not in self._maps:
+      self._maps[path] = np.memmap(f"{self._root}/{posixpath.basename(path)}", dtype=np.uint8, mode="r")
+    return np.frombuffer(self._maps[path], dtype=dtype, count=count, offset=off).reshape(shape)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Any, Mapping
 
-from etils import epath
+import fsspec
 
 from blink_jax.models.attention_kernels import check_implementation
 
@@ -160,12 +161,14 @@ def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", **runtime:
   )
 
 
-def read_hf_config(ckpt_dir: str | epath.PathLike, **runtime: Any) -> LlavaConfig:
-  path = epath.Path(ckpt_dir) / "config.json"
-  if not path.exists():
+def read_hf_config(ckpt_dir: str | os.PathLike, **runtime: Any) -> LlavaConfig:
+  """The config.json of a checkpoint directory (local or any fsspec URL, e.g. gs://)."""
+  path = f"{str(ckpt_dir).rstrip('/')}/config.json"
+  fs, fs_path = fsspec.core.url_to_fs(path)
+  if not fs.exists(fs_path):
     raise FileNotFoundError(f"{path}: no config.json; expected a Hugging Face LLaVA checkpoint directory")
   try:
-    hf = json.loads(path.read_text())
+    hf = json.loads(fs.cat_file(fs_path))
   except json.JSONDecodeError as e:
     raise ValueError(f"{path}: not valid JSON ({e})") from e
   return from_hf_config(hf, where=str(path), **runtime)

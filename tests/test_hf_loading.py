@@ -1,0 +1,60 @@
+"""Where checkpoints come from: the key layouts transformers versions export, and gs:// (through
+fsspec, on a local GCS emulator) for a sharded checkpoint."""
+
+import jax
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+import gcs_fixtures
+import hf_fixtures
+from blink_jax import sharding as shd
+from blink_jax.convert.safetensors_reader import SafetensorsCheckpoint
+from blink_jax.pipeline import LlavaPipeline
+
+
+def test_transformers_key_layout_loads_the_same_params(gqa_ckpt, tmp_path):
+  import shutil
+  shutil.copytree(gqa_ckpt, tmp_path / "c")
+  tensors = load_file(str(tmp_path / "c" / "model.safetensors"))
+  renames = {"language_model.model.": "model.language_model.", "language_model.lm_head.": "lm_head.",
+             "vision_tower.": "model.vision_tower.", "multi_modal_projector.": "model.multi_modal_projector."}
+  renamed = {}
+  for k, v in tensors.items():
+    for old, new in renames.items():
+      if k.startswith(old):
+        k = new + k[len(old):]
+        break
+    renamed[k] = v
+  save_file(renamed, str(tmp_path / "c" / "model.safetensors"))
+  a = LlavaPipeline.from_hf(gqa_ckpt).params
+  b = LlavaPipeline.from_hf(tmp_path / "c").params
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_checkpoint_from_gcs_equals_local(mha_ckpt, gcs_emulator, monkeypatch):
+  """A sharded checkpoint (index + several files) read from gs:// gives the same params, tokenizer
+  and logits as from disk; a tensor is fetched once however many shards are cut from it."""
+  url = f"{gcs_emulator}/llava"
+  gcs_fixtures.upload(mha_ckpt, url)
+  mesh = shd.make_mesh({"data": 1, "fsdp": 4, "tensor": 2})
+  local, remote = LlavaPipeline.from_hf(mha_ckpt, mesh=mesh), LlavaPipeline.from_hf(url, mesh=mesh)
+  jax.tree.map(np.testing.assert_array_equal, local.params, remote.params)
+  batch = local.prepare(*_inputs(4))
+  np.testing.assert_array_equal(remote.prepare(*_inputs(4)).ids, batch.ids)
+  np.testing.assert_array_equal(np.asarray(remote.logits(batch)), np.asarray(local.logits(batch)))
+
+  ckpt = SafetensorsCheckpoint(url)
+  reads = []
+  fetch = ckpt._fs.cat_file
+  monkeypatch.setattr(ckpt._fs, "cat_file", lambda *a, **kw: reads.append(a) or fetch(*a, **kw))
+  first, second = ckpt.keys()[:2]
+  assert ckpt.get(first).shape == ckpt.shape(first)
+  ckpt.get(first)[:1], ckpt.get(first)[1:]
+  assert len(reads) == 1
+  ckpt.get(second)
+  assert len(reads) == 2
+
+
+def _inputs(n):
+  photos = list(hf_fixtures.sample_photos().values())
+  return photos[:n], [hf_fixtures.long_question(5 + 7 * i, seed=i) for i in range(n)]
