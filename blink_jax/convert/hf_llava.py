@@ -3,7 +3,8 @@
 Every Flax leaf has an explicit source: one HF tensor name (or one per layer for stacked layers) and a
 small reversible transform (transpose, head reshape). Loading is strict: missing HF tensors, unused
 HF tensors and shape mismatches are all collected and reported together. Each leaf is built with
-`jax.make_array_from_callback`, so every device reads only its own shard from the memory-mapped file.
+`jax.make_array_from_callback`, so every device takes only its own shard (from the memory-mapped
+file locally; from one fetch of the tensor per host on gs://, see safetensors_reader.py).
 
 The key layouts of the hub's `llava-hf` files and of every transformers version's exports are
 understood (see PREFIXES).
@@ -237,6 +238,11 @@ def load_hf_llava(ckpt_dir: str | epath.PathLike, *, mesh: Mesh | None = None,
                          for i in layers])
       return np.asarray(src.transform(ckpt.get(src.names[0]))[index], target)
 
+    if not ckpt.memory_mapped:
+      # Remote: fetch the leaf once per host and cut each local device's shard from it (shard by
+      # shard, every device would fetch every tensor it overlaps).
+      whole = shard(tuple(slice(None) for _ in shape))
+      return jax.make_array_from_callback(shape, flat_shardings[path], lambda index: whole[index])
     return jax.make_array_from_callback(shape, flat_shardings[path], shard)
 
   # Params are nested dicts; leaves left out by `dont_load` are simply absent.

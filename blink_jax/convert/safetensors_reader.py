@@ -1,9 +1,8 @@
 """Reads a (sharded) safetensors checkpoint lazily, from a local directory or any fsspec URL (gs://).
 
 Locally each tensor is a read-only memory-mapped numpy view, so a loader copies only the slices it
-places on devices. Remotely a tensor is fetched whole with one ranged read when first asked for and
-kept until another is asked for, so the shards a host places one after another cost one read of the
-tensor. bf16 is read through ml_dtypes.
+places on devices. Remotely (`memory_mapped` False) each `get` fetches the tensor with one ranged
+read; a loader should ask once per tensor. bf16 is read through ml_dtypes.
 
 Corrupt files (bad header, offsets past the end, unknown dtypes) raise ValueError naming the file.
 """
@@ -34,7 +33,7 @@ class SafetensorsCheckpoint:
   def __init__(self, ckpt_dir: str | os.PathLike):
     self.dir = str(ckpt_dir).rstrip("/")
     self._fs, self._root = fsspec.core.url_to_fs(self.dir)
-    self._local = isinstance(self._fs, LocalFileSystem)
+    self.memory_mapped = isinstance(self._fs, LocalFileSystem)
     if not self._fs.isdir(self._root):
       raise FileNotFoundError(f"{self.dir}: checkpoint directory not found")
     index = f"{self.dir}/model.safetensors.index.json"
@@ -51,7 +50,6 @@ class SafetensorsCheckpoint:
       raise FileNotFoundError(f"{self.dir}: no *.safetensors files and no model.safetensors.index.json")
     self._entries: dict[str, tuple[str, dict]] = {}
     self._maps: dict[str, np.memmap] = {}
-    self._fetched: tuple[str, np.ndarray] | None = None  # remote: the last tensor read
     for name in files:
       path = f"{self.dir}/{name}"
       if not self._fs.exists(path):
@@ -106,16 +104,14 @@ class SafetensorsCheckpoint:
     return tuple(self._entries[key][1]["shape"])
 
   def get(self, key: str) -> np.ndarray:
-    """One tensor: a read-only memory-mapped view locally (no copy until sliced and converted), the
-    fetched bytes remotely."""
+    """One tensor: a read-only memory-mapped view locally (no copy until sliced and converted), one
+    ranged read remotely."""
     path, meta = self._entries[key]
     dtype, off, shape = meta["_dtype"], meta["_offset"], tuple(meta["shape"])
     count = int(np.prod(shape))
-    if not self._local:
-      if self._fetched is None or self._fetched[0] != key:
-        data = self._fs.cat_file(path, start=off, end=off + count * dtype.itemsize)
-        self._fetched = key, np.frombuffer(data, dtype=dtype, count=count).reshape(shape)
-      return self._fetched[1]
+    if not self.memory_mapped:
+      data = self._fs.cat_file(path, start=off, end=off + count * dtype.itemsize)
+      return np.frombuffer(data, dtype=dtype, count=count).reshape(shape)
     if path not in self._maps:
       self._maps[path] = np.memmap(f"{self._root}/{posixpath.basename(path)}", dtype=np.uint8, mode="r")
     return np.frombuffer(self._maps[path], dtype=dtype, count=count, offset=off).reshape(shape)
