@@ -121,17 +121,21 @@ def peak_device_bytes() -> int | None:
   return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
 
 
-def write(name: str, payload: dict, table: list[list], header: list[str]):
-  """Prints the table and writes bench/results/<name>.json."""
+def _results_dir() -> pathlib.Path:
   results = pathlib.Path(flags.FLAGS.results_dir)
   results.mkdir(parents=True, exist_ok=True)
+  return results
+
+
+def write(name: str, payload: dict, table: list[list], header: list[str]):
+  """Prints the table and writes <results_dir>/<name>.json."""
   widths = [max(len(str(x)) for x in col) for col in zip(header, *table)]
   fmt = "  ".join(f"{{:<{w}}}" for w in widths)
   print(fmt.format(*header))
   for row in table:
     print(fmt.format(*[str(x) for x in row]))
   payload = {"machine": machine(), "time": time.strftime("%Y-%m-%d %H:%M:%S"), **payload}
-  (results / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float))
+  (_results_dir() / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float))
 
 
 def bar_plot(name: str, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str):
@@ -148,7 +152,5 @@ def bar_plot(name: str, groups: list[str], series: dict[str, list[float]], ylabe
   ax.set_title(title)
   ax.legend()
   fig.tight_layout()
-  results = pathlib.Path(flags.FLAGS.results_dir)
-  results.mkdir(parents=True, exist_ok=True)
-  fig.savefig(results / f"{name}.png", dpi=110)
+  fig.savefig(_results_dir() / f"{name}.png", dpi=110)
   plt.close(fig)
