@@ -2,10 +2,10 @@
 
 `xla`: `jax.nn.dot_product_attention` with a mask. XLA materialises the [B, H, T, S] logits; on
 accelerators that is what XLA tiles and fuses, and the batch and head axes stay shardable.
-`blocked`: for CPUs. There the materialised logits (127 MB per layer for 8 prompts of 704 tokens, 8 heads)
-make attention memory-bound, 3x slower than PyTorch's fused CPU kernel. This kernel loops over
-(example, kv head) and works in query blocks whose logits stay in cache, and a causal query block
-skips the keys after it (about half of them).
+`blocked`: for CPUs. There the materialised logits (127 MB per layer for 8 prompts of 704 tokens,
+8 heads) make attention memory-bound, 3x slower than PyTorch's fused CPU kernel. This kernel loops
+over (example, kv head) and works in query blocks whose logits stay in cache, and a causal query
+block skips the keys after it (about half of them).
 `auto`: `blocked` on the CPU backend, `xla` elsewhere.
 
 Both give the same numbers (float32 logits and softmax, as `jax.nn.dot_product_attention` computes).
