@@ -88,7 +88,7 @@ def test_non_image_inputs(tmp_path):
     preprocess_image(str(text))
   with pytest.raises(ValueError, match="file not found"):
     preprocess_image(str(tmp_path / "absent.jpg"))
-  with pytest.raises(ValueError, match=r"expected uint8 HW \(grey\) or HWC"):
+  with pytest.raises(ValueError, match=r"expected uint8 or uint16 HW \(grey\) or HWC"):
     preprocess_image(np.zeros((8, 8), np.float32))
   with pytest.raises(ValueError, match="preprocessing mode"):
     preprocess_image(np.zeros((8, 8, 3), np.uint8), mode="stretch")
