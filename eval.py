@@ -1,10 +1,12 @@
 """Benchmarks for vanilla / Blink-interp / Blink: python eval.py --config configs/eval.py [--config.X=Y]"""
 
+import pathlib
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/eval.py", "Evaluation configuration.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", str(pathlib.Path(__file__).parent / "configs/eval.py"), "Evaluation configuration.", lock_config=True)
 
 
 def main(argv):

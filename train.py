@@ -1,10 +1,13 @@
 """TokenSR distillation: python train.py --config configs/tokensr.py [--config.FIELD=VALUE ...]"""
 
+import pathlib
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/tokensr.py", "Training configuration.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", str(pathlib.Path(__file__).parent / "configs/tokensr.py"), "Training configuration.", lock_config=True)
 
 
 def main(argv):
@@ -12,8 +15,12 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax/grain INFO lines drown the progress bar
-  from blink_jax.train.loop import train
-  train(_CONFIG.value)
+  from blink_jax.train.loop import PREEMPTED_EXIT_CODE, Preempted, train
+  try:
+    train(_CONFIG.value)
+  except Preempted as e:
+    logging.warning("%s", e)
+    sys.exit(PREEMPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":

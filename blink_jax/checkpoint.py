@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import time
 from typing import Any
 
 import grain
@@ -49,36 +51,69 @@ def load_token_sr(directory: str | epath.PathLike, *, width: int, mesh=None,
   target = jax.eval_shape(lambda: init_token_sr(*dims, jax.random.key(0)))
   shardings = token_sr_shardings(*dims, mesh, rules)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), target, shardings)
-  with ocp.StandardCheckpointer() as ckptr:
-    params = ckptr.restore(directory.resolve() / "params", abstract)
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      params = ckptr.restore(directory.resolve() / "params", abstract)
+  except Exception as e:  # orbax/tensorstore raise many types for a damaged checkpoint
+    raise ValueError(f"{directory}: the TokenSR export's params/ could not be read "
+                     f"({type(e).__name__}: {str(e)[:300]}); re-export it from its training run") from e
   return params, blink
 
 
 class TrainCheckpoints:
-  """Orbax CheckpointManager over {state, data}: the train state and the grain iterator, saved
-  together (async) every `every` steps, the last `keep` kept."""
+  """Orbax CheckpointManager over {state, data, log}: the train state, the grain iterator and the
+  partial metric window (so a resumed run logs what an uninterrupted one would), saved together
+  (async) every `every` steps, the last `keep` kept."""
 
   def __init__(self, directory: str | epath.PathLike, every: int, keep: int, async_save: bool = True):
+    self.directory = epath.Path(directory).resolve()
     self.manager = ocp.CheckpointManager(
-        epath.Path(directory).resolve(), item_names=("state", "data"),
+        self.directory, item_names=("state", "data", "log"),
         options=ocp.CheckpointManagerOptions(save_interval_steps=every, max_to_keep=keep,
                                              enable_async_checkpointing=async_save))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state: Any, data_iterator: Any, force: bool = False) -> bool:
+  def save(self, step: int, state: Any, data_iterator: Any, log: dict, force: bool = False) -> bool:
     return self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator)),
-                             force=force)
+        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator),
+        log=ocp.args.JsonSave(log)), force=force)
 
-  def restore(self, step: int, state_like: Any, data_iterator: Any) -> tuple[Any, Any]:
-    """(state, iterator) at `step`; state_like gives the shapes, dtypes and shardings to restore into."""
+  def restore(self, step: int, state_like: Any, data_iterator: Any) -> tuple[Any, Any, dict]:
+    """(state, iterator, log) at `step`; state_like gives the shapes, dtypes and shardings."""
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                             state_like)
     out = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), data=grain.checkpoint.CheckpointRestore(data_iterator)))
-    return out.state, out.data
+        state=ocp.args.StandardRestore(abstract), data=grain.checkpoint.CheckpointRestore(data_iterator),
+        log=ocp.args.JsonRestore()))
+    return out.state, out.data, out.log
+
+  def restore_latest_good(self, state_like: Any, data_iterator: Any, fallback: bool):
+    """(step, state, iterator, log) from the newest checkpoint that restores, or None if there is none.
+
+    A checkpoint that fails to restore is named; with `fallback` it is moved aside to
+    `<directory>_corrupt/` (so later saves of that step do not collide) and the previous one is tried.
+    """
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        return (step, *self.restore(step, state_like, data_iterator))
+      except Exception as e:  # orbax/tensorstore raise many types for a damaged checkpoint
+        where = self.directory / str(step)
+        problem = f"checkpoint step {step} at {where} could not be restored ({type(e).__name__}: {str(e)[:300]})"
+        if not fallback:
+          raise ValueError(f"{problem}; pass --config.checkpoint.fallback_on_corrupt=True to resume from the "
+                           "previous checkpoint") from e
+        aside = epath.Path(f"{self.directory}_corrupt") / f"{step}_{int(time.time())}"
+        logging.warning("%s; moving it to %s and trying the previous one", problem, aside)
+        if jax.process_index() == 0:
+          aside.parent.mkdir(parents=True, exist_ok=True)
+          where.rename(aside)
+        if jax.process_count() > 1:
+          from jax.experimental import multihost_utils
+          multihost_utils.sync_global_devices(f"corrupt checkpoint {step} moved")
+        self.manager.reload()
+    return None
 
   def reached_preemption(self, step: int) -> bool:
     return self.manager.reached_preemption(step)

@@ -23,6 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.workdir = "runs/tokensr"
   c.seed = 0
   c.log_batch_indices = False      # write each step's example indices to workdir (resume checks)
+  c.resume_despite_changes = False  # resume even if config/data differ from workdir/run.json (warns)
 
   c.model = ml_collections.ConfigDict()
   c.model.hf_checkpoint = ""       # a llava-hf checkpoint directory; empty: random model from preset
@@ -48,6 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.region = "saliency"       # saliency: the most salient region for examples with a question
                                    # (random for those without); random: always random
   c.data.max_question_tokens = 48  # question tokens kept (from the end) for saliency
+  c.data.max_image_pixels = 89_478_485  # larger images: reduced-scale JPEG decode, else skipped (0: no limit)
+  c.data.max_consecutive_skips = 1000   # stop with an error after this many unusable images in a row
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 600
@@ -67,6 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint.every = 200
   c.checkpoint.keep = 3
   c.checkpoint.async_save = True
+  c.checkpoint.fallback_on_corrupt = True  # a checkpoint that fails to restore: warn, set it aside, use the previous
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.sharding_rules = ml_collections.FieldReference(None, field_type=list)

@@ -14,6 +14,7 @@ import numpy as np
 import portpicker
 
 from blink_jax.checkpoint import load_token_sr
+from blink_jax.train.loop import PREEMPTED_EXIT_CODE
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -28,9 +29,9 @@ def _launch(workdir, *extra, devices=8, env_extra=None):
                           text=True)
 
 
-def _finish(proc, timeout=300):
+def _finish(proc, timeout=300, returncode=0):
   out, _ = proc.communicate(timeout=timeout)
-  assert proc.returncode == 0, out[-3000:]
+  assert proc.returncode == returncode, out[-3000:]
   return out
 
 
@@ -71,7 +72,8 @@ def test_sigkill_and_sigterm_resume_bit_identical(tmp_path):
   _wait_for(lambda: (cut / "batches_process0.jsonl").read_text().count('"step": 100,') >= 2
             and _logged_step(cut) >= 150, second)
   second.send_signal(signal.SIGTERM)
-  out = _finish(second)
+  out = _finish(second, returncode=PREEMPTED_EXIT_CODE)   # "rerun me", not success
+  assert "for preemption; rerun the same command" in out
   saved = sorted(int(p.name) for p in (cut / "checkpoints").iterdir() if p.name.isdigit())
   preempted_at = saved[-1]
   assert 150 < preempted_at < 300 and preempted_at % 100, (saved, out[-500:])

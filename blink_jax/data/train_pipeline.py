@@ -1,8 +1,10 @@
 """The training input pipeline: TFDS array_record source -> grain (shuffle, per-process shard, decode,
 LLaVA preprocessing, batch, prefetch workers) -> global jax.Arrays.
 
-Undecodable images are skipped and counted (the count is part of the iterator state, so it survives a
-restart). The iterator's state is saved with the train state, so a resumed run sees the same batches.
+Unusable images (undecodable, too large) are skipped, named and counted (the count is part of the
+iterator state, so it survives a restart); a run of `max_consecutive_skips` of them, or a whole pass
+with none usable, stops the job with an error naming the dataset instead of spinning forever. The
+iterator's state is saved with the train state, so a resumed run sees the same batches.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import tensorflow_datasets as tfds
 from jax.sharding import Mesh
 
 from blink_jax import sharding as shd
-from blink_jax.data.image_preprocessing import preprocess_image
+from blink_jax.data.image_preprocessing import DEFAULT_MAX_PIXELS, ImageError, check_mode, preprocess_image
 from blink_jax.data.prompt import vicuna_v1_prompt
 from blink_jax.tokenizer import Tokenizer
 
@@ -49,20 +51,22 @@ class DecodeAndPreprocess(grain.transforms.Map):
   """
 
   def __init__(self, image_key: str, image_size: int, mode: str, questions: QuestionSuffix | None = None,
-               question_key: str = "question"):
-    self.image_key, self.image_size, self.mode = image_key, image_size, mode
-    self.questions, self.question_key = questions, question_key
+               question_key: str = "question", max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    self.image_key, self.image_size, self.mode = image_key, image_size, check_mode(mode)
+    self.questions, self.question_key, self.max_pixels = questions, question_key, max_pixels
 
   def map(self, element):
     index, example = element
     if self.image_key not in example:
       raise KeyError(f"dataset examples have no {self.image_key!r} feature (they have "
                      f"{sorted(example)}); set config.data.image_key")
-    image = example[self.image_key]
+    file_id = example.get("id")
+    name = file_id.decode("utf-8", "replace") if isinstance(file_id, bytes) else f"example {index}"
     try:
-      pixels = preprocess_image(image, self.image_size, self.mode)
-    except ValueError as e:
-      return {"_skip": f"example {index}: {e}"}
+      pixels = preprocess_image(example[self.image_key], self.image_size, self.mode, name=name,
+                                max_pixels=self.max_pixels)
+    except ImageError as e:
+      return {"_skip": str(e)}
     out = {"pixels": pixels, "index": np.int64(index)}
     if self.questions is not None:
       question = example.get(self.question_key, b"")
@@ -72,32 +76,44 @@ class DecodeAndPreprocess(grain.transforms.Map):
 
 
 class SkipCorrupt(grain.IterDataset):
-  """Drops skip markers, counting them."""
+  """Drops skip markers, counting them; raises after `limit` in a row (`where` names the dataset)."""
+
+  def __init__(self, parent, limit: int, where: str):
+    super().__init__(parent)
+    self.limit, self.where = limit, where
 
   def __iter__(self):
-    return _SkipCorruptIterator(self._parent.__iter__())
+    return _SkipCorruptIterator(self._parent.__iter__(), self.limit, self.where)
 
 
 class _SkipCorruptIterator(grain.DatasetIterator):
 
-  def __init__(self, parent):
+  def __init__(self, parent, limit: int, where: str):
     super().__init__(parent)
-    self.skipped = 0
+    self.limit, self.where = limit, where
+    self.skipped = self.consecutive = 0
 
   def __next__(self):
     while True:
       element = next(self._parent)
       if "_skip" not in element:
+        self.consecutive = 0
         return element
       self.skipped += 1
-      logging.warning("skipping unreadable image (%d so far): %s", self.skipped, element["_skip"])
+      self.consecutive += 1
+      logging.warning("skipping unusable image (%d so far): %s", self.skipped, element["_skip"])
+      if self.consecutive >= self.limit:
+        raise RuntimeError(f"{self.where}: {self.consecutive} images in a row could not be used (the last: "
+                           f"{element['_skip']}); check the data (config.data.*) or raise "
+                           "data.max_consecutive_skips")
 
   def get_state(self) -> dict[str, Any]:
-    return {"parent": self._parent.get_state(), "skipped": self.skipped}
+    return {"parent": self._parent.get_state(), "skipped": self.skipped, "consecutive": self.consecutive}
 
   def set_state(self, state: dict[str, Any]) -> None:
     self._parent.set_state(state["parent"])
     self.skipped = int(state["skipped"])
+    self.consecutive = int(state.get("consecutive", 0))
 
 
 def data_source(name: str, data_dir: str, split: str):
@@ -110,9 +126,12 @@ def data_source(name: str, data_dir: str, split: str):
 
 def train_dataset(source, *, global_batch: int, image_key: str, image_size: int, preprocessing: str,
                   seed: int, workers: int = 0, questions: QuestionSuffix | None = None,
-                  process_index: int | None = None, process_count: int | None = None) -> grain.IterDataset:
+                  process_index: int | None = None, process_count: int | None = None,
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS, max_consecutive_skips: int = 1000,
+                  where: str = "the training dataset") -> grain.IterDataset:
   """Infinite, shuffled (a new order each epoch), per-process batches of {'pixels', 'index'} (and the
-  question tokens when `questions` is given)."""
+  question tokens when `questions` is given). Stops with an error after `max_consecutive_skips`
+  unusable images in a row, or a whole pass of this process's share without a usable one."""
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   if global_batch % process_count:
@@ -120,11 +139,13 @@ def train_dataset(source, *, global_batch: int, image_key: str, image_size: int,
   ds = grain.MapDataset.source(source).map_with_index(lambda i, x: (i, x))
   ds = ds.shuffle(seed=seed).repeat(None)
   ds = ds[process_index::process_count]
-  ds = ds.map(DecodeAndPreprocess(image_key, image_size, preprocessing, questions))
+  ds = ds.map(DecodeAndPreprocess(image_key, image_size, preprocessing, questions, max_pixels=max_pixels))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, workers), prefetch_buffer_size=8))
   if workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
-  return SkipCorrupt(it).batch(global_batch // process_count, drop_remainder=True)
+  one_pass = -(-len(source) // process_count)
+  return SkipCorrupt(it, min(max_consecutive_skips, one_pass), where).batch(
+      global_batch // process_count, drop_remainder=True)
 
 
 def to_global(batch: dict[str, np.ndarray], mesh: Mesh, rules=shd.DEFAULT_RULES) -> dict[str, jax.Array]:

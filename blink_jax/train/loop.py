@@ -1,11 +1,14 @@
-"""The TokenSR distillation job: set-up, the step loop, metrics, checkpoints, preemption, export."""
+"""The TokenSR distillation job: set-up, the step loop, metrics, checkpoints, preemption, export.
+
+Settings are validated before any data is read. A preempted run (SIGTERM) saves a checkpoint and
+raises `Preempted`, which train.py turns into exit code PREEMPTED_EXIT_CODE (75, EX_TEMPFAIL), so a
+scheduler can tell "rerun me" from success."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import re
 import signal
 import time
 from typing import Any
@@ -22,14 +25,26 @@ from tqdm import tqdm
 from blink_jax import sharding as shd
 from blink_jax.blink.config import from_mapping
 from blink_jax.checkpoint import TrainCheckpoints, export_token_sr
-from blink_jax.data.image_folder_builder import build_image_folder_dataset
+from blink_jax.data.image_folder_builder import build_image_folder_dataset, dataset_name
+from blink_jax.data.image_preprocessing import check_mode
 from blink_jax.data.sample_images import write_sample_images
 from blink_jax.data.train_pipeline import (QuestionSuffix, data_source, skipped_count, to_global,
                                            train_dataset)
 from blink_jax.models.llava import Llava
 from blink_jax.tokenizer import Tokenizer, byte_level_tokenizer
+from blink_jax.train import run_record
 from blink_jax.train.state import backbone, init_train_state, optimizer, prompt_prefix, unflatten
 from blink_jax.train.step import jit_train_step, make_train_step
+
+PREEMPTED_EXIT_CODE = 75
+
+
+class Preempted(Exception):
+  """The run saved a checkpoint at `step` and stopped for preemption; rerun the same command."""
+
+  def __init__(self, step: int):
+    super().__init__(f"stopped at step {step} for preemption; rerun the same command to resume")
+    self.step = step
 
 
 class _Preemption:
@@ -61,26 +76,48 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict):
 
 
 def resolve_dataset(config: ml_collections.ConfigDict, workdir: epath.Path):
-  """The TFDS data source: by name, from an image folder (built once), or the embedded sample."""
+  """(TFDS data source, its identity for messages and the run record): a dataset by name, an image
+  folder (built once per folder content), or the embedded sample."""
   d = config.data
   if d.name:
-    return data_source(d.name, d.data_dir, d.split)
+    return data_source(d.name, d.data_dir, d.split), f"{d.name} ({d.split}) in {d.data_dir}"
   data_dir = d.data_dir or str(workdir / "tfds")
   if d.image_folder:
-    folder, name = d.image_folder, re.sub(r"[^a-z0-9_]", "_", epath.Path(d.image_folder).name.lower())
+    folder = d.image_folder
   else:
-    folder, name = str(workdir / "sample_images"), "sample"
+    folder = str(workdir / "sample_images")
     if jax.process_index() == 0 and not epath.Path(folder).exists():
       write_sample_images(folder, d.sample_images)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("sample images written")
+  if not epath.Path(folder).is_dir():
+    raise FileNotFoundError(f"config.data.image_folder={folder!r}: image folder not found")
+  # Every host must open the dataset process 0 builds, even if the folder changes meanwhile.
+  name = dataset_name(folder) if jax.process_index() == 0 else ""
+  if jax.process_count() > 1:
+    raw = multihost_utils.broadcast_one_to_all(np.frombuffer(name.encode().ljust(256), np.uint8))
+    name = bytes(np.asarray(raw)).decode().strip()
   if jax.process_index() == 0:
     build_image_folder_dataset(folder, data_dir, name)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("dataset built")
-  return data_source(f"blink_image_folder/{name}", data_dir, "train")
+  return (data_source(f"blink_image_folder/{name}", data_dir, "train"),
+          f"image folder {folder} (dataset blink_image_folder/{name} in {data_dir})")
+
+
+def check_settings(config: ml_collections.ConfigDict):
+  """Settings that would otherwise surface only once data flows (and look like bad images)."""
+  check_mode(config.model.preprocessing)
+  if config.data.region not in ("saliency", "random"):
+    raise ValueError(f"data.region={config.data.region!r}; expected 'saliency' or 'random'")
+  if config.data.max_consecutive_skips < 1:
+    raise ValueError(f"data.max_consecutive_skips={config.data.max_consecutive_skips} must be >= 1")
 
 
 def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Runs (or resumes) the job described by `config`; returns the last logged metrics."""
+  """Runs (or resumes) the job described by `config`; returns the last logged metrics. Raises
+  Preempted after saving when SIGTERM (or the multi-host preemption notice) arrives."""
+  check_settings(config)
   maybe_initialize_distributed(config)
   workdir = epath.Path(config.workdir).resolve()
   workdir.mkdir(parents=True, exist_ok=True)
@@ -100,25 +137,31 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
     raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the batch-parallel mesh size "
                      f"({batch_ways}) times train.grad_accum_steps ({t.grad_accum_steps})")
 
-  source = resolve_dataset(config, workdir)
+  source, dataset = resolve_dataset(config, workdir)
   questions = None
   if config.data.region == "saliency":
     tokenizer = (Tokenizer(config.model.hf_checkpoint) if config.model.hf_checkpoint else
                  byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id))
     questions = QuestionSuffix(tokenizer, cfg.num_image_tokens, config.data.max_question_tokens,
                                cfg.pad_token_id)
-  elif config.data.region != "random":
-    raise ValueError(f"data.region={config.data.region!r}; expected 'saliency' or 'random'")
   iterator = iter(train_dataset(source, global_batch=t.batch_size, image_key=config.data.image_key,
                                 image_size=cfg.vision.image_size, preprocessing=config.model.preprocessing,
-                                seed=config.seed, workers=config.data.workers, questions=questions))
+                                seed=config.seed, workers=config.data.workers, questions=questions,
+                                max_pixels=config.data.max_image_pixels or None,
+                                max_consecutive_skips=config.data.max_consecutive_skips, where=dataset))
   tx = optimizer(t)
   state, frozen = init_train_state(cfg, blink, t, mesh, rules, config.seed, tx, backbone_params)
   ckpts = TrainCheckpoints(workdir / "checkpoints", config.checkpoint.every, config.checkpoint.keep,
                            config.checkpoint.async_save)
-  start = ckpts.latest_step() or 0
-  if start:
-    state, iterator = ckpts.restore(start, state, iterator)
+  run_record.check_and_write(workdir, config, dataset, resuming=ckpts.latest_step() is not None)
+  # The metric window since the last log: device sums, and the step it started after.
+  window, window_start = None, 0
+  restored = ckpts.restore_latest_good(state, iterator, config.checkpoint.fallback_on_corrupt)
+  start = 0
+  if restored is not None:
+    start, state, iterator, log = restored
+    window_start = int(log["window_start"])
+    window = {k: jnp.asarray(v, jnp.float32) for k, v in log["window"].items()} or None
     if jax.process_index() == 0:
       tqdm.write(f"resumed from {workdir / 'checkpoints'} at step {start}")
 
@@ -132,8 +175,7 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
       if config.log_batch_indices else None
   preemption = _Preemption()
   last: dict[str, Any] = {}
-  window = None
-  tick, tick_step = time.perf_counter(), start
+  tick, tick_step = time.perf_counter(), start   # rates count the steps this process ran
   bar = tqdm(total=t.steps, initial=start, disable=not is_main, desc="tokensr", dynamic_ncols=True)
   try:
     with shd.activated(mesh, rules):
@@ -141,14 +183,15 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
         local = next(iterator)
         if batch_log:
           batch_log.write(json.dumps({"step": step, "index": local["index"].tolist()}) + "\n")
+          batch_log.flush()
         state, metrics = step_fn(state, frozen, to_global({k: local[k] for k in batch_keys}, mesh, rules))
         window = metrics if window is None else jax.tree.map(jnp.add, window, metrics)
         done = step + 1
         bar.update(1)
         if done % t.log_every == 0 or done == t.steps:
-          # Means over the steps since the last log; the only host sync of the loop.
-          last = {k: float(v) / (done - tick_step) for k, v in jax.device_get(window).items()}
-          window = None
+          # Means over the steps since the last log; the only host sync of the loop (and checkpoints').
+          last = {k: float(v) / (done - window_start) for k, v in jax.device_get(window).items()}
+          window, window_start = None, done
           if not all(np.isfinite(v) for v in last.values()):
             raise FloatingPointError(f"non-finite metrics at step {done}: {last}")
           now = time.perf_counter()
@@ -164,11 +207,12 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
                        f"lr {last['learning_rate']:.2e}  {rate:.2f} steps/s")
         stop = preemption.requested or (jax.process_count() > 1 and ckpts.reached_preemption(done))
         if stop or done == t.steps or done % config.checkpoint.every == 0:
-          ckpts.save(done, state, iterator, force=True)
+          log = {"window_start": window_start,
+                 "window": {k: float(v) for k, v in jax.device_get(window or {}).items()}}
+          ckpts.save(done, state, iterator, log, force=True)
         if stop:
           ckpts.wait()
-          logging.warning("stopped at step %d for preemption; rerun the same command to resume", done)
-          return last
+          raise Preempted(done)
   finally:
     preemption.restore()
     bar.close()
