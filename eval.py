@@ -1,6 +1,7 @@
 """Benchmarks for vanilla / Blink-interp / Blink: python eval.py --config configs/eval.py [--config.X=Y]"""
 
 import pathlib
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -14,8 +15,12 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  from blink_jax.eval.runner import evaluate
-  evaluate(_CONFIG.value)
+  from blink_jax.eval.runner import NothingAnswered, evaluate
+  try:
+    evaluate(_CONFIG.value)
+  except NothingAnswered as e:
+    logging.error("%s", e)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Export: a directory with `blink.json` (the BlinkConfig it was trained for, plus 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -15,12 +16,25 @@ from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from flax import traverse_util
+from jax.experimental import multihost_utils
 
 from blink_jax import sharding as shd
 from blink_jax.blink.config import BlinkConfig, from_mapping
 from blink_jax.models.token_sr import init_token_sr, token_sr_shardings
+
+
+def params_sha256(params: Any) -> str:
+  """A digest of a param tree's paths and values, equal on every process (leaves are gathered)."""
+  digest = hashlib.sha256()
+  flat = traverse_util.flatten_dict(params, sep="/") if isinstance(params, dict) else {"": params}
+  for k in sorted(flat):
+    digest.update(k.encode())
+    digest.update(np.asarray(multihost_utils.process_allgather(flat[k], tiled=True)).tobytes())
+  return digest.hexdigest()
 
 
 def export_token_sr(directory: str | epath.PathLike, token_sr: Any, blink: BlinkConfig, width: int):
@@ -110,7 +124,6 @@ class TrainCheckpoints:
           aside.parent.mkdir(parents=True, exist_ok=True)
           where.rename(aside)
         if jax.process_count() > 1:
-          from jax.experimental import multihost_utils
           multihost_utils.sync_global_devices(f"corrupt checkpoint {step} moved")
         self.manager.reload()
     return None

@@ -9,7 +9,7 @@ Blink's prefill (whose live SR slots differ per layer) share the same decoding l
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,20 +17,28 @@ import jax.numpy as jnp
 from blink_jax.models.llama import KVCache
 from blink_jax.models.llava import Llava
 
-# prefill(params, ids, pixels, lengths) -> (logits [B, V], KVCache [L, B, S0, K, D], key_valid [L, B, S0])
-PrefillFn = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, KVCache, jax.Array]]
+# prefill(params, ids, pixels, lengths) ->
+#   (logits [B, V], KVCache [L, B, S0, K, D], key_valid [L, B, S0], expansions [B] int32)
+PrefillFn = Callable[[Any, jax.Array, jax.Array, jax.Array],
+                     tuple[jax.Array, KVCache, jax.Array, jax.Array]]
+
+
+class Generation(NamedTuple):
+  tokens: jax.Array        # [B, max_new_tokens]; after an example's EOS, pad_id
+  expansions: jax.Array    # [B] Blink regions expanded in the prefill (0 for vanilla)
 
 
 def vanilla_prefill(model: Llava) -> PrefillFn:
-  return lambda params, ids, pixels, lengths: model.apply(
-      {"params": params}, ids, pixels, lengths, method=Llava.prefill)
+  def prefill(params, ids, pixels, lengths):
+    logits, kv, key_valid = model.apply({"params": params}, ids, pixels, lengths, method=Llava.prefill)
+    return logits, kv, key_valid, jnp.zeros(ids.shape[:1], jnp.int32)
+  return prefill
 
 
 def greedy_generate(model: Llava, prefill: PrefillFn, params, ids, pixels, lengths, *,
-                    max_new_tokens: int, eos_id: int, pad_id: int) -> jax.Array:
-  """Tokens [B, max_new_tokens]; after an example's EOS its remaining tokens are `pad_id`."""
+                    max_new_tokens: int, eos_id: int, pad_id: int) -> Generation:
   b = ids.shape[0]
-  logits, kv, key_valid = prefill(params, ids, pixels, lengths)
+  logits, kv, key_valid, expansions = prefill(params, ids, pixels, lengths)
   s0 = kv.k.shape[2]
   pad_seq = lambda x, v=0: jnp.pad(x, [(0, 0), (0, 0), (0, max_new_tokens)] +  # noqa: E731
                                    [(0, 0)] * (x.ndim - 3), constant_values=v)
@@ -55,4 +63,4 @@ def greedy_generate(model: Llava, prefill: PrefillFn, params, ids, pixels, lengt
     return t + 1, out, done | (nxt == eos_id), cache, valid
 
   _, out, _, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), out, done, cache, valid))
-  return out
+  return Generation(out, expansions)

@@ -132,9 +132,10 @@ class LlavaPipeline:
     with shd.activated(self.mesh, self.rules):
       return self._logits(self.params, ids, pixels, positions, valid)
 
-  def generate_tokens(self, batch: PromptBatch, max_new_tokens: int = 32,
-                      mode: str = "vanilla") -> np.ndarray:
-    """Greedy tokens [B, max_new_tokens] (pad after EOS) with mode vanilla | interp | tokensr."""
+  def generate_tokens(self, batch: PromptBatch, max_new_tokens: int = 32, mode: str = "vanilla", *,
+                      with_expansions: bool = False):
+    """Greedy tokens [B, max_new_tokens] (pad after EOS) with mode vanilla | interp | tokensr; with
+    `with_expansions`, (tokens, regions Blink expanded per example [B])."""
     blink = None if mode == "vanilla" else self._blink_for(mode)
     batch = self.layout_for(batch, mode)
     key = (max_new_tokens, blink, batch.image_start if blink else None)
@@ -147,8 +148,9 @@ class LlavaPipeline:
     ids, pixels, lengths = self._device(batch)
     params = self._mode_params(mode)
     with shd.activated(self.mesh, self.rules):
-      out = self._generate_fns[key](params, ids, pixels, lengths)
-    return np.asarray(jax.device_get(out))
+      out = jax.device_get(self._generate_fns[key](params, ids, pixels, lengths))
+    tokens = np.asarray(out.tokens)
+    return (tokens, np.asarray(out.expansions)) if with_expansions else tokens
 
   def decode(self, tokens: np.ndarray) -> list[str]:
     texts = []
@@ -159,5 +161,10 @@ class LlavaPipeline:
       texts.append(self.tokenizer.decode(row).strip())
     return texts
 
-  def generate(self, batch: PromptBatch, max_new_tokens: int = 32, mode: str = "vanilla") -> list[str]:
+  def generate(self, batch: PromptBatch, max_new_tokens: int = 32, mode: str = "vanilla", *,
+               with_expansions: bool = False):
+    """Greedy answers; with `with_expansions`, (answers, regions Blink expanded per example)."""
+    if with_expansions:
+      tokens, expansions = self.generate_tokens(batch, max_new_tokens, mode, with_expansions=True)
+      return self.decode(tokens), expansions
     return self.decode(self.generate_tokens(batch, max_new_tokens, mode))

@@ -54,9 +54,26 @@ def make_mesh(shape: Mapping[str, int] | None = None, devices: Sequence[jax.Devi
   return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
 
 
-def rules_from_config(rules: Sequence[Sequence[Any]] | None) -> tuple[tuple[str, Any], ...]:
-  if rules is None:
+def rules_from_config(rules: str | Sequence[Sequence[Any]] | None) -> tuple[tuple[str, Any], ...]:
+  """The logical -> mesh rules a config asks for. A string (what --config.sharding_rules takes)
+  overrides named entries of DEFAULT_RULES: "embed=fsdp,mlp=tensor,act_batch=data+fsdp,vocab=" (an
+  empty target replicates); a sequence of (name, target) pairs replaces them; None or "" keeps them."""
+  if not rules:
     return DEFAULT_RULES
+  if isinstance(rules, str):
+    known = dict(DEFAULT_RULES)
+    for item in filter(None, (x.strip() for x in rules.split(","))):
+      name, sep, target = item.partition("=")
+      name = name.strip()
+      if not sep or name not in known:
+        raise ValueError(f"sharding_rules entry {item!r}: expected NAME=AXIS[+AXIS] with NAME one of "
+                         f"{sorted(known)}")
+      axes = tuple(a.strip() for a in target.split("+") if a.strip())
+      bad = [a for a in axes if a not in MESH_AXES]
+      if bad:
+        raise ValueError(f"sharding_rules entry {item!r}: unknown mesh axes {bad}; expected {MESH_AXES}")
+      known[name] = None if not axes else axes[0] if len(axes) == 1 else axes
+    return tuple(known.items())
   out = []
   for r in rules:
     name, target = r[0], r[1]

@@ -1,5 +1,6 @@
-"""Evaluation. With no overrides: the embedded default (the random model train.py's default uses,
-a few generated questions of every benchmark and format, CPU, minutes). For LLaVA-1.5-7B:
+"""Evaluation. With no overrides: the embedded default (the random model train.py's default trains,
+with its exported TokenSR when that run exists; a few generated questions of every benchmark and
+format; CPU, minutes). For LLaVA-1.5-7B:
 
   python eval.py --config configs/eval.py --config.model.hf_checkpoint=/ckpts/llava-1.5-7b-hf \
       --config.token_sr=runs/tokensr_7b/export --config.blink.first_scan_layer=12 ... \
@@ -24,20 +25,27 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.output_dir = "runs/eval"
   c.seed = 0
-  c.benchmarks = list(BENCHMARKS)
-  c.modes = list(MODES)
+  c.benchmarks = ",".join(BENCHMARKS)   # comma-separated
+  c.modes = ",".join(MODES)             # comma-separated: vanilla, interp, tokensr
   c.batch_size = 8
   c.max_new_tokens = 16
-  c.prompt_buckets = list(DEFAULT_BUCKETS)
-  c.token_sr = ""                  # train.py's export/ directory; empty: untrained TokenSR (= interp)
+  c.max_image_pixels = 89_478_485  # larger images: reduced-scale JPEG decode, else a counted skip (0: no limit)
+  c.prompt_buckets = ",".join(str(b) for b in DEFAULT_BUCKETS)
+  # train.py's export/ directory. "auto": for the embedded model, the default train job's export
+  # (runs/tokensr/export) when it exists; otherwise (and with ""), untrained TokenSR (= interp).
+  c.token_sr = "auto"
   c.model = tokensr.get_config().model
+  # The embedded model is random, so its saliency is nearly uniform (rho ~ 1/16 over its 16 regions):
+  # the spec's tau_exp = 3/36 would never expand. These thresholds make Blink act on every question.
   c.blink = ml_collections.ConfigDict(dataclasses.asdict(BlinkConfig(
-      first_scan_layer=2, last_scan_layer=4, region_size=2, token_sr_channels=32)))
+      first_scan_layer=2, last_scan_layer=4, region_size=2, token_sr_channels=32, tau_exp=0.05,
+      tau_drop=0.025)))
   # Per benchmark: where its data is. All fields empty: the embedded sample.
   #   parquet: path (file, directory or glob; local or gs://), images (GQA's image parquet)
   #   llava:   questions (.jsonl), image_folder, annotations (.jsonl, optional)
   #   tfds:    name, data_dir, split
+  # Images given by path are read only inside image_folder ("/" admits any absolute local path).
   c.sources = ml_collections.ConfigDict({name: {f: "" for f in SOURCE_FIELDS} for name in BENCHMARKS})
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  c.sharding_rules = ml_collections.FieldReference(None, field_type=list)
+  c.sharding_rules = ""             # overrides of sharding.DEFAULT_RULES, e.g. "embed=fsdp,mlp=tensor"
   return c

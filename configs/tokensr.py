@@ -73,7 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint.fallback_on_corrupt = True  # a checkpoint that fails to restore: warn, set it aside, use the previous
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  c.sharding_rules = ml_collections.FieldReference(None, field_type=list)
+  c.sharding_rules = ""             # overrides of sharding.DEFAULT_RULES, e.g. "embed=fsdp,mlp=tensor"
 
   c.distributed = ml_collections.ConfigDict()
   c.distributed.enabled = False    # jax.distributed.initialize() (multi-host)

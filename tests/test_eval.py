@@ -21,21 +21,23 @@ def _config(tmp_path, **overrides):
   c.output_dir = str(tmp_path / "out")
   c.batch_size = 8
   c.max_new_tokens = 4
+  c.token_sr = ""   # never the developer's own runs/tokensr/export
   return set_fields(c, overrides)
 
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
   c = _config(tmp_path_factory.mktemp("p"))
-  return runner.build_pipeline(c, shd.make_mesh(c.mesh.to_dict()))
+  return runner.build_pipeline(c, shd.make_mesh(c.mesh.to_dict())).pipe
 
 
 def _run(pipe, source, out_path, mode="vanilla"):
   bench = benchmarks.get("pope")
   examples, malformed = runner.collect_examples(bench, read_rows(source), str(source))
-  missing = runner.answer(pipe, examples, mode, out_path, batch_size=8, max_new_tokens=4, desc="pope")
+  skipped = runner.answer(pipe, examples, mode, out_path, batch_size=8, max_new_tokens=4, desc="pope")
   predictions = runner.load_predictions(out_path)
-  return predictions, bench.score(predictions, examples), malformed, missing
+  result = runner.score_mode(bench, examples, predictions, skipped)
+  return {q: p["text"] for q, p in predictions.items()}, result["scores"], malformed, len(skipped)
 
 
 def test_local_gcs_and_tfds_sources_give_identical_results(pipe, tmp_path, gcs_emulator):
@@ -62,7 +64,7 @@ def test_local_gcs_and_tfds_sources_give_identical_results(pipe, tmp_path, gcs_e
 
 
 def test_crashed_run_resumes_to_one_prediction_per_question(tmp_path, monkeypatch):
-  settings = dict(benchmarks=["pope", "mmbench"], modes=["vanilla", "interp"], batch_size=4,
+  settings = dict(benchmarks="pope,mmbench", modes="vanilla,interp", batch_size=4,
                   **{"mesh.data": 4, "mesh.tensor": 2})
   config = _config(tmp_path, **settings)
   clean = runner.evaluate(_config(tmp_path / "clean", **settings))
@@ -95,9 +97,9 @@ def test_crashed_run_resumes_to_one_prediction_per_question(tmp_path, monkeypatc
 
 def test_bad_inputs_are_named_or_skipped_and_counted(pipe, tmp_path):
   with pytest.raises(ValueError, match=r"unknown benchmark 'mmmu'"):
-    runner.evaluate(_config(tmp_path, benchmarks=["mmmu"]))
+    runner.evaluate(_config(tmp_path, benchmarks="mmmu"))
   with pytest.raises(ValueError, match=r"unknown mode 'fast'"):
-    runner.evaluate(_config(tmp_path, modes=["fast"]))
+    runner.evaluate(_config(tmp_path, modes="vanilla,fast"))
   rows = [r for r in read_rows(sample_benchmarks.write_samples(tmp_path / "s")["pope"])]
   source = sample_benchmarks.write_llava_layout(rows, tmp_path / "llava")
   os.remove(tmp_path / "llava" / "images" / "chelsea.jpg")            # 6 questions lose their image

@@ -42,6 +42,7 @@ class BlinkOutput(NamedTuple):
   logits: jax.Array        # [B, V] next token, or [B, T, V] at every prompt position
   cache: KVCache           # [L, B, S, Kh, D] in the full layout
   key_valid: jax.Array     # [L, B, S]
+  expansions: jax.Array    # [B] int32: regions expanded, summed over scanning layers and blocks
   trace: BlinkTrace | None
 
 
@@ -117,7 +118,7 @@ def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, le
     positions = layout.with_slot_rows(positions, jnp.where(
         layout.slot_live(decision.expanded), layout.slot_positions(decision.state.region, blink.position_ids),
         layout.slot_rows(positions)))
-    ys = (kv, key_valid)
+    ys = (kv, key_valid, decision.expanded.sum(axis=-1, dtype=jnp.int32))
     if trace:
       ys += (BlinkTrace(saliency.reshape(b, layout.grid, layout.grid), shares, shares.max(axis=1),
                         decision.state.region, decision.state.live, decision.expanded, decision.dropped),)
@@ -125,7 +126,7 @@ def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, le
 
   (h, positions, state), ys = jax.lax.scan(
       scan_layer, (h, positions, BlockState.empty(b, blink.max_regions)), jnp.arange(blink.num_scan_layers))
-  kv_scan, valid_scan = ys[0], ys[1]
+  kv_scan, valid_scan, expansions = ys[0], ys[1], ys[2].sum(axis=0)
 
   # Layers after scanning: the final live blocks (or none).
   live = state.live if blink.after_scan == "keep" else jnp.zeros_like(state.live)
@@ -143,13 +144,13 @@ def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, le
                     for e, m, l in zip(kv_early, kv_scan, kv_late)))
   key_valid = jnp.concatenate([jnp.broadcast_to(base_valid, (first, b, s)), valid_scan,
                                jnp.broadcast_to(late_valid, (n_late, b, s))], axis=0)
-  traced = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), ys[2]) if trace else None
-  return BlinkOutput(logits, cache, key_valid, traced)
+  traced = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), ys[3]) if trace else None
+  return BlinkOutput(logits, cache, key_valid, expansions, traced)
 
 
 def blink_prefill_fn(model: Llava, blink: BlinkConfig, image_start: int):
   """Blink's prefill in the shape greedy_generate takes (see generate.PrefillFn)."""
   def prefill(params, ids, pixels, lengths):
     out = blink_prefill(model, blink, params, ids, pixels, lengths, image_start=image_start)
-    return out.logits, out.cache, out.key_valid
+    return out.logits, out.cache, out.key_valid, out.expansions
   return prefill

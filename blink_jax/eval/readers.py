@@ -6,17 +6,23 @@
   folder; ground truth from the same rows or an `annotations` .jsonl joined on question_id.
 - "tfds": a TFDS dataset (array_record) by name in a data_dir.
 
-Every row comes out as a dict; `_row` is its position in the source.
+Every row comes out as a dict; `_row` is its position in the source. An image given by path (LLaVA
+layout, or a path-only cell of a parquet table) becomes a `LazyFile` resolved inside the source's
+`image_folder`; a path that leads outside it (`../../x.png`, `/etc/hostname`) is refused, so the
+question is skipped with that reason. `image_folder="/"` admits any absolute local path.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Iterator
+import posixpath
+import re
+from typing import Any, Iterator
 
 import fsspec
 import numpy as np
 
+from blink_jax.data.image_preprocessing import ImageError
 from blink_jax.eval.example import SHORT_ANSWER, LETTER_ANSWER
 
 FORMATS = ("parquet", "llava", "tfds")
@@ -61,7 +67,7 @@ def _jsonl(path: str) -> list[dict]:
   return rows
 
 
-def _llava_rows(questions: str, image_folder: str, annotations: str | None) -> Iterator[dict]:
+def _llava_rows(questions: str, annotations: str | None) -> Iterator[dict]:
   labels = {str(r["question_id"]): r for r in _jsonl(annotations)} if annotations else {}
   for row in _jsonl(questions):
     row = {**labels.get(str(row.get("question_id")), {}), **row}
@@ -71,17 +77,55 @@ def _llava_rows(questions: str, image_folder: str, annotations: str | None) -> I
       for suffix in (f"\n{SHORT_ANSWER}", f"\n{LETTER_ANSWER}"):
         text = text[:-len(suffix)] if text.endswith(suffix) else text
       row["question"] = text
-    if "image" in row and isinstance(row["image"], str):
-      path = f"{image_folder.rstrip('/')}/{row['image']}"
-      row["image"] = LazyFile(path)
     yield row
 
 
 class LazyFile(str):
-  """A path whose bytes are read when the image is needed (missing files surface per example)."""
+  """An image path, read when the image is needed (a missing file surfaces per question); `refused`
+  says why the path may not be read at all."""
+
+  refused: str = ""
 
   def read(self) -> bytes:
-    return _read_bytes(str(self))
+    if self.refused:
+      raise ImageError(f"image {str(self)!r}: {self.refused}")
+    try:
+      return _read_bytes(str(self))
+    except FileNotFoundError as e:
+      raise ImageError(f"image {self}: file not found") from e
+    except OSError as e:
+      raise ImageError(f"image {self}: cannot be read ({e})") from e
+
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?(.*)$", re.S)
+
+
+def resolve_inside(folder: str, name: str) -> LazyFile:
+  """`name` (relative to `folder`, or absolute) as a LazyFile, refused unless it lies inside folder."""
+  if not folder:
+    out = LazyFile(name)
+    out.refused = "an image given as a path needs the source's image_folder (the folder it is inside)"
+    return out
+  f_scheme, f_path = _SCHEME.match(folder).groups()
+  n_scheme, n_path = _SCHEME.match(name).groups()
+  if n_scheme is None and not n_path.startswith("/"):
+    n_scheme, n_path = f_scheme, f"{f_path.rstrip('/')}/{n_path}"
+  root, path = posixpath.normpath(f_path), posixpath.normpath(n_path)
+  out = LazyFile(f"{n_scheme or ''}{path}")
+  if n_scheme != f_scheme or not (path == root or path.startswith(root.rstrip("/") + "/")):
+    out.refused = f"the path leads outside the image folder {folder!r}; refused"
+  return out
+
+
+def _resolve_images(value: Any, folder: str) -> Any:
+  """Path-like image cells -> LazyFile inside `folder`; encoded bytes (and base64 text) unchanged."""
+  if isinstance(value, list):
+    return [_resolve_images(v, folder) for v in value]
+  if isinstance(value, dict) and not value.get("bytes") and value.get("path"):
+    return resolve_inside(folder, str(value["path"]))
+  if isinstance(value, str) and not isinstance(value, LazyFile) and len(value) <= 512:
+    return resolve_inside(folder, value)   # longer strings are base64 images (MMBench TSV)
+  return value
 
 
 def _tfds_rows(name: str, data_dir: str, split: str) -> Iterator[dict]:
@@ -101,7 +145,7 @@ def _tfds_rows(name: str, data_dir: str, split: str) -> Iterator[dict]:
 
 def read_rows(source: dict) -> Iterator[dict]:
   """source: {'format': ..., and 'path' (+ 'images') | 'questions' + 'image_folder' (+ 'annotations')
-  | 'name' + 'data_dir' + 'split'}."""
+  | 'name' + 'data_dir' + 'split'}; any format may set 'image_folder' for images given by path."""
   fmt = source.get("format")
   if fmt == "parquet":
     rows = _parquet_rows(source["path"])
@@ -109,11 +153,14 @@ def read_rows(source: dict) -> Iterator[dict]:
       images = {r["id"]: r["image"] for r in _parquet_rows(source["images"])}
       rows = ({**r, "image": images.get(r.get("imageId"), r.get("image"))} for r in rows)
   elif fmt == "llava":
-    rows = _llava_rows(source["questions"], source["image_folder"], source.get("annotations"))
+    rows = _llava_rows(source["questions"], source.get("annotations"))
   elif fmt == "tfds":
     rows = _tfds_rows(source["name"], source.get("data_dir", ""), source.get("split", "test"))
   else:
     raise ValueError(f"benchmark source format {fmt!r}; expected one of {FORMATS}")
+  folder = source.get("image_folder", "")
   for i, row in enumerate(rows):
     row.setdefault("_row", i)
+    if row.get("image") is not None:
+      row["image"] = _resolve_images(row["image"], folder)
     yield row

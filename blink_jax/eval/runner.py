@@ -1,7 +1,13 @@
 """The evaluation job: every benchmark x mode, predictions streamed to
 `<output_dir>/<benchmark>/<mode>.jsonl` as they are produced; a rerun skips the question ids already
 there (a line cut by a kill is dropped and redone), so each question is answered exactly once.
-Scores go to results.json and results.md, with the paper's numbers beside them for LLaVA-1.5-7B."""
+
+Nothing is scored that was not answered: a question whose image is missing, unreadable or refused is
+skipped, named and counted; scores are computed over the answered questions only, a benchmark with
+skipped questions is marked incomplete, and one with no answer has no score. Predictions are only
+resumed under the settings that made them (`<mode>.run.json`, see eval/provenance.py). Scores go to
+results.json and results.md, with the paper's numbers beside them for LLaVA-1.5-7B.
+"""
 
 from __future__ import annotations
 
@@ -15,25 +21,53 @@ import ml_collections
 from etils import epath
 from tqdm import tqdm
 
+from blink_jax import config_lists
 from blink_jax import sharding as shd
 from blink_jax.blink.config import from_mapping
-from blink_jax.checkpoint import load_token_sr
-from blink_jax.eval import benchmarks, mmvet
+from blink_jax.checkpoint import load_token_sr, params_sha256
+from blink_jax.data.image_preprocessing import ImageError, load_image
+from blink_jax.eval import benchmarks, mmvet, provenance
 from blink_jax.eval.example import EvalExample
 from blink_jax.eval.readers import LazyFile, read_rows
 from blink_jax.eval.sample_benchmarks import write_samples
 from blink_jax.pipeline import LlavaPipeline
 from blink_jax.tokenizer import byte_level_tokenizer
 
-
 STRUCTURAL_FIELDS = ("first_scan_layer", "last_scan_layer", "region_size", "token_sr_channels")
+# Where train.py's default job exports its TokenSR; token_sr="auto" uses it for the embedded model.
+DEFAULT_EXPORT = "runs/tokensr/export"
+MAX_LISTED_SKIPS = 50
 
 
-def build_pipeline(config: ml_collections.ConfigDict, mesh) -> LlavaPipeline:
+class NothingAnswered(RuntimeError):
+  """Some benchmark x mode got no answer at all (results are written, without a score for it)."""
+
+
+@dataclasses.dataclass
+class Evaluated:
+  """The loaded model in every mode, and where its TokenSR came from."""
+  pipe: LlavaPipeline
+  token_sr_source: str       # what a reader of the results needs to know
+  token_sr_digest: str       # "" when untrained
+
+
+def _token_sr_path(config: ml_collections.ConfigDict) -> tuple[str, str]:
+  """(export directory or "", a sentence on where tokensr's weights come from)."""
+  if config.token_sr not in ("", "auto"):
+    return config.token_sr, f"TokenSR trained weights from {config.token_sr}"
+  if config.token_sr == "auto" and not config.model.hf_checkpoint:
+    if epath.Path(DEFAULT_EXPORT, "blink.json").exists():
+      return DEFAULT_EXPORT, f"TokenSR from {DEFAULT_EXPORT} (train.py's default job)"
+    return "", (f"untrained TokenSR (= interp): {DEFAULT_EXPORT} does not exist; run "
+                "`python train.py --config configs/tokensr.py` first")
+  return "", "untrained TokenSR (= interp): set --config.token_sr to train.py's export/ directory"
+
+
+def build_pipeline(config: ml_collections.ConfigDict, mesh) -> Evaluated:
   """The model to evaluate: an HF checkpoint, or the embedded random model (the one train.py's
   default trains TokenSR for) with a byte-level tokenizer; plus Blink settings and TokenSR weights."""
   rules = shd.rules_from_config(config.sharding_rules)
-  buckets = tuple(config.prompt_buckets)
+  buckets = tuple(config_lists.ints(config.prompt_buckets, "prompt_buckets"))
   if config.model.hf_checkpoint:
     pipe = LlavaPipeline.from_hf(config.model.hf_checkpoint, mesh=mesh, dtype=config.model.dtype,
                                  param_dtype=config.model.param_dtype,
@@ -45,20 +79,22 @@ def build_pipeline(config: ml_collections.ConfigDict, mesh) -> LlavaPipeline:
     tokenizer = byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id)
     pipe = LlavaPipeline(cfg, params, tokenizer, mesh, config.model.preprocessing, buckets, rules)
   token_sr, blink = None, from_mapping(config.blink.to_dict())
-  if config.token_sr:
-    token_sr, trained_for = load_token_sr(config.token_sr, width=pipe.cfg.text.hidden_size, mesh=mesh,
-                                          rules=rules)
+  path, source = _token_sr_path(config)
+  digest = ""
+  if path:
+    token_sr, trained_for = load_token_sr(path, width=pipe.cfg.text.hidden_size, mesh=mesh, rules=rules)
+    digest = params_sha256(token_sr)
     # Where TokenSR sits is fixed by training; thresholds and the rest stay the config's.
     structural = {k: getattr(trained_for, k) for k in STRUCTURAL_FIELDS}
     if any(getattr(blink, k) != v for k, v in structural.items()):
       logging.warning("config.blink %s replaced by the TokenSR export's %s",
                       {k: getattr(blink, k) for k in STRUCTURAL_FIELDS}, structural)
     blink = dataclasses.replace(blink, **structural)
-  return pipe.with_blink(blink, token_sr)
+  return Evaluated(pipe.with_blink(blink, token_sr), source, digest)
 
 
-def load_predictions(path: epath.Path) -> dict[str, str]:
-  """question_id -> text; a torn last line (the run was killed mid-write) is cut off the file."""
+def load_predictions(path: epath.Path) -> dict[str, dict]:
+  """question_id -> its prediction row; a torn last line (the run was killed mid-write) is cut off."""
   if not path.exists():
     return {}
   raw = path.read_text()
@@ -75,7 +111,7 @@ def load_predictions(path: epath.Path) -> dict[str, str]:
         path.write_text(raw[:good])
         break
       raise ValueError(f"{path}:{i + 1}: corrupt prediction line (not the last one); fix or delete it")
-    out[str(row["question_id"])] = row["text"]
+    out[str(row["question_id"])] = row
     good += len(line) + 1
   return out
 
@@ -98,16 +134,22 @@ def collect_examples(bench: benchmarks.Benchmark, rows: Iterable[dict], where: s
   return examples, skipped
 
 
-def _load_image(e: EvalExample):
-  return e.image.read() if isinstance(e.image, LazyFile) else e.image
+def decode_image(e: EvalExample, max_pixels: int | None):
+  """The example's image as RGB, or ImageError naming the file (or the input) and why."""
+  if isinstance(e.image, LazyFile):
+    return load_image(e.image.read(), name=str(e.image), max_pixels=max_pixels)
+  if isinstance(e.image, str):   # readers turn every path into a LazyFile; a bare str is not read
+    raise ImageError(f"image {e.image[:80]!r}: a bare path, not read")
+  return load_image(e.image, name=f"of question {e.question_id}", max_pixels=max_pixels)
 
 
 def answer(pipe: LlavaPipeline, examples: list[EvalExample], mode: str, path: epath.Path, *,
-           batch_size: int, max_new_tokens: int, desc: str) -> int:
-  """Answers the examples not yet in `path`, appending as it goes. Returns how many had no image."""
+           batch_size: int, max_new_tokens: int, desc: str, max_pixels: int | None = None) -> list[dict]:
+  """Answers the examples not yet in `path`, appending as it goes. Returns the questions skipped
+  ({'question_id', 'reason'}), each also logged."""
   done = load_predictions(path)
   todo = [e for e in examples if e.question_id not in done]
-  missing = 0
+  skipped = []
   path.parent.mkdir(parents=True, exist_ok=True)
   with path.open("a") as f, tqdm(total=len(examples), initial=len(examples) - len(todo), desc=desc,
                                  disable=jax.process_index() != 0, dynamic_ncols=True) as bar:
@@ -115,28 +157,29 @@ def answer(pipe: LlavaPipeline, examples: list[EvalExample], mode: str, path: ep
       chunk, images = [], []
       for e in todo[start:start + batch_size]:
         try:
-          images.append(_load_image(e))
+          images.append(decode_image(e, max_pixels))
           chunk.append(e)
-        except (FileNotFoundError, OSError) as err:
-          missing += 1
-          logging.warning("%s: question %s skipped, image unavailable: %s", desc, e.question_id, err)
+        except ImageError as err:
+          skipped.append({"question_id": e.question_id, "reason": str(err)})
+          logging.warning("%s: question %s skipped: %s", desc, e.question_id, err)
       bar.update(len(todo[start:start + batch_size]) - len(chunk))
       if not chunk:
         continue
       fill = batch_size - len(chunk)  # static batch shape: repeat the last question
       batch = pipe.prepare(images + [images[-1]] * fill, [e.question for e in chunk] + [chunk[-1].question] * fill)
-      texts = pipe.generate(batch, max_new_tokens, mode=mode)[:len(chunk)]
-      for e, text in zip(chunk, texts):
-        f.write(json.dumps({"question_id": e.question_id, "text": text}, ensure_ascii=False) + "\n")
+      texts, expansions = pipe.generate(batch, max_new_tokens, mode=mode, with_expansions=True)
+      for e, text, n in zip(chunk, texts, expansions):
+        f.write(json.dumps({"question_id": e.question_id, "text": text, "expansions": int(n)},
+                           ensure_ascii=False) + "\n")
       f.flush()
       bar.update(len(chunk))
-  return missing
+  return skipped
 
 
-def resolve_sources(config: ml_collections.ConfigDict, output: epath.Path) -> dict[str, dict]:
+def resolve_sources(config: ml_collections.ConfigDict, names: list[str], output: epath.Path) -> dict[str, dict]:
   samples = None
   out = {}
-  for name in config.benchmarks:
+  for name in names:
     source = {k: v for k, v in config.sources[name].to_dict().items() if v} if name in config.sources else {}
     if not source:
       samples = samples or write_samples(output / "samples")
@@ -145,10 +188,32 @@ def resolve_sources(config: ml_collections.ConfigDict, output: epath.Path) -> di
   return out
 
 
+def score_mode(bench: benchmarks.Benchmark, examples: list[EvalExample], predictions: dict[str, dict],
+               skipped: list[dict]) -> dict[str, Any]:
+  """Scores over the answered questions only, with how many were answered and why others were not."""
+  answered = [e for e in examples if e.question_id in predictions]
+  texts = {e.question_id: predictions[e.question_id]["text"] for e in answered}
+  unanswered = {e.question_id for e in examples} - set(texts)
+  reasons = [s for s in skipped if s["question_id"] in unanswered]
+  listed = {s["question_id"] for s in reasons}
+  reasons += [{"question_id": q, "reason": "no prediction (skipped in an earlier run)"}
+              for q in sorted(unanswered - listed)]
+  out: dict[str, Any] = {
+      "questions": len(examples), "answered": len(answered), "skipped": len(unanswered),
+      "complete": not unanswered, "skipped_questions": reasons[:MAX_LISTED_SKIPS],
+      "expansions": sum(int(predictions[q].get("expansions", 0)) for q in texts),
+      "questions_expanded": sum(int(predictions[q].get("expansions", 0)) > 0 for q in texts),
+  }
+  out["scores"] = bench.score(texts, answered) if answered else {}
+  return out
+
+
 def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  for name in config.benchmarks:
+  names = config_lists.names(config.benchmarks, "benchmarks")
+  modes = config_lists.names(config.modes, "modes")
+  for name in names:
     benchmarks.get(name)
-  for mode in config.modes:
+  for mode in modes:
     if mode not in benchmarks.MODES:
       raise ValueError(f"unknown mode {mode!r}; expected some of {benchmarks.MODES}")
   output = epath.Path(config.output_dir)
@@ -158,24 +223,33 @@ def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
   if config.batch_size % ways:
     raise ValueError(f"batch_size={config.batch_size} must be divisible by the batch-parallel mesh size "
                      f"{ways} (mesh {dict(mesh.shape)})")
-  pipe = build_pipeline(config, mesh)
-  sources = resolve_sources(config, output)
-  results: dict[str, Any] = {}
-  for name in config.benchmarks:
+  model = build_pipeline(config, mesh)
+  pipe = model.pipe
+  if "tokensr" in modes and jax.process_index() == 0:
+    print(f"tokensr: {model.token_sr_source}")
+  sources = resolve_sources(config, names, output)
+  max_pixels = config.max_image_pixels or None
+  results: dict[str, Any] = {"_run": {"token_sr": model.token_sr_source, "modes": modes}}
+  for name in names:
     bench = benchmarks.get(name)
     examples, malformed = collect_examples(bench, read_rows(sources[name]), f"{name} ({sources[name]})")
     if not examples:
       raise ValueError(f"{name}: no usable questions in {sources[name]}")
     results[name] = {"questions": len(examples), "malformed_rows_skipped": malformed}
-    for mode in config.modes:
+    for mode in modes:
       path = output / name / f"{mode}.jsonl"
-      missing = answer(pipe, examples, mode, path, batch_size=config.batch_size,
-                       max_new_tokens=config.max_new_tokens, desc=f"{name}/{mode}")
+      provenance.check_or_start(path, provenance.record(config, model, mode, sources[name], examples))
+      skipped = answer(pipe, examples, mode, path, batch_size=config.batch_size,
+                       max_new_tokens=config.max_new_tokens, desc=f"{name}/{mode}", max_pixels=max_pixels)
       predictions = load_predictions(path)
       if name == "mmvet":
-        mmvet.grader_file(predictions, output / name / f"{mode}_for_grader.json")
-      results[name][mode] = {**bench.score(predictions, examples), "missing_images_skipped": missing}
-  write_results(results, config, pipe, output)
+        mmvet.grader_file({q: p["text"] for q, p in predictions.items()}, output / name / f"{mode}_for_grader.json")
+      results[name][mode] = score_mode(bench, examples, predictions, skipped)
+  write_results(results, modes, pipe, output)
+  nothing = [f"{n}/{m}" for n in names for m in modes if not results[n][m]["answered"]]
+  if nothing:
+    raise NothingAnswered(f"no question was answered for {nothing} (every image was skipped; see the warnings "
+                       f"and {output / 'results.json'}); nothing was scored for them")
   return results
 
 
@@ -184,20 +258,45 @@ def is_llava_7b(pipe: LlavaPipeline) -> bool:
   return (t.num_layers, t.hidden_size, v.image_size, v.num_layers) == (32, 4096, 336, 24)
 
 
-def write_results(results: dict, config, pipe: LlavaPipeline, output: epath.Path):
-  modes = list(config.modes)
+def write_results(results: dict, modes: list[str], pipe: LlavaPipeline, output: epath.Path):
+  """results.json, and results.md: a metric per row, a mode per column (the paper's beside them for
+  LLaVA-1.5-7B); per benchmark the answered count and Blink's expansions. A score over an incomplete
+  set of answers carries a '*', a benchmark without answers shows '-'."""
   paper = is_llava_7b(pipe)
-  (output / "results.json").write_text(json.dumps(results, indent=2))
+  (output / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
   header = ["benchmark", "metric"] + modes + ([f"paper {m}" for m in modes] if paper else [])
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   column = {m: i for i, m in enumerate(benchmarks.MODES)}
+  blank = [""] * len(modes) if paper else []
+  incomplete = False
   for name, res in results.items():
+    if name.startswith("_"):
+      continue
     bench = benchmarks.get(name)
     for metric in bench.headline + tuple(k for k in bench.paper if k not in bench.headline):
-      cells = [f"{res[m][metric]:.2f}" if metric in res.get(m, {}) else "" for m in modes]
+      cells = []
+      for m in modes:
+        r = res[m]
+        if not r["answered"]:
+          cells.append("-")
+        elif metric in r["scores"]:
+          cells.append(f"{r['scores'][metric]:.2f}" + ("" if r["complete"] else "*"))
+          incomplete |= not r["complete"]
+        else:
+          cells.append("")
       if paper:
         cells += [f"{bench.paper[metric][column[m]]:.2f}" if metric in bench.paper else "" for m in modes]
       lines.append("| " + " | ".join([name, metric] + cells) + " |")
-  (output / "results.md").write_text("\n".join(lines) + "\n")
+    lines.append("| " + " | ".join([name, "answered"] + [f"{res[m]['answered']}/{res[m]['questions']}"
+                                                         for m in modes] + blank) + " |")
+    lines.append("| " + " | ".join([name, "expansions (questions)"] + [
+        "" if m == "vanilla" else f"{res[m]['expansions']} ({res[m]['questions_expanded']})" for m in modes]
+        + blank) + " |")
+  notes = [f"tokensr: {results['_run']['token_sr']}"] if "tokensr" in modes else []
+  if incomplete:
+    notes.append("* incomplete: scored over the answered questions only; the skipped ones are listed in "
+                 "results.json")
+  text = "\n".join(lines) + "\n" + "".join(f"\n{n}\n" for n in notes)
+  (output / "results.md").write_text(text)
   if jax.process_index() == 0:
-    print("\n".join(lines))
+    print(text)

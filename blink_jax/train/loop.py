@@ -6,7 +6,6 @@ scheduler can tell "rerun me" from success."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import signal
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from blink_jax import sharding as shd
 from blink_jax.blink.config import from_mapping
-from blink_jax.checkpoint import TrainCheckpoints, export_token_sr
+from blink_jax.checkpoint import TrainCheckpoints, export_token_sr, params_sha256
 from blink_jax.data.image_folder_builder import build_image_folder_dataset, dataset_name
 from blink_jax.data.image_preprocessing import check_mode
 from blink_jax.data.sample_images import write_sample_images
@@ -233,9 +232,5 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def write_summary(workdir: epath.Path, step: int, metrics: dict, params: dict):
   """summary_process{i}.json: final step, last metrics and a checksum of the trained params as this
   process sees them (equal on every process of a healthy multi-host run)."""
-  digest = hashlib.sha256()
-  for k in sorted(params):
-    digest.update(k.encode())
-    digest.update(np.asarray(multihost_utils.process_allgather(params[k], tiled=True)).tobytes())
   (workdir / f"summary_process{jax.process_index()}.json").write_text(json.dumps(
-      {"step": step, "metrics": metrics, "params_sha256": digest.hexdigest()}, indent=2))
+      {"step": step, "metrics": metrics, "params_sha256": params_sha256(params)}, indent=2))
