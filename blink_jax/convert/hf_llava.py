@@ -202,6 +202,8 @@ def load_hf_llava(ckpt_dir: str | epath.PathLike, *, mesh: Mesh | None = None,
     shape = flat_abs[path].shape
     absent = [n for n in src.names if n not in ckpt]
     if absent:
+      # The leaf cannot be built, but its other tensors (the other layers') are not "unused".
+      used.update(n for n in src.names if n in ckpt)
       if not _key_matches(flax_path, dont_load):
         missing.extend(absent)
       continue
