@@ -41,17 +41,24 @@ class Tokenizer:
     return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
 
   def encode_prompt(self, prompt: str, num_image_tokens: int) -> np.ndarray:
-    """Token ids of a prompt with its single `<image>` expanded to num_image_tokens copies."""
+    """Token ids of a prompt with its single `<image>` expanded to num_image_tokens copies.
+
+    As LLaVA's `tokenizer_image_token`: the text before and after `<image>` is encoded separately
+    (each with the tokenizer's special tokens) and the second part's leading BOS dropped. Encoding
+    the whole prompt instead would depend on how the tokenizer.json was saved: a Metaspace
+    pre-tokenizer with prepend_scheme="first" (transformers 5.x) drops the "▁" that LLaVA-1.5 saw
+    after the image.
+    """
     if self.image_token_id is None:
       raise ValueError(f"{self.path}: the tokenizer has no {IMAGE_PLACEHOLDER!r} token")
-    ids = np.asarray(self.encode(prompt), np.int32)
-    where = np.flatnonzero(ids == self.image_token_id)
-    if len(where) != 1:
-      raise ValueError(f"prompt has {len(where)} {IMAGE_PLACEHOLDER!r} placeholders; expected exactly 1: "
+    chunks = prompt.split(IMAGE_PLACEHOLDER)
+    if len(chunks) != 2:
+      raise ValueError(f"prompt has {len(chunks) - 1} {IMAGE_PLACEHOLDER!r} placeholders; expected exactly 1: "
                        f"{prompt[:80]!r}")
-    i = int(where[0])
-    return np.concatenate([ids[:i], np.full(num_image_tokens, self.image_token_id, np.int32),
-                           ids[i + 1:]])
+    before, after = (self.encode(c) for c in chunks)
+    # LLaVA strips the first token of every later chunk when the first chunk starts with BOS.
+    offset = 1 if before and before[:1] != self.encode(chunks[0], add_special_tokens=False)[:1] else 0
+    return np.asarray(before + [self.image_token_id] * num_image_tokens + after[offset:], np.int32)
 
 
 def byte_level_tokenizer(image_token_id: int, bos_id: int = 1, eos_id: int = 2, pad_id: int = 0) -> Tokenizer:
