@@ -1,10 +1,13 @@
 """Draws Blink's decisions for one image and question into a PNG.
 
   python visualize.py --checkpoint /ckpts/llava-1.5-7b-hf --image cat.jpg \
-      --question "What colour is the cat's collar?" --out blink.png [--token_sr runs/tokensr/export]
+      --question "What colour is the cat's collar?" --out blink.png [--token_sr runs/tokensr_7b/export]
+
+Without --token_sr, Blink's settings are the spec's carried to the checkpoint's depth and grid
+(blink.config.defaults_for); --blink overrides any of them.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 
 flags.DEFINE_string("checkpoint", None, "Hugging Face LLaVA checkpoint directory.", required=True)
 flags.DEFINE_string("image", None, "Image file.", required=True)
@@ -20,6 +23,8 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # backend INFO lines, as train.py and eval.py
   from blink_jax.blink.visualize_job import run
   run(checkpoint=FLAGS.checkpoint, image=FLAGS.image, question=FLAGS.question, out=FLAGS.out,
       token_sr=FLAGS.token_sr, modes=FLAGS.modes, max_new_tokens=FLAGS.max_new_tokens,

@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 
 import hf_fixtures
-from blink_jax.blink.config import BlinkConfig
+from blink_jax.blink.config import BlinkConfig, defaults_for
 from blink_jax.blink.visualize_job import parse_overrides, run
 from blink_jax.checkpoint import export_token_sr, load_token_sr
 from blink_jax.models.token_sr import init_token_sr
@@ -46,3 +46,14 @@ def test_token_sr_export_round_trip_and_width_check(tmp_path):
 def test_override_parsing():
   assert parse_overrides(["tau_exp=0.1", "position_ids=fractional", "max_regions=2"]) == {
       "tau_exp": 0.1, "position_ids": "fractional", "max_regions": 2}
+
+
+def test_visualize_any_checkpoint_without_overrides(blink_ckpt, tmp_path):
+  assert defaults_for(24, 32) == BlinkConfig()                  # LLaVA-1.5-7B: the spec's defaults
+  assert (defaults_for(24, 40).first_scan_layer, defaults_for(24, 40).last_scan_layer) == (15, 22)
+  photo = tmp_path / "coffee.png"
+  Image.fromarray(hf_fixtures.sample_photos()["coffee"]).save(photo)
+  answers = run(checkpoint=str(blink_ckpt), image=str(photo), question="what is in this image ?",
+                out=str(tmp_path / "b.png"), token_sr=None, modes=["vanilla", "interp", "tokensr"],
+                max_new_tokens=2, dtype="float32", blink_overrides=[])
+  assert set(answers) == {"vanilla", "interp"} and Image.open(tmp_path / "b.png").size[0] > 224

@@ -59,6 +59,17 @@ class BlinkConfig:
     return self
 
 
+def defaults_for(grid: int, num_layers: int) -> BlinkConfig:
+  """The spec's defaults carried to another model: scanning layers at the same relative depth as
+  12..18 of 32 (15..22 of LLaVA-1.5-13B's 40), and p = 4, or the largest size <= 4 dividing the
+  grid. For LLaVA-1.5-7B (32 layers, 24x24) this is BlinkConfig() exactly."""
+  spec = BlinkConfig()
+  first = round(spec.first_scan_layer * num_layers / 32)
+  last = max(first, min(num_layers - 1, round(spec.last_scan_layer * num_layers / 32)))
+  p = max(s for s in range(1, spec.region_size + 1) if grid % s == 0)
+  return dataclasses.replace(spec, first_scan_layer=first, last_scan_layer=last, region_size=p)
+
+
 def from_mapping(d: Mapping[str, Any]) -> BlinkConfig:
   known = {f.name for f in dataclasses.fields(BlinkConfig)}
   unknown = sorted(set(d) - known)

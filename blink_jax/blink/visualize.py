@@ -47,12 +47,23 @@ def render(view: Image.Image, trace: Mapping[str, np.ndarray], answers: Mapping[
   cols = min(n, 4)
   rows = -(-n // cols)
   font = ImageFont.load_default()
-  text_h = 18 * (len(answers) + 2)
+  text_h = 18 * (len(answers) + 3)
   canvas = Image.new("RGB", (panel * (cols + 1) + 10 * (cols + 2), text_h + (panel + 24) * rows + 10), "white")
   draw = ImageDraw.Draw(canvas)
   draw.text((10, 6), f"Q: {question}"[:160], fill="black", font=font)
   for i, (mode, answer) in enumerate(answers.items()):
     draw.text((10, 24 + 18 * i), f"{mode}: {answer}"[:160], fill="black", font=font)
+  # Legend: one colour per capacity block; a thick box is expanded at that layer, a thin one still live.
+  y_legend, x_legend = 24 + 18 * len(answers), 10
+  draw.text((x_legend, y_legend), "heat: saliency of the last prompt token;  boxes:", fill="black", font=font)
+  x_legend += int(draw.textlength("heat: saliency of the last prompt token;  boxes:", font=font)) + 8
+  for k in range(region.shape[1]):
+    colour = BLOCK_COLOURS[k % len(BLOCK_COLOURS)]
+    draw.rectangle([x_legend, y_legend + 1, x_legend + 10, y_legend + 11], outline=colour, width=3)
+    draw.text((x_legend + 14, y_legend), f"block {k + 1}", fill="black", font=font)
+    x_legend += 70
+  draw.text((x_legend, y_legend), "(thick: expanded at this layer; thin: kept from before)", fill="black",
+            font=font)
   base = view.resize((panel, panel))
   canvas.paste(base, (10, text_h))
   draw.text((10, text_h + panel + 4), "input (model view)", fill="black", font=font)

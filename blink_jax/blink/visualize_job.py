@@ -9,7 +9,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from blink_jax.blink.config import from_mapping
+from blink_jax.blink.config import defaults_for, from_mapping
 from blink_jax.blink.visualize import model_view, render
 from blink_jax.checkpoint import load_token_sr
 from blink_jax.data.image_preprocessing import load_image
@@ -32,7 +32,7 @@ def parse_overrides(items: Sequence[str]) -> dict:
 def run(*, checkpoint: str, image: str, question: str, out: str, token_sr: str | None,
         modes: Sequence[str], max_new_tokens: int, dtype: str, blink_overrides: Sequence[str]):
   pipe = LlavaPipeline.from_hf(checkpoint, dtype=dtype)
-  trained, blink = None, pipe.blink
+  trained, blink = None, defaults_for(pipe.cfg.vision.grid, pipe.cfg.text.num_layers)
   if token_sr:
     trained, blink = load_token_sr(token_sr, width=pipe.cfg.text.hidden_size, mesh=pipe.mesh, rules=pipe.rules)
   elif "tokensr" in modes:
