@@ -19,11 +19,6 @@ import gcs_fixtures  # noqa: E402
 import hf_fixtures  # noqa: E402
 
 
-def pytest_configure(config):
-  config.addinivalue_line("markers", "slow: longer tests, excluded from the default run")
-  config.addinivalue_line("markers", "gpu: needs a GPU")
-
-
 @pytest.fixture(scope="session")
 def mha_ckpt(tmp_path_factory) -> pathlib.Path:
   """Tiny multi-head-attention LLaVA, 56 px images (16 visual tokens), sharded safetensors."""

@@ -1,6 +1,6 @@
 """eval.py's machinery: the same benchmark read from local parquet, LLaVA's layout, a GCS emulator and
-TFDS gives identical predictions and scores; a crashed run resumes to exactly one prediction per
-question; bad input is named or skipped and counted."""
+TFDS gives identical predictions and scores; bad input is named or skipped and counted. (A crashed
+run's resume: integration/test_eval_resume.py.)"""
 
 import json
 import os
@@ -11,7 +11,6 @@ import gcs_fixtures
 from blink_jax import sharding as shd
 from blink_jax.eval import benchmarks, runner, sample_benchmarks
 from blink_jax.eval.readers import read_rows
-from blink_jax.pipeline import LlavaPipeline
 from configs import eval as eval_config
 from train_fixtures import set_fields
 
@@ -61,38 +60,6 @@ def test_local_gcs_and_tfds_sources_give_identical_results(pipe, tmp_path, gcs_e
   assert len(reference[0]) == 12 and reference[2:] == (0, 0)
   for name, result in results.items():
     assert result == reference, name
-
-
-def test_crashed_run_resumes_to_one_prediction_per_question(tmp_path, monkeypatch):
-  settings = dict(benchmarks="pope,mmbench", modes="vanilla,interp", batch_size=4,
-                  **{"mesh.data": 4, "mesh.tensor": 2})
-  config = _config(tmp_path, **settings)
-  clean = runner.evaluate(_config(tmp_path / "clean", **settings))
-  calls = {"n": 0}
-  real = LlavaPipeline.generate
-
-  def crashing(self, *a, **kw):
-    calls["n"] += 1
-    if calls["n"] == 2:
-      raise KeyboardInterrupt("killed")
-    return real(self, *a, **kw)
-
-  monkeypatch.setattr(LlavaPipeline, "generate", crashing)
-  with pytest.raises(KeyboardInterrupt):
-    runner.evaluate(config)
-  partial = tmp_path / "out" / "pope" / "vanilla.jsonl"
-  assert 0 < len(partial.read_text().splitlines()) < 12
-  with partial.open("a") as f:
-    f.write('{"question_id": "random-ast')  # a line torn by the kill
-  monkeypatch.setattr(LlavaPipeline, "generate", real)
-  resumed = runner.evaluate(config)
-  for bench, n in (("pope", 12), ("mmbench", 10)):
-    for mode in ("vanilla", "interp"):
-      ids = [json.loads(l)["question_id"] for l in
-             (tmp_path / "out" / bench / f"{mode}.jsonl").read_text().splitlines()]
-      assert len(ids) == len(set(ids)) == n, (bench, mode)
-  assert resumed == clean
-  assert (tmp_path / "out" / "results.md").read_text() == (tmp_path / "clean" / "out" / "results.md").read_text()
 
 
 def test_bad_inputs_are_named_or_skipped_and_counted(pipe, tmp_path):

@@ -138,3 +138,16 @@ def test_blink_expands_in_the_embedded_default_and_uses_the_default_export(tmp_p
   assert "| pope | expansions (questions) |  |" in table
   rows = {m: runner.load_predictions(tmp_path / "out" / "pope" / f"{m}.jsonl") for m in ("interp", "tokensr")}
   assert np.all([rows["tokensr"][q]["expansions"] > 0 for q in rows["tokensr"]])
+
+
+def test_a_corrupt_token_sr_export_is_named(tmp_path):
+  c = _config(tmp_path, benchmarks="pope", modes="tokensr")
+  blink = from_mapping(c.blink.to_dict())
+  export = tmp_path / "export"
+  export_token_sr(export, init_token_sr(blink.num_scan_layers, blink.token_sr_channels, blink.region_size, 128,
+                                        jax.random.key(0)), blink, 128)
+  for p in (export / "params").rglob("*"):
+    if p.is_file() and p.parent.name == "d":
+      p.write_bytes(b"not a tensor" * 4)
+  with pytest.raises(ValueError, match=r"export: the TokenSR export's params/ could not be read"):
+    runner.evaluate(_config(tmp_path, benchmarks="pope", modes="tokensr", token_sr=str(export)))

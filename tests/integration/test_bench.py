@@ -8,7 +8,11 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import pytest
+
+pytestmark = pytest.mark.slow   # whole jobs in subprocesses: the full tier only
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _run(module, tmp_path, *args):

@@ -12,11 +12,14 @@ import time
 import jax
 import numpy as np
 import portpicker
+import pytest
 
 from blink_jax.checkpoint import load_token_sr
 from blink_jax.train.loop import PREEMPTED_EXIT_CODE
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow   # whole jobs in subprocesses: the full tier only
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _launch(workdir, *extra, devices=8, env_extra=None):
