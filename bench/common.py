@@ -16,6 +16,7 @@ import numpy as np
 from absl import flags
 
 from blink_jax.blink.config import BlinkConfig
+from blink_jax.models import presets
 from blink_jax.pipeline import LlavaPipeline
 
 flags.DEFINE_string("results_dir", str(pathlib.Path(__file__).resolve().parent / "results"),
@@ -23,8 +24,12 @@ flags.DEFINE_string("results_dir", str(pathlib.Path(__file__).resolve().parent /
 
 # LLaVA-1.5's token geometry (336 px: 24x24 = 576 visual tokens, so Blink's 64 SR slots are the same
 # share of the sequence as at 7B) with widths small enough for a 2-core CPU; 8 decoder layers.
-MEDIUM = dict(image_size=336, vision_hidden=256, vision_layers=6, text_hidden=512, text_layers=8,
-              heads=8, kv_heads=8, intermediate=1408, vocab=32064, weights_dtype="float32")
+# The same shape as the "medium" preset (blink_jax/models/presets.py) that bench/training.py trains.
+_V, _T = presets.MEDIUM["vision"], presets.MEDIUM["text"]
+MEDIUM = dict(image_size=_V["image_size"], vision_hidden=_V["hidden_size"], vision_layers=_V["num_layers"],
+              text_hidden=_T["hidden_size"], text_layers=_T["num_layers"], heads=_T["num_heads"],
+              kv_heads=_T["num_kv_heads"], intermediate=_T["intermediate_size"], vocab=_T["vocab_size"],
+              weights_dtype="float32")
 # Saved in bfloat16 (14 GB, as the hub's fp16 checkpoint) rather than float32 (28 GB).
 SEVEN_B = dict(image_size=336, vision_hidden=1024, vision_layers=24, text_hidden=4096, text_layers=32,
                heads=32, kv_heads=32, intermediate=11008, vocab=32064, weights_dtype="bfloat16")

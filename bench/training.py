@@ -31,15 +31,7 @@ def config():
   c = tokensr.get_config()
   c.train.batch_size = FLAGS.batch
   if FLAGS.shape == "medium":
-    m = common.MEDIUM
-    c.model.preset.vision.update(image_size=m["image_size"], hidden_size=m["vision_hidden"],
-                                 intermediate_size=4 * m["vision_hidden"], num_layers=m["vision_layers"],
-                                 num_heads=m["vision_hidden"] // 64)
-    c.model.preset.text.update(vocab_size=m["vocab"], hidden_size=m["text_hidden"],
-                               intermediate_size=m["intermediate"], num_layers=m["text_layers"],
-                               num_heads=m["heads"], num_kv_heads=m["kv_heads"],
-                               head_dim=m["text_hidden"] // m["heads"])
-    c.model.preset.image_token_id = m["vocab"] - 64
+    c.model.preset = "medium"
     c.blink.update(first_scan_layer=3, last_scan_layer=4, region_size=4, token_sr_channels=64)
   return c
 

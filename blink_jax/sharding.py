@@ -109,6 +109,16 @@ def logical_shardings(boxed_tree: Any, mesh: Mesh, rules) -> Any:
                                           is_leaf=lambda x: isinstance(x, P))
 
 
+def create(fn, shardings: Any, *args, abstract: bool = False) -> Any:
+  """fn(*args) computed straight into `shardings` (jit with out_shardings), or with `abstract` only its
+  shapes and dtypes, as ShapeDtypeStructs carrying those shardings: what ahead-of-time compilation
+  for devices that are not here (blink_jax/aot.py) lowers against."""
+  if not abstract:
+    return jax.jit(fn, out_shardings=shardings)(*args)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      jax.eval_shape(fn, *args), shardings)
+
+
 def batch_sharding(mesh: Mesh, ndim: int, rules=DEFAULT_RULES) -> NamedSharding:
   """Sharding of an input array whose leading axis is the batch."""
   (axes,) = nn.logical_to_mesh_axes(("act_batch",), rules)

@@ -8,16 +8,6 @@ import ml_collections
 
 from blink_jax.blink.config import BlinkConfig
 
-# A LLaVA-shaped model small enough for a laptop CPU: 112 px images (8x8 visual grid), 6 layers.
-TINY_MODEL = {
-    "vision": dict(image_size=112, patch_size=14, hidden_size=64, intermediate_size=128, num_layers=3,
-                   num_heads=4),
-    "text": dict(vocab_size=512, hidden_size=128, intermediate_size=256, num_layers=6, num_heads=4,
-                 num_kv_heads=2, head_dim=32),
-    "image_token_id": 511,
-}
-
-
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.workdir = "runs/tokensr"
@@ -27,7 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.hf_checkpoint = ""       # a llava-hf checkpoint directory; empty: random model from preset
-  c.model.preset = ml_collections.ConfigDict(TINY_MODEL)
+  c.model.preset = "tiny"          # models/presets.py: tiny | medium | llava-1.5-7b | llava-1.5-13b
   c.model.prefix_len = 8           # random model only: length of the stand-in system prompt
   c.model.dtype = "float32"
   c.model.param_dtype = "float32"

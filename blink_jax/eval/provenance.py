@@ -39,7 +39,8 @@ def record(config, model, mode: str, source: dict, examples) -> dict[str, Any]:
   if m.hf_checkpoint:
     identity = checkpoint_identity(m.hf_checkpoint)
   else:
-    identity = {"random_preset": m.preset.to_dict(), "seed": config.seed, "prefix_len": m.prefix_len}
+    identity = {"random_preset": m.preset, "shape": dataclasses.asdict(model.pipe.cfg), "seed": config.seed,
+                "prefix_len": m.prefix_len}
   prompts = hashlib.sha256()
   for e in examples:
     prompts.update(json.dumps([e.question_id, e.question], ensure_ascii=False).encode())

@@ -86,13 +86,14 @@ def token_sr_shardings(num_layers: int, channels: int, region_size: int, width: 
 
 
 def init_token_sr(num_layers: int, channels: int, region_size: int, width: int, rng: jax.Array, *,
-                  mesh=None, rules=None, dtype=jnp.float32, param_dtype=jnp.float32):
+                  mesh=None, rules=None, dtype=jnp.float32, param_dtype=jnp.float32, abstract: bool = False):
   """TokenSR params ({'layers': {'layers': ...}}), created directly in their shardings when a mesh
-  is given. Untrained (last conv zero): equal to Blink-interp."""
+  is given (with `abstract`, only their shapes: see sharding.create). Untrained (last conv zero):
+  equal to Blink-interp."""
   from blink_jax import sharding as shd
   init = _init_fn(num_layers, channels, region_size, width, dtype, param_dtype)
   if mesh is None:
     return nn.meta.unbox(init(rng))
   shardings = token_sr_shardings(num_layers, channels, region_size, width, mesh,
                                  rules or shd.DEFAULT_RULES, param_dtype)
-  return jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings)(rng)
+  return shd.create(lambda r: nn.meta.unbox(init(r)), shardings, rng, abstract=abstract)

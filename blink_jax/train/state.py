@@ -20,7 +20,8 @@ from blink_jax.blink.config import BlinkConfig
 from blink_jax.convert.hf_llava import abstract_params, load_hf_llava
 from blink_jax.data.prompt import vicuna_v1_prompt
 from blink_jax.models.llava import Llava
-from blink_jax.models.llava_config import LlavaConfig, from_preset
+from blink_jax.models import presets
+from blink_jax.models.llava_config import LlavaConfig, read_hf_config
 from blink_jax.models.token_sr import init_token_sr
 from blink_jax.tokenizer import Tokenizer
 
@@ -63,13 +64,23 @@ def optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformat
                      optax.adamw(schedule(train_cfg), weight_decay=train_cfg.weight_decay))
 
 
-def backbone(model_cfg: ml_collections.ConfigDict, mesh: Mesh, rules, seed: int) -> tuple[LlavaConfig, Any]:
-  """The frozen LLaVA: loaded from model.hf_checkpoint, or random-initialised from model.preset."""
+def model_config(model_cfg: ml_collections.ConfigDict) -> LlavaConfig:
+  """The model's shape: model.hf_checkpoint's config.json, or the named model.preset."""
   runtime = dict(dtype=model_cfg.dtype, param_dtype=model_cfg.param_dtype, remat=model_cfg.remat,
                  attention=model_cfg.attention)
   if model_cfg.hf_checkpoint:
-    return load_hf_llava(model_cfg.hf_checkpoint, mesh=mesh, rules=rules, **runtime)
-  cfg = from_preset(model_cfg.preset.to_dict(), **runtime)
+    return read_hf_config(model_cfg.hf_checkpoint, **runtime)
+  return presets.get(model_cfg.preset, **runtime)
+
+
+def backbone(model_cfg: ml_collections.ConfigDict, mesh: Mesh, rules, seed: int,
+             abstract: bool = False) -> tuple[LlavaConfig, Any]:
+  """The frozen LLaVA: loaded from model.hf_checkpoint, or random-initialised from model.preset; with
+  `abstract`, only shapes with shardings (nothing is read but config.json; see sharding.create)."""
+  cfg = model_config(model_cfg)
+  if model_cfg.hf_checkpoint and not abstract:
+    return load_hf_llava(model_cfg.hf_checkpoint, mesh=mesh, rules=rules, dtype=cfg.dtype,
+                         param_dtype=cfg.param_dtype, remat=cfg.remat, attention=cfg.attention)
   shardings = shd.logical_shardings(abstract_params(cfg), mesh, rules)
   model = Llava(cfg)
   v = cfg.vision
@@ -80,7 +91,7 @@ def backbone(model_cfg: ml_collections.ConfigDict, mesh: Mesh, rules, seed: int)
     return nn.meta.unbox(model.init(rng, ids, pixels, jnp.zeros((1, 8), jnp.int32),
                                     jnp.ones((1, 8), bool))["params"])
 
-  return cfg, jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
+  return cfg, shd.create(init, shardings, jax.random.key(seed), abstract=abstract)
 
 
 def prompt_prefix(model_cfg: ml_collections.ConfigDict, cfg: LlavaConfig) -> np.ndarray:
