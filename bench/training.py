@@ -9,15 +9,11 @@ from __future__ import annotations
 import time
 
 import jax
-import jax.numpy as jnp
 from absl import app, flags
 
 from bench import common
 from blink_jax import sharding as shd
-from blink_jax.blink.config import from_mapping
-from blink_jax.models.llava import Llava
-from blink_jax.train.state import backbone, init_train_state, optimizer, prompt_prefix
-from blink_jax.train.step import jit_train_step, make_train_step
+from blink_jax.train.step import train_program
 from configs import tokensr
 
 flags.DEFINE_enum("shape", "medium", ["tiny", "medium"], "tiny: the default job's model.")
@@ -30,6 +26,7 @@ FLAGS = flags.FLAGS
 def config():
   c = tokensr.get_config()
   c.train.batch_size = FLAGS.batch
+  c.data.region = "random"   # images only: the batch is pixels
   if FLAGS.shape == "medium":
     c.model.preset = "medium"
     c.blink.update(first_scan_layer=3, last_scan_layer=4, region_size=4, token_sr_channels=64)
@@ -39,15 +36,9 @@ def config():
 def main(_):
   c = config()
   mesh = shd.make_mesh(c.mesh.to_dict())
-  cfg, params = backbone(c.model, mesh, shd.DEFAULT_RULES, 0)
-  blink = from_mapping(c.blink.to_dict())
-  tx = optimizer(c.train)
-  state, frozen = init_train_state(cfg, blink, c.train, mesh, shd.DEFAULT_RULES, 0, tx, params)
-  step = jit_train_step(make_train_step(Llava(cfg), blink, c.train, tx, jnp.asarray(prompt_prefix(c.model, cfg)), 0),
-                        state, frozen, {"pixels": shd.batch_sharding(mesh, 4)})
-  size = cfg.vision.image_size
-  batch = {"pixels": jax.device_put(jax.random.normal(jax.random.key(0), (FLAGS.batch, size, size, 3)),
-                                    shd.batch_sharding(mesh, 4))}
+  program = train_program(c, mesh, shd.DEFAULT_RULES)
+  step, state, frozen, pixels = program.step, program.state, program.frozen, program.batch["pixels"]
+  batch = {"pixels": jax.device_put(jax.random.normal(jax.random.key(0), pixels.shape), pixels.sharding)}
   flops = step.lower(state, frozen, batch).compile().cost_analysis().get("flops", 0.0)
   with shd.activated(mesh, shd.DEFAULT_RULES):
     state, m = step(state, frozen, batch)  # compile + warm-up

@@ -22,18 +22,16 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from blink_jax import sharding as shd
-from blink_jax.blink.config import from_mapping
 from blink_jax.checkpoint import TrainCheckpoints, export_token_sr, params_sha256
 from blink_jax.data.image_folder_builder import build_image_folder_dataset, dataset_name
 from blink_jax.data.image_preprocessing import check_mode
 from blink_jax.data.sample_images import write_sample_images
 from blink_jax.data.train_pipeline import (QuestionSuffix, data_source, skipped_count, to_global,
                                            train_dataset)
-from blink_jax.models.llava import Llava
 from blink_jax.tokenizer import Tokenizer, byte_level_tokenizer
 from blink_jax.train import run_record
-from blink_jax.train.state import backbone, init_train_state, optimizer, prompt_prefix, unflatten
-from blink_jax.train.step import jit_train_step, make_train_step
+from blink_jax.train.state import unflatten
+from blink_jax.train.step import train_program
 
 PREEMPTED_EXIT_CODE = 75
 
@@ -122,20 +120,8 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
   workdir.mkdir(parents=True, exist_ok=True)
   mesh = shd.make_mesh(config.mesh.to_dict())
   rules = shd.rules_from_config(config.sharding_rules)
-  cfg, backbone_params = backbone(config.model, mesh, rules, config.seed)
-  blink = from_mapping(config.blink.to_dict()).validate(cfg.vision.grid, cfg.text.num_layers)
-  if cfg.vision.grid % (2 * blink.region_size):
-    raise ValueError(f"blink.region_size={blink.region_size}: the teacher's {cfg.vision.grid}x"
-                     f"{cfg.vision.grid} grid must pool evenly to {2 * blink.region_size}x"
-                     f"{2 * blink.region_size}")
-  model = Llava(cfg)
-  prefix = jnp.asarray(prompt_prefix(config.model, cfg))
-  t = config.train
-  batch_ways = shd.batch_parallelism(mesh, rules)
-  if t.batch_size % (batch_ways * t.grad_accum_steps):
-    raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the batch-parallel mesh size "
-                     f"({batch_ways}) times train.grad_accum_steps ({t.grad_accum_steps})")
-
+  program = train_program(config, mesh, rules)
+  cfg, t = program.cfg, config.train
   source, dataset = resolve_dataset(config, workdir)
   questions = None
   if config.data.region == "saliency":
@@ -148,8 +134,7 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
                                 seed=config.seed, workers=config.data.workers, questions=questions,
                                 max_pixels=config.data.max_image_pixels or None,
                                 max_consecutive_skips=config.data.max_consecutive_skips, where=dataset))
-  tx = optimizer(t)
-  state, frozen = init_train_state(cfg, blink, t, mesh, rules, config.seed, tx, backbone_params)
+  state, frozen = program.state, program.frozen
   ckpts = TrainCheckpoints(workdir / "checkpoints", config.checkpoint.every, config.checkpoint.keep,
                            config.checkpoint.async_save)
   run_record.check_and_write(workdir, config, dataset, resuming=ckpts.latest_step() is not None)
@@ -164,10 +149,7 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
     if jax.process_index() == 0:
       tqdm.write(f"resumed from {workdir / 'checkpoints'} at step {start}")
 
-  batch_keys = {"pixels": 4, **({"question_ids": 2, "question_len": 1} if questions else {})}
-  batch_shardings = {k: shd.batch_sharding(mesh, ndim, rules) for k, ndim in batch_keys.items()}
-  step_fn = jit_train_step(make_train_step(model, blink, t, tx, prefix, config.seed), state, frozen,
-                           batch_shardings)
+  step_fn, batch_keys = program.step, tuple(program.batch)
   is_main = jax.process_index() == 0
   writer = metric_writers.create_default_writer(str(workdir), just_logging=not is_main)
   batch_log = (workdir / f"batches_process{jax.process_index()}.jsonl").open("a") \
@@ -222,7 +204,7 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
   ckpts.close()
   token_sr = unflatten(dict(state.params)).get("token_sr")
   if token_sr is not None:
-    export_token_sr(workdir / "export", token_sr, blink, cfg.text.hidden_size)
+    export_token_sr(workdir / "export", token_sr, program.blink, cfg.text.hidden_size)
     if is_main:
       tqdm.write(f"exported TokenSR to {workdir / 'export'}")
   write_summary(workdir, int(jax.device_get(state.step)), last, state.params)

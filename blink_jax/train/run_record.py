@@ -54,7 +54,7 @@ def check_and_write(workdir: epath.Path, config: ml_collections.ConfigDict, data
     changed = differences(json.loads(path.read_text()), now)
     if changed and not config.resume_despite_changes:
       raise ValueError(f"{workdir}: resuming a run whose config or data changed:\n  " + "\n  ".join(changed)
-                       + f"\nUse a new workdir, restore these values, or pass "
+                       + "\nUse a new workdir, restore these values, or pass "
                        "--config.resume_despite_changes=True to continue with the new ones.")
     if changed:
       logging.warning("resuming %s with changed settings: %s", workdir, "; ".join(changed))

@@ -107,11 +107,14 @@ def prompt_prefix(model_cfg: ml_collections.ConfigDict, cfg: LlavaConfig) -> np.
 
 
 def init_train_state(cfg: LlavaConfig, blink: BlinkConfig, train_cfg, mesh: Mesh, rules, seed: int,
-                     tx: optax.GradientTransformation, frozen_params: Any) -> tuple[TrainState, dict]:
-  """(TrainState with fresh TokenSR + optimizer state, frozen flat params)."""
+                     tx: optax.GradientTransformation, frozen_params: Any,
+                     abstract: bool = False) -> tuple[TrainState, dict]:
+  """(TrainState with fresh TokenSR + optimizer state, frozen flat params); with `abstract` (and
+  abstract frozen_params), only their shapes with shardings (see sharding.create)."""
   token_sr = init_token_sr(blink.num_scan_layers, blink.token_sr_channels, blink.region_size,
                            cfg.text.hidden_size, jax.random.key(seed + 1), mesh=mesh, rules=rules,
-                           dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
+                           dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype),
+                           abstract=abstract)
   trainable, frozen = split_trainable({**frozen_params, "token_sr": token_sr}, train_cfg.trainable)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   # Optimizer moments follow their params' shardings; its scalars (counts) are replicated.
@@ -119,8 +122,8 @@ def init_train_state(cfg: LlavaConfig, blink: BlinkConfig, train_cfg, mesh: Mesh
   param_shardings = {k: v.sharding for k, v in trainable.items()}
   opt_shardings = jax.tree.map(lambda _: replicated, opt_shapes)
   opt_shardings = _mirror_param_shardings(opt_shapes, opt_shardings, param_shardings)
-  opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(trainable)
-  step = jax.device_put(jnp.zeros((), jnp.int32), replicated)
+  opt_state = shd.create(tx.init, opt_shardings, trainable, abstract=abstract)
+  step = shd.create(lambda: jnp.zeros((), jnp.int32), replicated, abstract=abstract)
   return TrainState(step, trainable, opt_state), frozen
 
 

@@ -1,8 +1,10 @@
 """The jitted train step: one optimizer update per call (gradient accumulation inside), the state
-donated, shardings explicit, the rng derived from the step."""
+donated, shardings explicit, the rng derived from the step. `train_program` assembles it with its
+state from a config, for the training job and, abstract, for ahead-of-time compilation (aot.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -10,11 +12,14 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from blink_jax.blink.config import BlinkConfig
+from blink_jax import sharding as shd
+from blink_jax.blink.config import BlinkConfig, from_mapping
 from blink_jax.models.llava import Llava
+from blink_jax.models.llava_config import LlavaConfig
 from blink_jax.train.distill import (choose_regions, distillation_loss, region_targets,
                                      scan_layer_visual_states)
-from blink_jax.train.state import TrainState, schedule, unflatten
+from blink_jax.train.state import (TrainState, backbone, init_train_state, optimizer, prompt_prefix, schedule,
+                                   unflatten)
 
 
 def make_train_step(model: Llava, blink: BlinkConfig, train_cfg: ml_collections.ConfigDict,
@@ -80,3 +85,45 @@ def jit_train_step(step: Callable, state: TrainState, frozen: dict, batch_shardi
   return jax.jit(step, in_shardings=(state_shardings, frozen_shardings, batch_shardings),
                  out_shardings=(state_shardings, None), donate_argnums=(0,))
 
+
+
+@dataclasses.dataclass
+class TrainProgram:
+  """What the training job runs: the jitted step, the state and frozen params it starts from
+  (arrays, or ShapeDtypeStructs with shardings when abstract) and its global batch's shapes."""
+  cfg: LlavaConfig
+  blink: BlinkConfig
+  step: Callable
+  state: TrainState
+  frozen: dict
+  batch: dict[str, jax.ShapeDtypeStruct]
+
+
+def train_program(config: ml_collections.ConfigDict, mesh, rules, *, abstract: bool = False) -> TrainProgram:
+  """The train step of `config` on `mesh`: the backbone loaded (or random from its preset), TokenSR
+  and the optimizer initialised; with `abstract`, shapes only, nothing read but config.json."""
+  cfg, backbone_params = backbone(config.model, mesh, rules, config.seed, abstract=abstract)
+  blink = from_mapping(config.blink.to_dict()).validate(cfg.vision.grid, cfg.text.num_layers)
+  if cfg.vision.grid % (2 * blink.region_size):
+    raise ValueError(f"blink.region_size={blink.region_size}: the teacher's {cfg.vision.grid}x"
+                     f"{cfg.vision.grid} grid must pool evenly to {2 * blink.region_size}x"
+                     f"{2 * blink.region_size}")
+  t = config.train
+  batch_ways = shd.batch_parallelism(mesh, rules)
+  if t.batch_size % (batch_ways * t.grad_accum_steps):
+    raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the batch-parallel mesh size "
+                     f"({batch_ways}) times train.grad_accum_steps ({t.grad_accum_steps})")
+  tx = optimizer(t)
+  state, frozen = init_train_state(cfg, blink, t, mesh, rules, config.seed, tx, backbone_params,
+                                   abstract=abstract)
+  size, b = cfg.vision.image_size, t.batch_size
+  shapes = {"pixels": ((b, size, size, cfg.vision.num_channels), jnp.float32)}
+  if config.data.region == "saliency":   # examples with a question pick their region by saliency
+    shapes.update(question_ids=((b, config.data.max_question_tokens), jnp.int32), question_len=((b,), jnp.int32))
+  batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=shd.batch_sharding(mesh, len(shape), rules))
+           for k, (shape, dtype) in shapes.items()}
+  model = Llava(cfg)
+  prefix = jnp.asarray(prompt_prefix(config.model, cfg))
+  step = jit_train_step(make_train_step(model, blink, t, tx, prefix, config.seed), state, frozen,
+                        {k: v.sharding for k, v in batch.items()})
+  return TrainProgram(cfg, blink, step, state, frozen, batch)
