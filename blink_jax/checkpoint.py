@@ -47,19 +47,25 @@ def export_token_sr(directory: str | epath.PathLike, token_sr: Any, blink: Blink
     ckptr.save(directory.resolve() / "params", token_sr, force=True)
 
 
-def load_token_sr(directory: str | epath.PathLike, *, width: int, mesh=None,
-                  rules=shd.DEFAULT_RULES) -> tuple[Any, BlinkConfig]:
-  """(params, the BlinkConfig they were trained with); checks they fit an LLM of `width`."""
+def token_sr_settings(directory: str | epath.PathLike, *, width: int) -> BlinkConfig:
+  """The BlinkConfig an export was trained with (its blink.json); checks it fits an LLM of `width`."""
   directory = epath.Path(directory)
   meta_path = directory / "blink.json"
   if not meta_path.exists():
     raise FileNotFoundError(f"{directory}: not a TokenSR export (no blink.json); "
                             "expected the export/ directory train.py writes")
   meta = json.loads(meta_path.read_text())
-  blink = from_mapping(meta["blink"])
   if meta["width"] != width:
     raise ValueError(f"{directory}: TokenSR was trained for LLM width {meta['width']}, "
                      f"the model has width {width}")
+  return from_mapping(meta["blink"])
+
+
+def load_token_sr(directory: str | epath.PathLike, *, width: int, mesh=None,
+                  rules=shd.DEFAULT_RULES) -> tuple[Any, BlinkConfig]:
+  """(params, the BlinkConfig they were trained with); checks they fit an LLM of `width`."""
+  directory = epath.Path(directory)
+  blink = token_sr_settings(directory, width=width)
   mesh = mesh or shd.make_mesh({"data": 1}, jax.devices()[:1])
   dims = (blink.num_scan_layers, blink.token_sr_channels, blink.region_size, width)
   target = jax.eval_shape(lambda: init_token_sr(*dims, jax.random.key(0)))

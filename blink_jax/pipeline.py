@@ -61,17 +61,6 @@ class LlavaPipeline:
     blink.validate(self.cfg.vision.grid, self.cfg.text.num_layers)
     return dataclasses.replace(self, blink=blink, token_sr=token_sr)
 
-  def _mode_params(self, mode: str) -> Any:
-    if mode != "tokensr":
-      return self.params
-    if self.token_sr is None:
-      self.token_sr = init_token_sr(self.blink.num_scan_layers, self.blink.token_sr_channels,
-                                    self.blink.region_size, self.cfg.text.hidden_size,
-                                    jax.random.key(0), mesh=self.mesh, rules=self.rules,
-                                    dtype=jnp.dtype(self.cfg.dtype),
-                                    param_dtype=jnp.dtype(self.cfg.param_dtype))
-    return {**self.params, "token_sr": self.token_sr}
-
   def _blink_for(self, mode: str) -> BlinkConfig:
     return dataclasses.replace(self.blink, mode=mode).validate(self.cfg.vision.grid,
                                                                self.cfg.text.num_layers)
@@ -92,7 +81,7 @@ class LlavaPipeline:
       self._blink_fns[key] = jax.jit(lambda p, ids, px, ln: blink_prefill(
           self.model, blink, p, ids, px, ln, image_start=batch.image_start, all_logits=True, trace=trace))
     ids, pixels, lengths = self._device(batch)
-    params = self._mode_params(mode)
+    params = self.mode_params(mode)
     with shd.activated(self.mesh, self.rules):
       return self._blink_fns[key](params, ids, pixels, lengths)
 
@@ -132,23 +121,44 @@ class LlavaPipeline:
     with shd.activated(self.mesh, self.rules):
       return self._logits(self.params, ids, pixels, positions, valid)
 
+  def generate_program(self, mode: str, max_new_tokens: int, image_start: int):
+    """The jitted greedy generation of `mode` (fn(params, ids, pixels, lengths) -> Generation), one per
+    (mode, max_new_tokens, image start); what generate_tokens runs and aot.py compiles."""
+    blink = None if mode == "vanilla" else self._blink_for(mode)
+    key = (max_new_tokens, blink, image_start if blink else None)
+    if key not in self._generate_fns:
+      prefill = (vanilla_prefill(self.model) if blink is None
+                 else blink_prefill_fn(self.model, blink, image_start))
+      self._generate_fns[key] = jax.jit(lambda p, ids, px, ln: greedy_generate(
+          self.model, prefill, p, ids, px, ln, max_new_tokens=max_new_tokens,
+          eos_id=self.cfg.eos_token_id, pad_id=self.cfg.pad_token_id))
+    return self._generate_fns[key]
+
+  def mode_params(self, mode: str, abstract: bool = False) -> Any:
+    """The params `mode` runs with: the LLaVA params, plus TokenSR for tokensr (untrained when none
+    was given; with `abstract`, its shapes only)."""
+    if mode != "tokensr":
+      return self.params
+    if self.token_sr is None:
+      token_sr = init_token_sr(self.blink.num_scan_layers, self.blink.token_sr_channels,
+                               self.blink.region_size, self.cfg.text.hidden_size, jax.random.key(0),
+                               mesh=self.mesh, rules=self.rules, dtype=jnp.dtype(self.cfg.dtype),
+                               param_dtype=jnp.dtype(self.cfg.param_dtype), abstract=abstract)
+      if abstract:
+        return {**self.params, "token_sr": token_sr}
+      self.token_sr = token_sr
+    return {**self.params, "token_sr": self.token_sr}
+
   def generate_tokens(self, batch: PromptBatch, max_new_tokens: int = 32, mode: str = "vanilla", *,
                       with_expansions: bool = False):
     """Greedy tokens [B, max_new_tokens] (pad after EOS) with mode vanilla | interp | tokensr; with
     `with_expansions`, (tokens, regions Blink expanded per example [B])."""
-    blink = None if mode == "vanilla" else self._blink_for(mode)
     batch = self.layout_for(batch, mode)
-    key = (max_new_tokens, blink, batch.image_start if blink else None)
-    if key not in self._generate_fns:
-      prefill = (vanilla_prefill(self.model) if blink is None
-                 else blink_prefill_fn(self.model, blink, batch.image_start))
-      self._generate_fns[key] = jax.jit(lambda p, ids, px, ln: greedy_generate(
-          self.model, prefill, p, ids, px, ln, max_new_tokens=max_new_tokens,
-          eos_id=self.cfg.eos_token_id, pad_id=self.cfg.pad_token_id))
+    program = self.generate_program(mode, max_new_tokens, batch.image_start)
     ids, pixels, lengths = self._device(batch)
-    params = self._mode_params(mode)
+    params = self.mode_params(mode)
     with shd.activated(self.mesh, self.rules):
-      out = jax.device_get(self._generate_fns[key](params, ids, pixels, lengths))
+      out = jax.device_get(program(params, ids, pixels, lengths))
     tokens = np.asarray(out.tokens)
     return (tokens, np.asarray(out.expansions)) if with_expansions else tokens
 

@@ -47,5 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Images given by path are read only inside image_folder ("/" admits any absolute local path).
   c.sources = ml_collections.ConfigDict({name: {f: "" for f in SOURCE_FIELDS} for name in BENCHMARKS})
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  # python -m blink_jax.aot: the topology compiled for by default, and the prompt's text tokens
+  c.aot = ml_collections.ConfigDict(dict(topology="v5e:2x2", text_tokens=64))
   c.sharding_rules = ""             # overrides of sharding.DEFAULT_RULES, e.g. "embed=fsdp,mlp=tensor"
   return c

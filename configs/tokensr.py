@@ -65,6 +65,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.sharding_rules = ""             # overrides of sharding.DEFAULT_RULES, e.g. "embed=fsdp,mlp=tensor"
 
+  c.aot = ml_collections.ConfigDict()
+  c.aot.topology = "v5e:2x2"       # what `python -m blink_jax.aot` compiles this job for by default
+
   c.distributed = ml_collections.ConfigDict()
   c.distributed.enabled = False    # jax.distributed.initialize() (multi-host)
   c.distributed.coordinator_address = ""   # empty: auto-detected (TPU pods, SLURM)

@@ -24,14 +24,14 @@ from tqdm import tqdm
 from blink_jax import config_lists
 from blink_jax import sharding as shd
 from blink_jax.blink.config import from_mapping
-from blink_jax.checkpoint import load_token_sr, params_sha256
+from blink_jax.checkpoint import load_token_sr, params_sha256, token_sr_settings
 from blink_jax.data.image_preprocessing import ImageError, load_image
 from blink_jax.eval import benchmarks, mmvet, provenance
 from blink_jax.eval.example import EvalExample
 from blink_jax.eval.readers import LazyFile, read_rows
 from blink_jax.eval.sample_benchmarks import write_samples
 from blink_jax.pipeline import LlavaPipeline
-from blink_jax.tokenizer import byte_level_tokenizer
+from blink_jax.tokenizer import Tokenizer, byte_level_tokenizer
 
 STRUCTURAL_FIELDS = ("first_scan_layer", "last_scan_layer", "region_size", "token_sr_channels")
 # Where train.py's default job exports its TokenSR; token_sr="auto" uses it for the embedded model.
@@ -63,27 +63,33 @@ def _token_sr_path(config: ml_collections.ConfigDict) -> tuple[str, str]:
   return "", "untrained TokenSR (= interp): set --config.token_sr to train.py's export/ directory"
 
 
-def build_pipeline(config: ml_collections.ConfigDict, mesh) -> Evaluated:
+def build_pipeline(config: ml_collections.ConfigDict, mesh, abstract: bool = False) -> Evaluated:
   """The model to evaluate: an HF checkpoint, or the embedded random model (the one train.py's
-  default trains TokenSR for) with a byte-level tokenizer; plus Blink settings and TokenSR weights."""
+  default trains TokenSR for) with a byte-level tokenizer; plus Blink settings and TokenSR weights.
+  With `abstract`, shapes only (aot.py): nothing is read but config.json, tokenizer.json, blink.json."""
   rules = shd.rules_from_config(config.sharding_rules)
   buckets = tuple(config_lists.ints(config.prompt_buckets, "prompt_buckets"))
-  if config.model.hf_checkpoint:
-    pipe = LlavaPipeline.from_hf(config.model.hf_checkpoint, mesh=mesh, dtype=config.model.dtype,
-                                 param_dtype=config.model.param_dtype,
+  ckpt = config.model.hf_checkpoint
+  if ckpt and not abstract:
+    pipe = LlavaPipeline.from_hf(ckpt, mesh=mesh, dtype=config.model.dtype, param_dtype=config.model.param_dtype,
                                  preprocessing=config.model.preprocessing, buckets=buckets, rules=rules,
                                  attention=config.model.attention)
   else:
     from blink_jax.train.state import backbone
-    cfg, params = backbone(config.model, mesh, rules, config.seed)
-    tokenizer = byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id)
+    cfg, params = backbone(config.model, mesh, rules, config.seed, abstract=abstract)
+    tokenizer = Tokenizer(ckpt) if ckpt else byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id,
+                                                                  cfg.eos_token_id, cfg.pad_token_id)
     pipe = LlavaPipeline(cfg, params, tokenizer, mesh, config.model.preprocessing, buckets, rules)
   token_sr, blink = None, from_mapping(config.blink.to_dict())
   path, source = _token_sr_path(config)
   digest = ""
   if path:
-    token_sr, trained_for = load_token_sr(path, width=pipe.cfg.text.hidden_size, mesh=mesh, rules=rules)
-    digest = params_sha256(token_sr)
+    width = pipe.cfg.text.hidden_size
+    if abstract:   # its shapes follow from its settings (mode_params makes them)
+      trained_for = token_sr_settings(path, width=width)
+    else:
+      token_sr, trained_for = load_token_sr(path, width=width, mesh=mesh, rules=rules)
+      digest = params_sha256(token_sr)
     # Where TokenSR sits is fixed by training; thresholds and the rest stay the config's.
     structural = {k: getattr(trained_for, k) for k in STRUCTURAL_FIELDS}
     if any(getattr(blink, k) != v for k, v in structural.items()):

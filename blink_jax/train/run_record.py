@@ -15,7 +15,7 @@ from etils import epath
 # Fields that do not change what is computed (where it runs, how often it logs or saves): a resumed
 # run may change them freely.
 FREE_ON_RESUME = ("workdir", "log_batch_indices", "resume_despite_changes", "train.log_every",
-                  "checkpoint.", "data.workers", "data.data_dir", "mesh.", "sharding_rules", "distributed.",
+                  "checkpoint.", "aot.", "data.workers", "data.data_dir", "mesh.", "sharding_rules", "distributed.",
                   "model.attention", "model.remat")
 
 

@@ -1,0 +1,213 @@
+"""Ahead-of-time compilation for a TPU topology from any host, with no TPU, weights or data:
+
+    python -m blink_jax.aot --config configs/tokensr.py [--topology v5e:2x4] [--config.FIELD=VALUE ...]
+        [--json PATH] [--max_batch]
+
+It takes the configs train.py and eval.py take and compiles exactly the programs those jobs run,
+built by the same code (train.step.train_program; the pipeline's generate_program over the runner's
+model and prompt layout) on abstract params (shapes with shardings: sharding.create) over a mesh of
+the topology's devices (jax.experimental.topologies, with libtpu: requirements-tpu.txt). A train
+config gives the train step; an eval config the generation program of each mode, for its batch and
+a LLaVA-length prompt (the system prompt, the image, `aot.text_tokens` of text). For each it prints
+per-device arguments / outputs / temporaries (XLA's memory analysis; donated buffers counted once),
+the device's HBM, whether it fits with >= 10% headroom, and the compile time; `--max_batch` bisects
+the largest global batch that fits. As MaxText's train_compile.py does for its models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import pathlib
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from blink_jax import config_lists
+from blink_jax import sharding as shd
+
+# HBM per chip, GiB (Google Cloud TPU documentation, "TPU versions": v4 32, v5e 16, v5p 95, v6e 32).
+HBM_GIB_PER_CHIP = {"v4": 32.0, "v5e": 16.0, "v5p": 95.0, "v6e": 32.0}
+HEADROOM = 0.10
+GIB = 1 << 30
+
+
+@dataclasses.dataclass
+class Record:
+  program: str
+  topology: str
+  mesh: str
+  batch: int
+  args_gib: float
+  out_gib: float
+  temp_gib: float
+  total_gib: float
+  hbm_gib: float
+  fits: bool
+  compile_s: float
+
+
+def topology_devices(name: str) -> tuple[list, float]:
+  """(the topology's devices, HBM GiB per device). One clear error for a missing libtpu and for an
+  unknown name."""
+  chip = name.split(":")[0]
+  if chip not in HBM_GIB_PER_CHIP:
+    raise ValueError(f"unknown TPU topology {name!r}: expected <chip>:<layout> with chip one of "
+                     f"{sorted(HBM_GIB_PER_CHIP)}, e.g. v5e:2x4, v4:2x2x1, v5p:2x2x1, v6e:2x4")
+  if importlib.util.find_spec("libtpu") is None:
+    raise RuntimeError("compiling for a TPU topology needs libtpu: pip install -r requirements-tpu.txt")
+  from jax.experimental import topologies
+  try:
+    devices = list(topologies.get_topology_desc(topology_name=name, platform="tpu").devices)
+  except Exception as e:  # libtpu's own message names what is wrong
+    first = str(e).splitlines()[0]
+    if "lockfile" in first:
+      raise RuntimeError(f"libtpu is held by another process (one at a time): {first}") from e
+    raise ValueError(f"unknown TPU topology {name!r}: {first}") from e
+  per_chip = len(devices) / len({tuple(d.coords) for d in devices})   # v4: two cores a chip
+  return devices, HBM_GIB_PER_CHIP[chip] / per_chip
+
+
+def topology_mesh(config: ml_collections.ConfigDict, devices: list, topology: str):
+  try:
+    return shd.make_mesh(config.mesh.to_dict(), devices)
+  except ValueError as e:
+    raise ValueError(f"config.mesh {config.mesh.to_dict()} does not fit topology {topology} "
+                     f"({len(devices)} devices): {e}") from e
+
+
+def _measure(name: str, compile_fn: Callable[[], Any], topology: str, mesh, batch: int,
+             hbm: float) -> Record:
+  start = time.perf_counter()
+  compiled = compile_fn()
+  seconds = time.perf_counter() - start
+  m = compiled.memory_analysis()
+  args, out, temp = (m.argument_size_in_bytes / GIB, m.output_size_in_bytes / GIB, m.temp_size_in_bytes / GIB)
+  total = args + out + temp - m.alias_size_in_bytes / GIB   # donated state is one buffer, not two
+  return Record(name, topology, "x".join(f"{k}{v}" for k, v in mesh.shape.items()), batch, round(args, 3),
+                round(out, 3), round(temp, 3), round(total, 3), round(hbm, 2), total <= (1 - HEADROOM) * hbm,
+                round(seconds, 1))
+
+
+def train_records(config, mesh, rules, topology: str, hbm: float) -> list[Record]:
+  from blink_jax.train.step import train_program
+  program = train_program(config, mesh, rules, abstract=True)
+
+  def compile_step():
+    with shd.activated(mesh, rules):
+      return program.step.lower(program.state, program.frozen, program.batch).compile()
+  return [_measure("train_step", compile_step, topology, mesh, config.train.batch_size, hbm)]
+
+
+def eval_records(config, mesh, rules, topology: str, hbm: float) -> list[Record]:
+  from blink_jax.data.prompt_batch import pad_prompts
+  from blink_jax.eval.runner import build_pipeline
+  from blink_jax.train.state import prompt_prefix
+  pipe = build_pipeline(config, mesh, abstract=True).pipe
+  cfg, b = pipe.cfg, config.batch_size
+  prompt = np.concatenate([prompt_prefix(config.model, cfg), np.full(cfg.num_image_tokens, cfg.image_token_id),
+                           np.full(config.aot.text_tokens, cfg.bos_token_id)]).astype(np.int32)
+  size = cfg.vision.image_size
+  prompts = pad_prompts([prompt] * b, np.zeros((b, size, size, cfg.vision.num_channels), np.float32),
+                        pipe.buckets, cfg.pad_token_id, cfg.image_token_id)
+  records = []
+  for mode in config_lists.names(config.modes, "modes"):
+    batch = pipe.layout_for(prompts, mode)
+    program = pipe.generate_program(mode, config.max_new_tokens, batch.image_start)
+    args = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shd.batch_sharding(mesh, x.ndim, rules))
+            for x in (batch.ids, batch.pixels, batch.lengths)]
+    params = pipe.mode_params(mode, abstract=True)
+
+    def compile_generate(program=program, params=params, args=args):
+      with shd.activated(mesh, rules):
+        return program.lower(params, *args).compile()
+    name = f"generate_{mode} (prompt {batch.ids.shape[1]}, +{config.max_new_tokens})"
+    records.append(_measure(name, compile_generate, topology, mesh, b, hbm))
+  return records
+
+
+def is_train_config(config) -> bool:
+  return "train" in config
+
+
+def compile_config(config: ml_collections.ConfigDict, topology: str) -> list[Record]:
+  """Every program of the job `config` describes, compiled for `topology`."""
+  devices, hbm = topology_devices(topology)
+  mesh = topology_mesh(config, devices, topology)
+  rules = shd.rules_from_config(config.sharding_rules)
+  records = train_records if is_train_config(config) else eval_records
+  return records(config, mesh, rules, topology, hbm)
+
+
+def _batch_field(config) -> tuple[Any, str]:
+  return (config.train, "batch_size") if is_train_config(config) else (config, "batch_size")
+
+
+def max_batch(config: ml_collections.ConfigDict, topology: str, limit: int = 4096) -> int:
+  """The largest global batch (a multiple of what the mesh and gradient accumulation need) whose every
+  program fits; 0 if none does."""
+  devices, _ = topology_devices(topology)
+  mesh = topology_mesh(config, devices, topology)
+  step = shd.batch_parallelism(mesh, shd.rules_from_config(config.sharding_rules))
+  if is_train_config(config):
+    step *= config.train.grad_accum_steps
+  node, field = _batch_field(config)
+
+  def fits(n: int) -> bool:
+    setattr(node, field, n)
+    return all(r.fits for r in compile_config(config, topology))
+
+  if not fits(step):
+    return 0
+  lo, hi = 1, 2                 # in units of `step`: lo fits, hi is the first guess above
+  while hi * step <= limit and fits(hi * step):
+    lo, hi = hi, hi * 2
+  hi = min(hi, limit // step + 1)
+  while hi - lo > 1:
+    mid = (lo + hi) // 2
+    lo, hi = (mid, hi) if fits(mid * step) else (lo, mid)
+  return lo * step
+
+
+def table(records: list[Record]) -> str:
+  head = ["program", "topology", "mesh", "batch", "args GiB", "out GiB", "temp GiB", "total GiB", "HBM GiB",
+          "fits (10% headroom)", "compile s"]
+  rows = [[r.program, r.topology, r.mesh, r.batch, f"{r.args_gib:.3f}", f"{r.out_gib:.3f}", f"{r.temp_gib:.3f}",
+           f"{r.total_gib:.3f}", f"{r.hbm_gib:.1f}", "yes" if r.fits else "NO", f"{r.compile_s:.1f}"]
+          for r in records]
+  return "\n".join("| " + " | ".join(map(str, r)) + " |" for r in [head, ["---"] * len(head)] + rows)
+
+
+def main(argv):
+  from absl import flags
+  from absl import logging as absl_logging
+  f = flags.FLAGS
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments: {argv[1:]}")
+  if not f["verbosity"].present:
+    absl_logging.set_verbosity(absl_logging.WARNING)
+  config = f.config
+  topology = f.topology or config.aot.topology
+  records = compile_config(config, topology)
+  print(table(records))
+  if f.max_batch:
+    print(f"largest global batch that fits {topology}: {max_batch(config, topology)}")
+  if f.json:
+    path = pathlib.Path(f.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([dataclasses.asdict(r) for r in records], indent=2))
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "A train.py or eval.py configuration.", lock_config=True)
+  flags.DEFINE_string("topology", None, "TPU topology, e.g. v5e:2x4 (default: the config's aot.topology).")
+  flags.DEFINE_string("json", None, "Also write the records to this JSON file.")
+  flags.DEFINE_bool("max_batch", False, "Bisect the largest global batch that fits.")
+  flags.mark_flag_as_required("config")
+  app.run(main)

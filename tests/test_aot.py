@@ -1,0 +1,94 @@
+"""Ahead-of-time compilation for TPU topologies (libtpu, no TPU): the tiny default train step and
+Blink's generation programs compile for v5e:2x2 and fit; the abstract programs are the jobs' own
+(same shapes, dtypes and shardings as the materialised ones); bad topologies, meshes and a missing
+libtpu are named. libtpu is held by one process at a time, so it is only ever loaded in subprocesses."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from blink_jax import aot
+from blink_jax import sharding as shd
+from blink_jax.eval.runner import build_pipeline
+from blink_jax.train.step import train_program
+from configs import eval as eval_config
+from train_fixtures import set_fields, tiny_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+KEYS = {"program", "topology", "batch", "args_gib", "out_gib", "temp_gib", "total_gib", "hbm_gib", "fits",
+        "compile_s"}
+
+
+def _aot(tmp_path, config, *extra):
+  out = tmp_path / "aot.json"
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "PYTHONPATH": str(ROOT)}
+  proc = subprocess.run([sys.executable, "-m", "blink_jax.aot", "--config", str(ROOT / config),
+                         f"--json={out}", *extra], cwd=tmp_path, env=env, capture_output=True, text=True,
+                        timeout=600)
+  return proc, (json.loads(out.read_text()) if out.exists() else None)
+
+
+def test_tiny_train_step_compiles_for_v5e_and_fits(tmp_path):
+  proc, records = _aot(tmp_path, "configs/tokensr.py", "--topology=v5e:2x2")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  (step,) = records
+  assert KEYS <= set(step) and step["program"] == "train_step" and step["topology"] == "v5e:2x2"
+  assert step["fits"] and step["hbm_gib"] == 16.0 and 0 < step["total_gib"] < 1
+  assert "| train_step | v5e:2x2 | data4xfsdp1xtensor1 | 8 |" in proc.stdout
+
+
+def test_blink_generation_compiles_for_v5e_and_fits(tmp_path):
+  proc, records = _aot(tmp_path, "configs/eval.py", "--config.modes=vanilla,interp,tokensr",
+                       "--config.token_sr=")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert [r["program"].split(" ")[0] for r in records] == ["generate_vanilla", "generate_interp",
+                                                           "generate_tokensr"]
+  assert all(r["fits"] and r["topology"] == "v5e:2x2" and r["batch"] == 8 for r in records)
+
+
+def test_bad_topology_and_mesh_are_named(tmp_path):
+  proc, _ = _aot(tmp_path, "configs/tokensr.py", "--topology=v5e:9x9")
+  assert proc.returncode != 0 and "unknown TPU topology 'v5e:9x9'" in proc.stderr
+  proc, _ = _aot(tmp_path, "configs/tokensr.py", "--topology=v5e:2x2", "--config.mesh.data=3")
+  assert proc.returncode != 0 and "does not fit topology v5e:2x2 (4 devices)" in proc.stderr
+  with pytest.raises(ValueError, match="unknown TPU topology 'tpu7:2x2'"):
+    aot.topology_devices("tpu7:2x2")
+
+
+def test_missing_libtpu_is_named(monkeypatch):
+  monkeypatch.setattr(aot.importlib.util, "find_spec", lambda name: None)
+  with pytest.raises(RuntimeError, match="needs libtpu: pip install -r requirements-tpu.txt"):
+    aot.topology_devices("v5e:2x2")
+
+
+def _abstract(tree):
+  return jax.tree.map(lambda x: (x.shape, x.dtype, x.sharding), tree)
+
+
+def test_abstract_programs_are_the_jobs_own(tmp_path):
+  config = tiny_config(tmp_path)
+  mesh = shd.make_mesh(config.mesh.to_dict())
+  real, shapes = (train_program(config, mesh, shd.DEFAULT_RULES, abstract=a) for a in (False, True))
+  assert _abstract((real.state, real.frozen)) == _abstract((shapes.state, shapes.frozen))
+  ec = set_fields(eval_config.get_config(), {"token_sr": ""})
+  real, shapes = (build_pipeline(ec, mesh, abstract=a).pipe for a in (False, True))
+  assert _abstract(real.mode_params("tokensr")) == _abstract(shapes.mode_params("tokensr", abstract=True))
+
+
+def test_max_batch_bisects_to_the_largest_fitting_multiple(monkeypatch, tmp_path):
+  config = tiny_config(tmp_path, **{"mesh.data": 4, "mesh.fsdp": 2})   # batch-parallel ways: 8
+  monkeypatch.setattr(aot, "topology_devices", lambda name: (jax.devices(), 16.0))
+  tried = []
+
+  def fake_compile(c, topology):
+    tried.append(c.train.batch_size)
+    return [aot.Record("train_step", topology, "", c.train.batch_size, 0, 0, 0, 0, 16.0,
+                       c.train.batch_size <= 100, 0.0)]
+  monkeypatch.setattr(aot, "compile_config", fake_compile)
+  assert aot.max_batch(config, "v5e:2x4") == 96
+  assert all(b % 8 == 0 for b in tried) and len(tried) < 12
