@@ -23,10 +23,10 @@ from absl import app, flags
 from bench import common
 from blink_jax.blink.config import BlinkConfig
 from blink_jax.blink.prefill import blink_prefill, slot_layout
-from blink_jax.blink.saliency import saliency_from_last_query
+from blink_jax.blink.saliency import last_token_shares
 from blink_jax.models.attention_kernels import IMPLEMENTATIONS, resolve
-from blink_jax.models.llama import DecoderLayer, LayerInputs
-from blink_jax.models.llava import Llava, decoder_layer
+from blink_jax.models.llama import LayerInputs
+from blink_jax.models.llava import Llava, decoder_layer, text_layer_params
 from blink_jax.models.token_sr import init_token_sr
 from blink_jax.pipeline import LlavaPipeline
 
@@ -53,8 +53,7 @@ def saliency_share(pipe: LlavaPipeline, blink: BlinkConfig, batch) -> tuple[floa
   h = jax.random.normal(jax.random.key(0), (b, s, d), jnp.dtype(cfg.dtype))
   positions = jnp.broadcast_to(jnp.arange(s, dtype=jnp.float32), (b, s))
   valid = jnp.ones((b, s), bool)
-  layer_params = jax.tree.map(lambda x: x[blink.first_scan_layer],
-                              pipe.params["language_model"]["layers"]["layers"])
+  layer_params = text_layer_params(pipe.params, blink.first_scan_layer)
   layer = decoder_layer(cfg)
   last = jnp.full((b,), s - 1)
 
@@ -66,10 +65,9 @@ def saliency_share(pipe: LlavaPipeline, blink: BlinkConfig, batch) -> tuple[floa
   _, keys = run_layer(layer_params, h)
 
   @jax.jit
-  def saliency(p, h, keys):
-    h_last = jnp.take_along_axis(h, last[:, None, None], axis=1)
-    q = layer.apply({"params": p}, h_last, positions[:, -1:], method=DecoderLayer.query)
-    return saliency_from_last_query(q[:, 0], keys, valid, batch.image_start, layout.num_visual)
+  def saliency(p, h, keys):   # what Blink's prefill adds to a scanning layer
+    return last_token_shares(layer, p, h, positions, last, keys, valid, batch.image_start, layout.num_visual,
+                             layout.grid, blink)
 
   return (common.time_call(run_layer, layer_params, h, repeats=FLAGS.repeats),
           common.time_call(saliency, layer_params, h, keys, repeats=FLAGS.repeats))

@@ -19,11 +19,11 @@ import jax.numpy as jnp
 
 from blink_jax.blink.config import BlinkConfig
 from blink_jax.blink.dtr import BlockState, decide
-from blink_jax.blink.saliency import region_shares, saliency_from_last_query
+from blink_jax.blink.saliency import last_token_shares
 from blink_jax.blink.slots import SlotLayout
-from blink_jax.models.layer_stack import detached
-from blink_jax.models.llama import DecoderLayer, KVCache, LayerInputs
-from blink_jax.models.llava import Llava, decoder_layer
+from blink_jax.models.layer_stack import detached, layer_at
+from blink_jax.models.llama import KVCache, LayerInputs
+from blink_jax.models.llava import Llava, decoder_layer, text_layer_params
 from blink_jax.models.token_sr import TokenSRLayer, bilinear_2x
 
 
@@ -87,23 +87,18 @@ def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, le
   p = blink.region_size
   d = cfg.text.hidden_size
 
-  stacked = params["language_model"]["layers"]["layers"]
   sr_stacked = params["token_sr"]["layers"]["layers"] if blink.mode == "tokensr" else None
-  at = lambda tree, i: jax.tree.map(lambda w: jax.lax.dynamic_index_in_dim(w, i, keepdims=False), tree)  # noqa: E731
 
   def scan_layer(carry, j):
     h, positions, state = carry
-    layer_params = at(stacked, first + j)
-    sr_params = at(sr_stacked, j) if sr_stacked is not None else None
+    layer_params = text_layer_params(params, first + j)
+    sr_params = layer_at(sr_stacked, j) if sr_stacked is not None else None
     key_valid = base_valid | layout.live_rows(state.live)
     (h_out, _), kv = text_layer.apply({"params": layer_params},
                                       (h, LayerInputs(positions, None)), (key_valid, None))
-    h_last = jnp.take_along_axis(h, last_index[:, None, None], axis=1)
-    pos_last = jnp.take_along_axis(positions, last_index[:, None], axis=1)
-    q_last = text_layer.apply({"params": layer_params}, h_last, pos_last, method=DecoderLayer.query)
-    saliency = saliency_from_last_query(q_last[:, 0], kv.k, key_valid & row_mask_causal, image_start,
-                                        layout.num_visual, blink.saliency_norm)
-    shares = region_shares(saliency, layout.grid, p)
+    saliency, shares = last_token_shares(text_layer, layer_params, h, positions, last_index, kv.k,
+                                         key_valid & row_mask_causal, image_start, layout.num_visual,
+                                         layout.grid, blink)
     decision = decide(shares, state, blink)
     # Super-resolve each block's region from this layer's output; only newly expanded blocks take it.
     idx = layout.region_token_index(decision.state.region).reshape(b, -1)

@@ -1,5 +1,6 @@
 """Saliency-guided scanning (BLINK_SPEC §2): the last prompt token's attention to the visual tokens,
 computed as a side product (one query row against the layer's own keys), and region concentration.
+`last_token_shares` is SGS at one layer, as Blink's prefill and TokenSR training both run it.
 
 The main attention never materialises its probability matrix; this costs H x S dot products per
 example and scanning layer.
@@ -7,8 +8,12 @@ example and scanning layer.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+
+from blink_jax.models.llama import DecoderLayer
 
 
 def saliency_from_last_query(q_last: jax.Array, k: jax.Array, row_mask: jax.Array, visual_start: int,
@@ -38,3 +43,17 @@ def region_shares(saliency: jax.Array, grid: int, region_size: int) -> jax.Array
   n = grid // region_size
   s = saliency.reshape(b, n, region_size, n, region_size).sum(axis=(2, 4)).reshape(b, n * n)
   return s / jnp.maximum(s.sum(axis=-1, keepdims=True), 1e-30)
+
+
+def last_token_shares(layer: DecoderLayer, layer_params: Any, h_in: jax.Array, positions: jax.Array,
+                      last_index: jax.Array, k: jax.Array, row_mask: jax.Array, visual_start: int,
+                      num_visual: int, grid: int, blink) -> tuple[jax.Array, jax.Array]:
+  """SGS at one decoder layer: (visual saliency [B, N], region shares [B, R]) seen from the token at
+  last_index [B], its query made by `layer` from the layer's input h_in [B, S, D] at its position,
+  against the layer's keys k; row_mask, visual_start, num_visual as saliency_from_last_query; the
+  region size and normalisation from `blink` (a BlinkConfig)."""
+  h_last = jnp.take_along_axis(h_in, last_index[:, None, None], axis=1)
+  pos_last = jnp.take_along_axis(positions, last_index[:, None], axis=1)
+  q = layer.apply({"params": layer_params}, h_last, pos_last, method=DecoderLayer.query)
+  saliency = saliency_from_last_query(q[:, 0], k, row_mask, visual_start, num_visual, blink.saliency_norm)
+  return saliency, region_shares(saliency, grid, blink.region_size)

@@ -51,12 +51,16 @@ class StackedLayers(nn.Module):
     def body(c, index_and_x):
       # Index layer i inside the loop: slicing the stack first would copy those layers' weights.
       i, x = index_and_x
-      p = jax.tree.map(lambda w: jax.lax.dynamic_index_in_dim(w, i, keepdims=False), stacked)
-      return template.apply({"params": p}, c, x, **kwargs)
+      return template.apply({"params": layer_at(stacked, i)}, c, x, **kwargs)
 
     if self.remat:
       body = jax.checkpoint(body, policy=jax.checkpoint_policies.nothing_saveable)
     return jax.lax.scan(body, carry, (jnp.arange(start, stop), xs))
+
+
+def layer_at(stacked: Any, i: Any) -> Any:
+  """Layer i's params from a stack's params (leading `layers` axis); i may be traced (a loop index)."""
+  return jax.tree.map(lambda w: jax.lax.dynamic_index_in_dim(w, i, keepdims=False), stacked)
 
 
 def detached(cls: Callable[..., nn.Module], *args: Any, **kwargs: Any) -> nn.Module:

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from blink_jax.models.clip_vit import ClipVisionTower, activation
 from blink_jax.models.linear import Linear
-from blink_jax.models.layer_stack import detached
+from blink_jax.models.layer_stack import detached, layer_at
 from blink_jax.models.llama import DecoderLayer, KVCache, LayerInputs, Llama
 from blink_jax.models.llava_config import LlavaConfig
 
@@ -47,6 +49,11 @@ def decoder_layer(cfg: LlavaConfig) -> DecoderLayer:
   """A parentless decoder layer of this model, to apply one layer's params by hand (Blink's scanning
   layers, saliency queries)."""
   return detached(DecoderLayer, cfg.text, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype), cfg.attention)
+
+
+def text_layer_params(params: Any, i: Any) -> Any:
+  """Decoder layer i's params from the whole model's params (i may be traced)."""
+  return layer_at(params["language_model"]["layers"]["layers"], i)
 
 
 class Llava(nn.Module):

@@ -18,10 +18,10 @@ import jax
 import jax.numpy as jnp
 
 from blink_jax.blink.config import BlinkConfig
-from blink_jax.blink.saliency import region_shares, saliency_from_last_query
+from blink_jax.blink.saliency import last_token_shares
 from blink_jax.models.layer_stack import detached
-from blink_jax.models.llama import DecoderLayer, LayerInputs
-from blink_jax.models.llava import Llava, decoder_layer
+from blink_jax.models.llama import LayerInputs
+from blink_jax.models.llava import Llava, decoder_layer, text_layer_params
 from blink_jax.models.token_sr import TokenSRLayer
 
 
@@ -75,26 +75,25 @@ def scan_layer_visual_states(model: Llava, params: Any, prefix_ids: jax.Array, p
   length = visual_start + n + (question_len if question_ids is not None else 0)
   valid_row = jnp.arange(t)[None, :] < jnp.broadcast_to(length, (b,))[:, None]
   inputs = LayerInputs(jnp.broadcast_to(jnp.arange(t), (b, t)), None)
-  valid = jnp.broadcast_to(valid_row, (cfg.text.num_layers, b, t))
-  run = lambda h, lo, hi: model.apply({"params": params}, h, inputs, valid[lo:hi], start=lo, stop=hi,  # noqa: E731
-                                      method=Llava.run_layers)
   h = model.apply({"params": params}, ids, pixels, method=Llava.embed)
-  h, _ = run(h, 0, blink.first_scan_layer)
+  h, _ = model.apply({"params": params}, h, inputs, jnp.broadcast_to(valid_row, (blink.first_scan_layer, b, t)),
+                     start=0, stop=blink.first_scan_layer, method=Llava.run_layers)
   last = jnp.broadcast_to(length, (b,)) - 1
-  layer_template = decoder_layer(cfg)
-  states, shares = [], []
-  for layer in range(blink.first_scan_layer, blink.last_scan_layer + 1):
-    h_in = h
-    h, kv = run(h, layer, layer + 1)
-    states.append(h[:, visual_start:visual_start + n])
+  row = valid_row & (jnp.arange(t)[None, :] <= last[:, None])
+  layer = decoder_layer(cfg)
+
+  def scan_layer(h, i):   # one loop body for every scanning layer: one layer's program, not n
+    layer_params = text_layer_params(params, i)
+    (h_out, _), kv = layer.apply({"params": layer_params}, (h, inputs), (valid_row, None))
+    shares = None
     if question_ids is not None:
-      layer_params = jax.tree.map(lambda w: w[layer], params["language_model"]["layers"]["layers"])
-      h_last = jnp.take_along_axis(h_in, last[:, None, None], axis=1)
-      q = layer_template.apply({"params": layer_params}, h_last, last[:, None], method=DecoderLayer.query)
-      row = valid_row & (jnp.arange(t)[None, :] <= last[:, None])
-      saliency = saliency_from_last_query(q[:, 0], kv.k[0], row, visual_start, n, blink.saliency_norm)
-      shares.append(region_shares(saliency, cfg.vision.grid, blink.region_size))
-  return jnp.stack(states), (jnp.stack(shares) if shares else None)
+      _, shares = last_token_shares(layer, layer_params, h, inputs.positions, last, kv.k, row, visual_start,
+                                    n, cfg.vision.grid, blink)
+    return h_out, (h_out[:, visual_start:visual_start + n], shares)
+
+  scan_layers = jnp.arange(blink.first_scan_layer, blink.last_scan_layer + 1)
+  _, (states, shares) = jax.lax.scan(scan_layer, h, scan_layers)
+  return states, shares
 
 
 def choose_regions(shares: jax.Array, question_len: jax.Array, fallback: jax.Array) -> jax.Array:
