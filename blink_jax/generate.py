@@ -37,6 +37,7 @@ def vanilla_prefill(model: Llava) -> PrefillFn:
 
 def greedy_generate(model: Llava, prefill: PrefillFn, params, ids, pixels, lengths, *,
                     max_new_tokens: int, eos_id: int, pad_id: int) -> Generation:
+  """Greedy tokens after the prompt pass `prefill`, and the regions Blink expanded in it."""
   b = ids.shape[0]
   logits, kv, key_valid, expansions = prefill(params, ids, pixels, lengths)
   s0 = kv.k.shape[2]
