@@ -143,10 +143,6 @@ def compile_config(config: ml_collections.ConfigDict, topology: str) -> list[Rec
   return records(config, mesh, rules, topology, hbm)
 
 
-def _batch_field(config) -> tuple[Any, str]:
-  return (config.train, "batch_size") if is_train_config(config) else (config, "batch_size")
-
-
 def max_batch(config: ml_collections.ConfigDict, topology: str, limit: int = 4096) -> int:
   """The largest global batch (a multiple of what the mesh and gradient accumulation need) whose every
   program fits; 0 if none does."""
@@ -155,10 +151,10 @@ def max_batch(config: ml_collections.ConfigDict, topology: str, limit: int = 409
   step = shd.batch_parallelism(mesh, shd.rules_from_config(config.sharding_rules))
   if is_train_config(config):
     step *= config.train.grad_accum_steps
-  node, field = _batch_field(config)
+  node = config.train if is_train_config(config) else config
 
   def fits(n: int) -> bool:
-    setattr(node, field, n)
+    node.batch_size = n
     return all(r.fits for r in compile_config(config, topology))
 
   if not fits(step):

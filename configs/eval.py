@@ -13,6 +13,7 @@ import dataclasses
 import ml_collections
 
 from blink_jax.blink.config import BlinkConfig
+from blink_jax.data.image_preprocessing import DEFAULT_MAX_PIXELS
 from blink_jax.eval.benchmarks import BENCHMARKS, MODES
 from blink_jax.pipeline import DEFAULT_BUCKETS
 from configs import tokensr
@@ -29,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.modes = ",".join(MODES)             # comma-separated: vanilla, interp, tokensr
   c.batch_size = 8
   c.max_new_tokens = 16
-  c.max_image_pixels = 89_478_485  # larger images: reduced-scale JPEG decode, else a counted skip (0: no limit)
+  c.max_image_pixels = DEFAULT_MAX_PIXELS  # larger images: reduced-scale JPEG decode, else a counted skip (0: no limit)
   c.prompt_buckets = ",".join(str(b) for b in DEFAULT_BUCKETS)
   # train.py's export/ directory. "auto": for the embedded model, the default train job's export
   # (runs/tokensr/export) when it exists; otherwise (and with ""), untrained TokenSR (= interp).

@@ -7,6 +7,7 @@ import dataclasses
 import ml_collections
 
 from blink_jax.blink.config import BlinkConfig
+from blink_jax.data.image_preprocessing import DEFAULT_MAX_PIXELS
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -39,7 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.region = "saliency"       # saliency: the most salient region for examples with a question
                                    # (random for those without); random: always random
   c.data.max_question_tokens = 48  # question tokens kept (from the end) for saliency
-  c.data.max_image_pixels = 89_478_485  # larger images: reduced-scale JPEG decode, else skipped (0: no limit)
+  c.data.max_image_pixels = DEFAULT_MAX_PIXELS  # larger images: reduced-scale JPEG decode, else skipped (0: no limit)
   c.data.max_consecutive_skips = 1000   # stop with an error after this many unusable images in a row
 
   c.train = ml_collections.ConfigDict()

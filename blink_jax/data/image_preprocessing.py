@@ -55,19 +55,22 @@ def _open(data: bytes) -> Image.Image:
       Image.MAX_IMAGE_PIXELS = limit
 
 
+def _scaled_uint8(arr: np.ndarray, top: float) -> np.ndarray:
+  """Values in [0, top] -> uint8 [0, 255], rounded (the 8-bit view of a wider range)."""
+  return np.round(np.clip(arr.astype(np.float64), 0, top) * (255.0 / top)).astype(np.uint8)
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
   """RGB by the image's real range: 16-bit and 32-bit integer grey scaled to 8 bits, float grey
   read as [0, 1] (or [0, 255] when it exceeds 1); every other mode as PIL converts it."""
   if img.mode == "RGB":
     return img
   if img.mode.startswith("I;16") or img.mode == "I":
-    arr = np.asarray(img).astype(np.float64)
-    top = 65535.0 if arr.max(initial=0) <= 65535 else arr.max()
-    return Image.fromarray(np.round(np.clip(arr, 0, None) * (255.0 / top)).astype(np.uint8)).convert("RGB")
+    arr = np.asarray(img)
+    return Image.fromarray(_scaled_uint8(arr, max(65535.0, float(arr.max(initial=0))))).convert("RGB")
   if img.mode == "F":
-    arr = np.asarray(img).astype(np.float64)
-    scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
-    return Image.fromarray(np.round(np.clip(arr * scale, 0, 255)).astype(np.uint8)).convert("RGB")
+    arr = np.asarray(img)
+    return Image.fromarray(_scaled_uint8(arr, 1.0 if arr.max(initial=0) <= 1.0 else 255.0)).convert("RGB")
   return img.convert("RGB")
 
 
@@ -77,7 +80,7 @@ def _array_image(source: np.ndarray, label: str) -> Image.Image:
     raise ImageError(f"image {label}: array of shape {source.shape} dtype {source.dtype}; "
                      "expected uint8 or uint16 HW (grey) or HWC with 1, 3 or 4 channels")
   if source.dtype == np.uint16:
-    source = np.round(source.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+    source = _scaled_uint8(source, 65535.0)
   return Image.fromarray(source.reshape(source.shape[:2]) if grey else source).convert("RGB")
 
 

@@ -124,7 +124,7 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
   cfg, t = program.cfg, config.train
   source, dataset = resolve_dataset(config, workdir)
   questions = None
-  if config.data.region == "saliency":
+  if "question_ids" in program.batch:   # saliency-guided regions: the step takes question tokens
     tokenizer = (Tokenizer(config.model.hf_checkpoint) if config.model.hf_checkpoint else
                  byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id))
     questions = QuestionSuffix(tokenizer, cfg.num_image_tokens, config.data.max_question_tokens,

@@ -86,7 +86,6 @@ def jit_train_step(step: Callable, state: TrainState, frozen: dict, batch_shardi
                  out_shardings=(state_shardings, None), donate_argnums=(0,))
 
 
-
 @dataclasses.dataclass
 class TrainProgram:
   """What the training job runs: the jitted step, the state and frozen params it starts from
