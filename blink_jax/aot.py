@@ -7,7 +7,7 @@ It takes the configs train.py and eval.py take and compiles exactly the programs
 built by the same code (train.step.train_program; the pipeline's generate_program over the runner's
 model and prompt layout) on abstract params (shapes with shardings: sharding.create) over a mesh of
 the topology's devices (jax.experimental.topologies, with libtpu: requirements-tpu.txt). A train
-config gives the train step; an eval config the generation program of each mode, for its batch and
+config gives the train step; an eval config the prompt pass (prefill) and generation program of each mode, for its batch and
 a LLaVA-length prompt (the system prompt, the image, `aot.text_tokens` of text). For each it prints
 per-device arguments / outputs / temporaries (XLA's memory analysis; donated buffers counted once),
 the device's HBM, whether it fits with >= 10% headroom, and the compile time; `--max_batch` bisects
@@ -117,16 +117,17 @@ def eval_records(config, mesh, rules, topology: str, hbm: float) -> list[Record]
   records = []
   for mode in config_lists.names(config.modes, "modes"):
     batch = pipe.layout_for(prompts, mode)
-    program = pipe.generate_program(mode, config.max_new_tokens, batch.image_start)
     args = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shd.batch_sharding(mesh, x.ndim, rules))
             for x in (batch.ids, batch.pixels, batch.lengths)]
     params = pipe.mode_params(mode, abstract=True)
-
-    def compile_generate(program=program, params=params, args=args):
-      with shd.activated(mesh, rules):
-        return program.lower(params, *args).compile()
-    name = f"generate_{mode} (prompt {batch.ids.shape[1]}, +{config.max_new_tokens})"
-    records.append(_measure(name, compile_generate, topology, mesh, b, hbm))
+    programs = {f"prefill_{mode} (prompt {batch.ids.shape[1]})": pipe.prefill_program(mode, batch.image_start),
+                f"generate_{mode} (prompt {batch.ids.shape[1]}, +{config.max_new_tokens})":
+                    pipe.generate_program(mode, config.max_new_tokens, batch.image_start)}
+    for name, program in programs.items():
+      def compile_program(program=program, params=params, args=args):
+        with shd.activated(mesh, rules):
+          return program.lower(params, *args).compile()
+      records.append(_measure(name, compile_program, topology, mesh, b, hbm))
   return records
 
 

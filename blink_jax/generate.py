@@ -14,12 +14,13 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from blink_jax.models.llama import KVCache
+from blink_jax.models.llama import KVCache, with_room
 from blink_jax.models.llava import Llava
 
-# prefill(params, ids, pixels, lengths) ->
-#   (logits [B, V], KVCache [L, B, S0, K, D], key_valid [L, B, S0], expansions [B] int32)
-PrefillFn = Callable[[Any, jax.Array, jax.Array, jax.Array],
+# prefill(params, ids, pixels, lengths, room) ->
+#   (logits [B, V], KVCache [L, B, S0 + room, K, D], key_valid [L, B, S0 + room], expansions [B] int32)
+# with `room` (static) dead positions after the prompt's S0 for the tokens generation writes.
+PrefillFn = Callable[[Any, jax.Array, jax.Array, jax.Array, int],
                      tuple[jax.Array, KVCache, jax.Array, jax.Array]]
 
 
@@ -29,8 +30,9 @@ class Generation(NamedTuple):
 
 
 def vanilla_prefill(model: Llava) -> PrefillFn:
-  def prefill(params, ids, pixels, lengths):
+  def prefill(params, ids, pixels, lengths, room=0):
     logits, kv, key_valid = model.apply({"params": params}, ids, pixels, lengths, method=Llava.prefill)
+    kv, key_valid = with_room(kv, key_valid, room)
     return logits, kv, key_valid, jnp.zeros(ids.shape[:1], jnp.int32)
   return prefill
 
@@ -39,12 +41,8 @@ def greedy_generate(model: Llava, prefill: PrefillFn, params, ids, pixels, lengt
                     max_new_tokens: int, eos_id: int, pad_id: int) -> Generation:
   """Greedy tokens after the prompt pass `prefill`, and the regions Blink expanded in it."""
   b = ids.shape[0]
-  logits, kv, key_valid, expansions = prefill(params, ids, pixels, lengths)
-  s0 = kv.k.shape[2]
-  pad_seq = lambda x, v=0: jnp.pad(x, [(0, 0), (0, 0), (0, max_new_tokens)] +  # noqa: E731
-                                   [(0, 0)] * (x.ndim - 3), constant_values=v)
-  cache = KVCache(pad_seq(kv.k), pad_seq(kv.v))
-  valid = pad_seq(key_valid, False)
+  logits, cache, valid, expansions = prefill(params, ids, pixels, lengths, max_new_tokens)
+  s0 = cache.k.shape[2] - max_new_tokens
   first = jnp.argmax(logits, axis=-1).astype(jnp.int32)
   out = jnp.full((b, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
   done = first == eos_id

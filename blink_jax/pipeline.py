@@ -121,14 +121,24 @@ class LlavaPipeline:
     with shd.activated(self.mesh, self.rules):
       return self._logits(self.params, ids, pixels, positions, valid)
 
+  def prefill_fn(self, mode: str, image_start: int):
+    """The prompt pass of `mode` in greedy_generate's shape (generate.PrefillFn), not jitted."""
+    if mode == "vanilla":
+      return vanilla_prefill(self.model)
+    return blink_prefill_fn(self.model, self._blink_for(mode), image_start)
+
+  def prefill_program(self, mode: str, image_start: int):
+    """The jitted prompt pass of `mode` alone (fn(params, ids, pixels, lengths) -> (next-token logits,
+    KV cache, key validity, expansions)); what aot.py compiles to size the prompt pass."""
+    return jax.jit(self.prefill_fn(mode, image_start))
+
   def generate_program(self, mode: str, max_new_tokens: int, image_start: int):
     """The jitted greedy generation of `mode` (fn(params, ids, pixels, lengths) -> Generation), one per
     (mode, max_new_tokens, image start); what generate_tokens runs and aot.py compiles."""
     blink = None if mode == "vanilla" else self._blink_for(mode)
     key = (max_new_tokens, blink, image_start if blink else None)
     if key not in self._generate_fns:
-      prefill = (vanilla_prefill(self.model) if blink is None
-                 else blink_prefill_fn(self.model, blink, image_start))
+      prefill = self.prefill_fn(mode, image_start)
       self._generate_fns[key] = jax.jit(lambda p, ids, px, ln: greedy_generate(
           self.model, prefill, p, ids, px, ln, max_new_tokens=max_new_tokens,
           eos_id=self.cfg.eos_token_id, pad_id=self.cfg.pad_token_id))

@@ -1,13 +1,19 @@
 """Blink's prefill: the LLaVA forward pass with saliency-guided scanning and dynamic token resolution
 on the fixed-capacity slot layout (BLINK_SPEC §2-4).
 
-    layers [0, first_scan)       short layout [prefix | visual | text], no slots
-    layers first..last scan      full layout; each layer: run it, measure saliency from its own
-                                 keys, drop/expand, write SR tokens into slots (live from the next layer)
-    layers (last_scan, L)        full layout with the final live blocks (or none: after_scan="drop")
+Every layer runs the full layout [prefix | visual | SR slots | text]; the slots are dead (not keys)
+until a scanning layer fills them. One `lax.scan` runs all the layers, as the plain model's prefill
+does: its body is one decoder layer plus, under a `lax.cond` taken on the scanning layers
+first..last, SGS (saliency from the layer's own keys), DTR (drop/expand) and the SR tokens written
+into the slots (live from the next layer). After the scanning layers the final live blocks stay keys
+(or none do: after_scan="drop"). So the program holds one layer body, and the KV cache is the loop's
+stacked output, as vanilla's is (compile time and memory close to vanilla's: bench/README.md). The
+layers before scanning pay for the 4p^2 K dead slot rows (about 3% more prefill FLOPs at 7B, the
+spec's settings): running them on the short layout takes a second loop over the layer stack, whose
+weights and cache XLA then lays out twice (1.6 - 2.3x vanilla's temporaries on TPU).
 
-Returns the next-token logits, a KV cache in the full layout with per-layer key validity (so greedy
-decoding sees, at each layer, the SR tokens that were live there), and optionally a trace.
+Returns the next-token logits, the KV cache with per-layer key validity (so greedy decoding sees, at
+each layer, the SR tokens that were live there), and optionally a trace.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from blink_jax.blink.dtr import BlockState, decide
 from blink_jax.blink.saliency import last_token_shares
 from blink_jax.blink.slots import SlotLayout
 from blink_jax.models.layer_stack import detached, layer_at
-from blink_jax.models.llama import KVCache, LayerInputs
+from blink_jax.models.llama import KVCache, LayerInputs, with_room
 from blink_jax.models.llava import Llava, decoder_layer, text_layer_params
 from blink_jax.models.token_sr import TokenSRLayer, bilinear_2x
 
@@ -40,7 +46,7 @@ class BlinkTrace(NamedTuple):
 
 class BlinkOutput(NamedTuple):
   logits: jax.Array        # [B, V] next token, or [B, T, V] at every prompt position
-  cache: KVCache           # [L, B, S, Kh, D] in the full layout
+  cache: KVCache           # [L, B, S + room, Kh, D]; see key_valid for which rows are keys
   key_valid: jax.Array     # [L, B, S]
   expansions: jax.Array    # [B] int32: regions expanded, summed over scanning layers and blocks
   trace: BlinkTrace | None
@@ -51,10 +57,12 @@ def slot_layout(model: Llava, blink: BlinkConfig, image_start: int, prompt_len: 
 
 
 def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, lengths, *,
-                  image_start: int, all_logits: bool = False, trace: bool = False) -> BlinkOutput:
+                  image_start: int, all_logits: bool = False, trace: bool = False,
+                  room: int = 0) -> BlinkOutput:
   """ids [B, T] right-padded, lengths [B]; every prompt's visual tokens start at `image_start`.
 
-  params holds the LLaVA params and, for mode "tokensr", `token_sr` (see models/token_sr.py).
+  params holds the LLaVA params and, for mode "tokensr", `token_sr` (see models/token_sr.py). The
+  cache has `room` dead positions after the full layout, for the tokens generation will write.
   """
   cfg = model.cfg
   blink.validate(cfg.vision.grid, cfg.text.num_layers)
@@ -65,87 +73,82 @@ def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, le
   b, t = ids.shape
   layout = slot_layout(model, blink, image_start, t)
   n_layers, first, last = cfg.text.num_layers, blink.first_scan_layer, blink.last_scan_layer
-  run = lambda *a, **kw: model.apply({"params": params}, *a, method=Llava.run_layers, **kw)  # noqa: E731
-
-  # Layers before scanning: the short layout.
-  h = model.apply({"params": params}, ids, pixels, method=Llava.embed)
-  short_valid = jnp.arange(t)[None, :] < lengths[:, None]
-  short_pos = jnp.broadcast_to(jnp.arange(t, dtype=jnp.float32), (b, t))
-  h, kv_early = run(h, LayerInputs(short_pos, None),
-                    jnp.broadcast_to(short_valid, (first, b, t)), start=0, stop=first)
-
-  # The full layout from the first scanning layer on.
   s = layout.full_len
-  h = layout.to_full(h)
-  positions = layout.to_full(short_pos)
-  base_valid = layout.to_full(short_valid, fill=False)
-  last_index = layout.full_index(lengths - 1)
-  row_mask_causal = jnp.arange(s)[None, :] <= last_index[:, None]
   text_layer = decoder_layer(cfg)
   sr_layer = detached(TokenSRLayer, blink.token_sr_channels, jnp.dtype(cfg.dtype),
                       jnp.dtype(cfg.param_dtype))
-  p = blink.region_size
-  d = cfg.text.hidden_size
-
   sr_stacked = params["token_sr"]["layers"]["layers"] if blink.mode == "tokensr" else None
+  p, d = blink.region_size, cfg.text.hidden_size
 
-  def scan_layer(carry, j):
-    h, positions, state = carry
-    layer_params = text_layer_params(params, first + j)
-    sr_params = layer_at(sr_stacked, j) if sr_stacked is not None else None
-    key_valid = base_valid | layout.live_rows(state.live)
-    (h_out, _), kv = text_layer.apply({"params": layer_params},
-                                      (h, LayerInputs(positions, None)), (key_valid, None))
-    saliency, shares = last_token_shares(text_layer, layer_params, h, positions, last_index, kv.k,
+  # The full layout throughout; the slots stay dead (not keys) until a scanning layer fills them.
+  short_valid = jnp.arange(t)[None, :] < lengths[:, None]
+  h = layout.to_full(model.apply({"params": params}, ids, pixels, method=Llava.embed))
+  positions = layout.to_full(jnp.broadcast_to(jnp.arange(t, dtype=jnp.float32), (b, t)))
+  base_valid = layout.to_full(short_valid, fill=False)
+  last_index = layout.full_index(lengths - 1)
+  row_mask_causal = jnp.arange(s)[None, :] <= last_index[:, None]
+
+  def resolve(i, layer_params, h_in, h_out, positions, k, key_valid, state):
+    """SGS + DTR at scanning layer i: the decision, and SR tokens written into newly filled slots."""
+    saliency, shares = last_token_shares(text_layer, layer_params, h_in, positions, last_index, k,
                                          key_valid & row_mask_causal, image_start, layout.num_visual,
                                          layout.grid, blink)
     decision = decide(shares, state, blink)
     # Super-resolve each block's region from this layer's output; only newly expanded blocks take it.
     idx = layout.region_token_index(decision.state.region).reshape(b, -1)
     region_h = jnp.take_along_axis(h_out, idx[..., None], axis=1).reshape(b * blink.max_regions, p, p, d)
-    if blink.mode == "tokensr":
-      _, sr = sr_layer.apply({"params": sr_params}, None, region_h)
+    if sr_stacked is not None:
+      _, sr = sr_layer.apply({"params": layer_at(sr_stacked, i - first)}, None, region_h)
     else:
       sr = bilinear_2x(region_h)
     sr = sr.reshape(b, layout.num_slots, d)
-    fresh = layout.slot_live(decision.expanded)[..., None]
-    h_out = layout.with_slot_rows(h_out, jnp.where(fresh, sr, layout.slot_rows(h_out)))
+    fresh = layout.slot_live(decision.expanded)
+    h_out = layout.with_slot_rows(h_out, jnp.where(fresh[..., None], sr, layout.slot_rows(h_out)))
     positions = layout.with_slot_rows(positions, jnp.where(
-        layout.slot_live(decision.expanded), layout.slot_positions(decision.state.region, blink.position_ids),
-        layout.slot_rows(positions)))
-    ys = (kv, key_valid, decision.expanded.sum(axis=-1, dtype=jnp.int32))
-    if trace:
-      ys += (BlinkTrace(saliency.reshape(b, layout.grid, layout.grid), shares, shares.max(axis=1),
-                        decision.state.region, decision.state.live, decision.expanded, decision.dropped),)
-    return (h_out, positions, decision.state), ys
+        fresh, layout.slot_positions(decision.state.region, blink.position_ids), layout.slot_rows(positions)))
+    seen = BlinkTrace(saliency.reshape(b, layout.grid, layout.grid), shares, shares.max(axis=1),
+                      decision.state.region, decision.state.live, decision.expanded, decision.dropped)
+    return h_out, positions, decision.state, seen
 
-  (h, positions, state), ys = jax.lax.scan(
-      scan_layer, (h, positions, BlockState.empty(b, blink.max_regions)), jnp.arange(blink.num_scan_layers))
-  kv_scan, valid_scan, expansions = ys[0], ys[1], ys[2].sum(axis=0)
+  empty = BlockState.empty(b, blink.max_regions)
+  # What a layer outside the scanning range reports in the trace's place (then cut off): zeros.
+  k_shape = jax.ShapeDtypeStruct((b, s, cfg.text.num_kv_heads, cfg.text.head_dim), jnp.dtype(cfg.dtype))
+  unseen = jax.eval_shape(lambda k: resolve(first, text_layer_params(params, first), h, h, positions, k,
+                                            base_valid, empty)[3], k_shape)
+  unseen = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), unseen)
 
-  # Layers after scanning: the final live blocks (or none).
-  live = state.live if blink.after_scan == "keep" else jnp.zeros_like(state.live)
-  late_valid = base_valid | layout.live_rows(live)
-  n_late = n_layers - last - 1
-  h, kv_late = run(h, LayerInputs(positions, None),
-                   jnp.broadcast_to(late_valid, (n_late, b, s)), start=last + 1, stop=n_layers)
+  def layer(carry, i):
+    h, positions, state = carry
+    scanning = (i >= first) & (i <= last)
+    # After the scanning layers the final live blocks stay keys, or none do (after_scan="drop").
+    live = state.live if blink.after_scan == "keep" else state.live & scanning
+    key_valid = base_valid | layout.live_rows(live)
+    layer_params = text_layer_params(params, i)
+    (h_out, _), kv = text_layer.apply({"params": layer_params}, (h, LayerInputs(positions, None)),
+                                      (key_valid, None))
+    h_out, positions, state, seen = jax.lax.cond(
+        scanning, lambda: resolve(i, layer_params, h, h_out, positions, kv.k, key_valid, state),
+        lambda: (h_out, positions, state, unseen))
+    return (h_out, positions, state), (kv, key_valid, seen)
+
+  (h, positions, state), (cache, key_valid, seen) = jax.lax.scan(
+      layer, (h, positions, empty), jnp.arange(n_layers))
+  seen = jax.tree.map(lambda x: x[first:last + 1], seen)
+  expansions = seen.expanded.sum(axis=(0, 2), dtype=jnp.int32)
 
   if all_logits:
     logits = model.apply({"params": params}, layout.to_short(h), method=Llava.head)
   else:
     logits = model.apply({"params": params}, jnp.take_along_axis(h, last_index[:, None, None], axis=1),
                          method=Llava.head)[:, 0]
-  cache = KVCache(*(jnp.concatenate([layout.to_full(e, axis=2), m, l], axis=0)
-                    for e, m, l in zip(kv_early, kv_scan, kv_late)))
-  key_valid = jnp.concatenate([jnp.broadcast_to(base_valid, (first, b, s)), valid_scan,
-                               jnp.broadcast_to(late_valid, (n_late, b, s))], axis=0)
-  traced = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), ys[3]) if trace else None
+  cache, key_valid = with_room(cache, key_valid, room)
+  traced = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), seen) if trace else None
   return BlinkOutput(logits, cache, key_valid, expansions, traced)
 
 
 def blink_prefill_fn(model: Llava, blink: BlinkConfig, image_start: int):
   """Blink's prefill in the shape greedy_generate takes (see generate.PrefillFn)."""
-  def prefill(params, ids, pixels, lengths):
-    out = blink_prefill(model, blink, params, ids, pixels, lengths, image_start=image_start)
+  def prefill(params, ids, pixels, lengths, room=0):
+    out = blink_prefill(model, blink, params, ids, pixels, lengths, image_start=image_start, room=room)
     return out.logits, out.cache, out.key_valid, out.expansions
   return prefill

@@ -64,6 +64,14 @@ class KVCache(NamedTuple):
   v: jax.Array
 
 
+def with_room(cache: KVCache, key_valid: jax.Array, room: int) -> tuple[KVCache, jax.Array]:
+  """A prompt's stacked cache [L, B, S, K, D] and key validity [L, B, S] with `room` dead positions
+  appended, for the tokens generation writes."""
+  pad = lambda x, v=0: jnp.pad(x, [(0, 0), (0, 0), (0, room)] + [(0, 0)] * (x.ndim - 3),  # noqa: E731
+                               constant_values=v)
+  return KVCache(pad(cache.k), pad(cache.v)), pad(key_valid, False)
+
+
 class LayerInputs(NamedTuple):
   """What every decoder layer sees besides the hidden states (carried unchanged)."""
   positions: jax.Array      # [B, T] RoPE positions
