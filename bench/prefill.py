@@ -2,7 +2,7 @@
 forward pass in transformers (sdpa and eager) on the same weights and inputs, the compiled memory of
 each mode, and the saliency side product's share of a scanning layer.
 
-  python -m bench.prefill [--shape medium|7b|tiny] [--attention auto|xla|blocked] [--batches 1,8,32] [--repeats 5]
+  python -m bench.prefill [--shape medium|7b|tiny] [--attention auto|xla|blocked|splash] [--batches 1,8,32] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ flags.DEFINE_list("batches", ["1", "8", "32"], "Batch sizes.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats (median reported).")
 flags.DEFINE_string("dtype", "float32", "Compute dtype (bfloat16 on GPU/TPU).")
 flags.DEFINE_enum("attention", "auto", list(IMPLEMENTATIONS), "Attention kernel of the JAX model "
-                  "(auto: blocked on CPU, xla elsewhere).")
+                  "(auto: blocked on CPU, splash on TPU, xla elsewhere).")
 flags.DEFINE_bool("torch", True, "Also time transformers (sdpa, eager).")
 flags.DEFINE_integer("text_tokens", 70, "Text tokens per prompt besides the visual ones (LLaVA's "
                      "vicuna_v1 prompts carry about 60-100); long ones make Blink cross a bucket.")

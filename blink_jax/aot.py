@@ -29,6 +29,7 @@ import numpy as np
 
 from blink_jax import config_lists
 from blink_jax import sharding as shd
+from blink_jax.models import attention_kernels
 
 # HBM per chip, GiB (Google Cloud TPU documentation, "TPU versions": v4 32, v5e 16, v5p 95, v6e 32).
 HBM_GIB_PER_CHIP = {"v4": 32.0, "v5e": 16.0, "v5p": 95.0, "v6e": 32.0}
@@ -41,6 +42,7 @@ class Record:
   program: str
   topology: str
   mesh: str
+  attention: str      # the prompt pass's kernel on this platform (config.model.attention resolved)
   batch: int
   args_gib: float
   out_gib: float
@@ -80,7 +82,7 @@ def topology_mesh(config: ml_collections.ConfigDict, devices: list, topology: st
                      f"({len(devices)} devices): {e}") from e
 
 
-def _measure(name: str, compile_fn: Callable[[], Any], topology: str, mesh, batch: int,
+def _measure(name: str, compile_fn: Callable[[], Any], topology: str, mesh, attention: str, batch: int,
              hbm: float) -> Record:
   start = time.perf_counter()
   compiled = compile_fn()
@@ -88,9 +90,14 @@ def _measure(name: str, compile_fn: Callable[[], Any], topology: str, mesh, batc
   m = compiled.memory_analysis()
   args, out, temp = (m.argument_size_in_bytes / GIB, m.output_size_in_bytes / GIB, m.temp_size_in_bytes / GIB)
   total = args + out + temp - m.alias_size_in_bytes / GIB   # donated state is one buffer, not two
-  return Record(name, topology, "x".join(f"{k}{v}" for k, v in mesh.shape.items()), batch, round(args, 3),
-                round(out, 3), round(temp, 3), round(total, 3), round(hbm, 2), total <= (1 - HEADROOM) * hbm,
-                round(seconds, 1))
+  return Record(name, topology, "x".join(f"{k}{v}" for k, v in mesh.shape.items()), attention, batch,
+                round(args, 3), round(out, 3), round(temp, 3), round(total, 3), round(hbm, 2),
+                total <= (1 - HEADROOM) * hbm, round(seconds, 1))
+
+
+def _kernel(config, mesh, rules) -> str:
+  with shd.activated(mesh, rules):
+    return attention_kernels.resolve(config.model.attention)
 
 
 def train_records(config, mesh, rules, topology: str, hbm: float) -> list[Record]:
@@ -100,7 +107,8 @@ def train_records(config, mesh, rules, topology: str, hbm: float) -> list[Record
   def compile_step():
     with shd.activated(mesh, rules):
       return program.step.lower(program.state, program.frozen, program.batch).compile()
-  return [_measure("train_step", compile_step, topology, mesh, config.train.batch_size, hbm)]
+  return [_measure("train_step", compile_step, topology, mesh, _kernel(config, mesh, rules), config.train.batch_size,
+                   hbm)]
 
 
 def eval_records(config, mesh, rules, topology: str, hbm: float) -> list[Record]:
@@ -127,7 +135,7 @@ def eval_records(config, mesh, rules, topology: str, hbm: float) -> list[Record]
       def compile_program(program=program, params=params, args=args):
         with shd.activated(mesh, rules):
           return program.lower(params, *args).compile()
-      records.append(_measure(name, compile_program, topology, mesh, b, hbm))
+      records.append(_measure(name, compile_program, topology, mesh, _kernel(config, mesh, rules), b, hbm))
   return records
 
 
@@ -171,9 +179,9 @@ def max_batch(config: ml_collections.ConfigDict, topology: str, limit: int = 409
 
 
 def table(records: list[Record]) -> str:
-  head = ["program", "topology", "mesh", "batch", "args GiB", "out GiB", "temp GiB", "total GiB", "HBM GiB",
+  head = ["program", "topology", "mesh", "attention", "batch", "args GiB", "out GiB", "temp GiB", "total GiB", "HBM GiB",
           "fits (10% headroom)", "compile s"]
-  rows = [[r.program, r.topology, r.mesh, r.batch, f"{r.args_gib:.3f}", f"{r.out_gib:.3f}", f"{r.temp_gib:.3f}",
+  rows = [[r.program, r.topology, r.mesh, r.attention, r.batch, f"{r.args_gib:.3f}", f"{r.out_gib:.3f}", f"{r.temp_gib:.3f}",
            f"{r.total_gib:.3f}", f"{r.hbm_gib:.1f}", "yes" if r.fits else "NO", f"{r.compile_s:.1f}"]
           for r in records]
   return "\n".join("| " + " | ".join(map(str, r)) + " |" for r in [head, ["---"] * len(head)] + rows)

@@ -23,7 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.dtype = "float32"
   c.model.param_dtype = "float32"
   c.model.remat = False
-  c.model.attention = "auto"    # prompt-pass attention kernel: auto (blocked on CPU, xla elsewhere) | xla | blocked
+  c.model.attention = "auto"    # prompt-pass attention kernel: auto (blocked on CPU, splash on TPU, xla elsewhere) | xla | blocked | splash
   c.model.preprocessing = "pad"    # pad (LLaVA-1.5) | crop (HF CLIPImageProcessor)
 
   c.blink = ml_collections.ConfigDict(dataclasses.asdict(BlinkConfig(

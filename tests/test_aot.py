@@ -20,7 +20,7 @@ from configs import eval as eval_config
 from train_fixtures import set_fields, tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-KEYS = {"program", "topology", "batch", "args_gib", "out_gib", "temp_gib", "total_gib", "hbm_gib", "fits",
+KEYS = {"program", "topology", "attention", "batch", "args_gib", "out_gib", "temp_gib", "total_gib", "hbm_gib", "fits",
         "compile_s"}
 
 
@@ -33,22 +33,25 @@ def _aot(tmp_path, config, *extra):
   return proc, (json.loads(out.read_text()) if out.exists() else None)
 
 
-def test_tiny_train_step_compiles_for_v5e_and_fits(tmp_path):
-  proc, records = _aot(tmp_path, "configs/tokensr.py", "--topology=v5e:2x2")
+@pytest.mark.parametrize("topology,hbm", [("v5e:2x2", 16.0), ("v6e:2x2", 32.0)])
+def test_tiny_train_step_compiles_with_splash_attention_and_fits(tmp_path, topology, hbm):
+  proc, records = _aot(tmp_path, "configs/tokensr.py", f"--topology={topology}")
   assert proc.returncode == 0, proc.stderr[-3000:]
   (step,) = records
-  assert KEYS <= set(step) and step["program"] == "train_step" and step["topology"] == "v5e:2x2"
-  assert step["fits"] and step["hbm_gib"] == 16.0 and 0 < step["total_gib"] < 1
-  assert "| train_step | v5e:2x2 | data4xfsdp1xtensor1 | 8 |" in proc.stdout
+  assert KEYS <= set(step) and step["program"] == "train_step" and step["topology"] == topology
+  assert step["fits"] and step["hbm_gib"] == hbm and 0 < step["total_gib"] < 1
+  # attention="auto" is the Pallas splash kernel on a TPU mesh, compiled (not interpreted) for it.
+  assert f"| train_step | {topology} | data4xfsdp1xtensor1 | splash | 8 |" in proc.stdout
 
 
 def test_blink_generation_compiles_for_v5e_and_fits(tmp_path):
   proc, records = _aot(tmp_path, "configs/eval.py", "--config.modes=vanilla,interp,tokensr",
                        "--config.token_sr=")
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert [r["program"].split(" ")[0] for r in records] == ["generate_vanilla", "generate_interp",
-                                                           "generate_tokensr"]
-  assert all(r["fits"] and r["topology"] == "v5e:2x2" and r["batch"] == 8 for r in records)
+  assert [r["program"].split(" ")[0] for r in records] == [
+      f"{program}_{mode}" for mode in ("vanilla", "interp", "tokensr") for program in ("prefill", "generate")]
+  assert all(r["fits"] and r["topology"] == "v5e:2x2" and r["batch"] == 8 and r["attention"] == "splash"
+             for r in records)
 
 
 def test_bad_topology_and_mesh_are_named(tmp_path):
@@ -87,7 +90,7 @@ def test_max_batch_bisects_to_the_largest_fitting_multiple(monkeypatch, tmp_path
 
   def fake_compile(c, topology):
     tried.append(c.train.batch_size)
-    return [aot.Record("train_step", topology, "", c.train.batch_size, 0, 0, 0, 0, 16.0,
+    return [aot.Record("train_step", topology, "", "splash", c.train.batch_size, 0, 0, 0, 0, 16.0,
                        c.train.batch_size <= 100, 0.0)]
   monkeypatch.setattr(aot, "compile_config", fake_compile)
   assert aot.max_batch(config, "v5e:2x4") == 96

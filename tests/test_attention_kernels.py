@@ -1,4 +1,5 @@
-"""The CPU `blocked` attention kernel equals XLA's `jax.nn.dot_product_attention` path."""
+"""The CPU `blocked` kernel and TPU `splash` kernel (run in Pallas' interpret mode here) equal XLA's
+`jax.nn.dot_product_attention` path."""
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +49,38 @@ def test_blocked_equals_xla_in_bfloat16():
   np.testing.assert_allclose(np.asarray(blocked, np.float32), np.asarray(xla, np.float32), atol=2e-2)
 
 
-def test_auto_picks_blocked_on_cpu_and_unknown_names_fail():
-  assert attention_kernels.resolve("auto") == ("blocked" if jax.default_backend() == "cpu" else "xla")
+def test_auto_picks_the_kernel_of_the_platform_and_unknown_names_fail():
+  assert attention_kernels.resolve("auto") == {"cpu": "blocked", "tpu": "splash"}.get(jax.default_backend(), "xla")
   with pytest.raises(ValueError, match=r"attention implementation 'flash' is unknown; expected one of"):
     LlavaConfig(attention="flash")
+
+
+def _live_rows(x, key_valid):
+  """Rows whose own token is a live key: the rows every kernel must agree on (the others are
+  padding or dead Blink slots, whose outputs nothing reads)."""
+  return np.asarray(x, np.float32)[np.asarray(key_valid)]
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (4, 2)])
+def test_splash_equals_xla_in_interpret_mode(causal, heads, kv_heads):
+  t = 300   # not a multiple of the kernel's 128-token blocks: padded inside
+  q, k, v = _qkv(2, t, heads, kv_heads, 32, jnp.float32, seed=2)
+  rng = np.random.default_rng(1)
+  key_valid = np.arange(t)[None, :] < np.array([t, 170])[:, None]
+  key_valid[:, 40:104] = rng.random((2, 64)) > 0.5     # a slot block, partly live
+  key_valid = jnp.asarray(key_valid)
+  xla = self_attention(q, k, v, key_valid, causal=causal, implementation="xla")
+  splash = jax.jit(lambda *a: self_attention(*a, causal=causal, implementation="splash"))(q, k, v, key_valid)
+  np.testing.assert_allclose(_live_rows(splash, key_valid), _live_rows(xla, key_valid), atol=2e-5, rtol=1e-4)
+
+
+def test_splash_under_a_mesh_runs_per_shard_and_equals_xla():
+  from blink_jax import sharding as shd
+  mesh = shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  q, k, v = _qkv(4, 200, 4, 4, 16, jnp.float32, seed=3)
+  key_valid = jnp.arange(200)[None, :] < jnp.array([[200], [150], [99], [7]])
+  xla = self_attention(q, k, v, key_valid, causal=True, implementation="xla")
+  with shd.activated(mesh, shd.DEFAULT_RULES):
+    splash = jax.jit(lambda *a: self_attention(*a, causal=True, implementation="splash"))(q, k, v, key_valid)
+  np.testing.assert_allclose(_live_rows(splash, key_valid), _live_rows(xla, key_valid), atol=2e-5, rtol=1e-4)

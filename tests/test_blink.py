@@ -31,6 +31,12 @@ def xla_pipe(blink_ckpt):
 
 
 @pytest.fixture(scope="module")
+def splash_pipe(blink_ckpt):
+  """The same model with the TPU's splash kernel (Pallas interpret mode on CPU)."""
+  return LlavaPipeline.from_hf(blink_ckpt, buckets=(96, 128), attention="splash")
+
+
+@pytest.fixture(scope="module")
 def batch(pipe):
   return pipe.prepare(list(hf_fixtures.sample_photos().values()), QUESTIONS)
 
@@ -85,7 +91,8 @@ def _assert_matches_reference(pipe, blink, batch, out, refs):
 K2 = dict(max_regions=2, position_ids="fractional", after_scan="drop", saliency_norm="visual")
 
 
-@pytest.mark.parametrize("variant,pipe_name", [(dict(max_regions=1), "pipe"), (K2, "pipe"), (K2, "xla_pipe")])
+@pytest.mark.parametrize("variant,pipe_name", [(dict(max_regions=1), "pipe"), (K2, "pipe"), (K2, "xla_pipe"),
+                                                        (K2, "splash_pipe")])
 def test_static_slots_equal_literal_reference(batch, variant, pipe_name, request):
   pipe = request.getfixturevalue(pipe_name)
   blink = _thresholds_with_events(pipe, dataclasses.replace(BASE, **variant), batch)

@@ -19,7 +19,7 @@ def _hf(ckpt):
 
 
 @pytest.mark.parametrize("ckpt_name,attention", [("mha_ckpt", "blocked"), ("gqa_ckpt", "blocked"),
-                                                ("gqa_ckpt", "xla")])
+                                                ("gqa_ckpt", "xla"), ("gqa_ckpt", "splash")])
 def test_logits_and_greedy_generation_match_transformers(ckpt_name, attention, request):
   ckpt = request.getfixturevalue(ckpt_name)
   hf, pipe = _hf(ckpt), LlavaPipeline.from_hf(ckpt, buckets=BUCKETS, attention=attention)
@@ -43,7 +43,7 @@ def test_logits_and_greedy_generation_match_transformers(ckpt_name, attention, r
     np.testing.assert_array_equal(gen, tokens[i], err_msg=f"example {i}")
 
 
-@pytest.mark.parametrize("attention", ["blocked", "xla"])
+@pytest.mark.parametrize("attention", ["blocked", "xla", "splash"])
 def test_vision_features_match_transformers(gqa_ckpt, attention):
   hf, pipe = _hf(gqa_ckpt), LlavaPipeline.from_hf(gqa_ckpt, attention=attention)
   size = pipe.cfg.vision.image_size

@@ -171,3 +171,23 @@ def test_saliency_guided_regions_follow_blinks_own_scanning(blink_ckpt, tmp_path
   expected = np.asarray(trace.shares).mean(axis=1).argmax(axis=-1)
   np.testing.assert_array_equal(region[:2], expected)
   assert region[2] == 7
+
+
+def test_splash_attention_gives_xlas_loss_and_gradients(tmp_path):
+  """The training forwards on the TPU kernel (Pallas interpret mode here) and on XLA's agree."""
+  results = {}
+  for attention in ("xla", "splash"):
+    config = train_fixtures.tiny_config(tmp_path / attention, **{"model.attention": attention})
+    _, cfg, blink, model, prefix, state, frozen, _ = _setup(config, jax.devices()[:1])
+    pixels = jnp.asarray(_fixed_batch(cfg, 4, tmp_path / attention))
+
+    def loss(trainable):
+      states, teacher = distillation_targets(model, unflatten(frozen), prefix, pixels, jnp.arange(4), blink)
+      return distillation_loss(model, blink, unflatten(trainable)["token_sr"], states, teacher,
+                               temperature=1.0, cosine_weight=config.train.cosine_weight)[0]
+    results[attention] = jax.jit(jax.value_and_grad(loss))(state.params)
+  (xla_loss, xla_grads), (splash_loss, splash_grads) = results["xla"], results["splash"]
+  assert np.isfinite(float(xla_loss)) and abs(float(splash_loss) - float(xla_loss)) <= 1e-5 * abs(float(xla_loss))
+  assert any(np.abs(np.asarray(g)).max() > 0 for g in jax.tree.leaves(xla_grads))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6, rtol=1e-4),
+               xla_grads, splash_grads)

@@ -6,19 +6,33 @@ accelerators that is what XLA tiles and fuses, and the batch and head axes stay 
 8 heads) make attention memory-bound, 3x slower than PyTorch's fused CPU kernel. This kernel loops
 over (example, kv head) and works in query blocks whose logits stay in cache, and a causal query
 block skips the keys after it (about half of them).
-`auto`: `blocked` on the CPU backend, `xla` elsewhere.
+`splash`: for TPUs. Pallas' splash attention (jax.experimental.pallas.ops.tpu.splash_attention), as
+MaxText uses it: the causal structure is its static block-sparse mask (blocks above the diagonal are
+never computed), padding and Blink's dead slots are segment ids (segment 1 for live keys, 0 for dead
+ones; a query sees keys of its own segment), so no [B, H, T, S] mask or logits exist. The sequence
+is padded to a multiple of the kernel's block (128 .. 512); grouped kv heads are repeated to the query
+heads. Under a mesh it runs per shard (`jax.shard_map` over the batch and head axes the logical rules
+give `act_batch` and `act_heads`), one call per example. On a non-TPU mesh it runs in Pallas'
+interpret mode (tests: it equals `xla` there).
+`auto`: by the platform of the mesh in scope (else the default backend): `blocked` on CPU, `splash`
+on TPU, `xla` elsewhere. `python -m blink_jax.aot` compiles for a TPU mesh from a CPU host, so it
+resolves to `splash` there too.
 
-Both give the same numbers (float32 logits and softmax, as `jax.nn.dot_product_attention` computes).
+All give the same numbers on live query rows (float32 logits and softmax, as
+`jax.nn.dot_product_attention` computes).
 """
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
-IMPLEMENTATIONS = ("auto", "xla", "blocked")
+IMPLEMENTATIONS = ("auto", "xla", "blocked", "splash")
 QUERY_BLOCK = 256
+SPLASH_BLOCKS = (512, 256, 128)
 
 
 def check_implementation(name: str) -> str:
@@ -27,11 +41,18 @@ def check_implementation(name: str) -> str:
   return name
 
 
+def platform() -> str:
+  """The platform programs are being built for: the mesh in scope's, else the default backend's."""
+  device = jax.sharding.get_abstract_mesh().abstract_device
+  return device.platform if device is not None else jax.default_backend()
+
+
 def resolve(name: str) -> str:
-  """The kernel `name` stands for on the default backend ('auto' -> 'blocked' on CPU, else 'xla')."""
+  """The kernel `name` stands for on `platform()`: 'auto' is 'blocked' on CPU, 'splash' on TPU and
+  'xla' elsewhere."""
   if check_implementation(name) != "auto":
     return name
-  return "blocked" if jax.default_backend() == "cpu" else "xla"
+  return {"cpu": "blocked", "tpu": "splash"}.get(platform(), "xla")
 
 
 def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_valid: jax.Array | None, *,
@@ -41,10 +62,49 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_valid: jax.Arra
   The query at sequence index i sees key j iff key_valid[b, j] (None: every key) and, when
   `causal`, j <= i.
   """
-  if resolve(implementation) == "xla":
+  kernel = resolve(implementation)
+  if kernel == "xla":
     mask = None if key_valid is None else key_valid[:, None, None, :]
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
+  if kernel == "splash":
+    return _splash(q, k, v, key_valid, causal)
   return _blocked(q, k, v, key_valid, causal)
+
+
+def _splash(q, k, v, key_valid, causal):
+  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
+  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
+  b, t, h, d = q.shape
+  if k.shape[2] != h:   # grouped-query attention: each kv head serves h // kv_heads query heads
+    k, v = (jnp.repeat(x, h // k.shape[2], axis=2) for x in (k, v))
+  padded = -(-t // SPLASH_BLOCKS[-1]) * SPLASH_BLOCKS[-1]
+  block = next(n for n in SPLASH_BLOCKS if padded % n == 0)
+  segment = jnp.ones((b, t), jnp.int32) if key_valid is None else key_valid.astype(jnp.int32)
+  # Padding rows are segment 0: no live query sees them, and each sees itself (no empty softmax row).
+  pad = [(0, 0), (0, padded - t)]
+  segment = jnp.pad(segment, pad)
+  # The kernel takes [heads, length, head_dim] per example and does not scale the logits.
+  q, k, v = (jnp.pad(x, pad + [(0, 0), (0, 0)]).transpose(0, 2, 1, 3) for x in (q * (d ** -0.5), k, v))
+  interpret = platform() != "tpu"
+  sizes = splash.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
+                            block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block,
+                            block_kv_dq=block)
+
+  def per_shard(q, k, v, segment):
+    one = masks.CausalMask((padded, padded)) if causal else masks.FullMask((padded, padded))
+    kernel = splash.make_splash_mha(masks.MultiHeadMask([one] * q.shape[1]), block_sizes=sizes,
+                                    head_shards=1, q_seq_shards=1, interpret=interpret)
+    return jax.vmap(lambda q, k, v, s: kernel(q, k, v, segment_ids=splash.SegmentIds(s, s)))(q, k, v, segment)
+
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    out = per_shard(q, k, v, segment)
+  else:
+    batch, heads = nn.logical_to_mesh_axes(("act_batch", "act_heads"))
+    qkv = P(batch, heads, None, None)
+    out = jax.shard_map(per_shard, mesh=mesh, in_specs=(qkv, qkv, qkv, P(batch, None)), out_specs=qkv,
+                        check_vma=False)(q, k, v, segment)
+  return out.transpose(0, 2, 1, 3)[:, :t]
 
 
 def _blocked(q, k, v, key_valid, causal):

@@ -68,7 +68,7 @@ class LlavaConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   remat: bool = False
-  attention: str = "auto"  # the prompt pass's attention kernel: auto | xla | blocked (attention_kernels.py)
+  attention: str = "auto"  # the prompt pass's attention kernel: auto | xla | blocked | splash (attention_kernels.py)
 
   def __post_init__(self):
     check_implementation(self.attention)
