@@ -25,7 +25,7 @@ FLAGS = flags.FLAGS
 def main(_):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # backend INFO lines, as train.py and eval.py
-  from blink_jax.blink.visualize_job import run
+  from blink_jax.visualize_job import run
   run(checkpoint=FLAGS.checkpoint, image=FLAGS.image, question=FLAGS.question, out=FLAGS.out,
       token_sr=FLAGS.token_sr, modes=FLAGS.modes, max_new_tokens=FLAGS.max_new_tokens,
       dtype=FLAGS.dtype, blink_overrides=FLAGS.blink)

@@ -14,11 +14,11 @@ import numpy as np
 from absl import app, flags
 
 from bench import common
+from blink_jax import backbone
 from blink_jax import sharding as shd
 from blink_jax.blink.config import from_mapping
 from blink_jax.pipeline import LlavaPipeline
 from blink_jax.tokenizer import byte_level_tokenizer
-from blink_jax.train.state import backbone
 from configs import tokensr
 
 flags.DEFINE_integer("prompts", 200, "Prompts in the stream.")
@@ -39,7 +39,7 @@ def main(_):
   jax.monitoring.register_event_duration_secs_listener(_listen)
   c = tokensr.get_config()
   mesh = shd.make_mesh({"data": 1}, jax.devices()[:1])
-  cfg, params = backbone(c.model, mesh, shd.DEFAULT_RULES, 0)
+  cfg, params = backbone.build(c.model, mesh, shd.DEFAULT_RULES, 0)
   tok = byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id)
   buckets = (256, 320, 384, 448, 512, 640)
   pipe = LlavaPipeline(cfg, params, tok, mesh, buckets=buckets).with_blink(from_mapping(c.blink.to_dict()))

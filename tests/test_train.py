@@ -8,25 +8,26 @@ import jax.numpy as jnp
 import numpy as np
 
 import train_fixtures
+from blink_jax import backbone
 from blink_jax import sharding as shd
 from blink_jax.blink.config import from_mapping
 from blink_jax.data.train_pipeline import data_source, skipped_count, train_dataset
 from blink_jax.models.llava import Llava
 from blink_jax.train.distill import crop_region, distillation_loss, distillation_targets, pool_grid
 from blink_jax.train.loop import train
-from blink_jax.train.state import backbone, init_train_state, optimizer, prompt_prefix, unflatten
+from blink_jax.train.state import init_train_state, optimizer, unflatten
 from blink_jax.train.step import jit_train_step, make_train_step
 
 
 def _setup(config, devices):
   mesh = shd.make_mesh(config.mesh.to_dict(), devices)
   rules = shd.DEFAULT_RULES
-  cfg, params = backbone(config.model, mesh, rules, config.seed)
+  cfg, params = backbone.build(config.model, mesh, rules, config.seed)
   blink = from_mapping(config.blink.to_dict())
   tx = optimizer(config.train)
   state, frozen = init_train_state(cfg, blink, config.train, mesh, rules, config.seed, tx, params)
   model = Llava(cfg)
-  prefix = jnp.asarray(prompt_prefix(config.model, cfg))
+  prefix = jnp.asarray(backbone.prompt_prefix(config.model, cfg))
   step = jit_train_step(make_train_step(model, blink, config.train, tx, prefix, config.seed), state, frozen,
                         {"pixels": shd.batch_sharding(mesh, 4, rules)})
   return mesh, cfg, blink, model, prefix, state, frozen, step
@@ -84,10 +85,10 @@ def test_teacher_equals_the_model_run_on_the_crop_outside_the_step(blink_ckpt, t
       "model.hf_checkpoint": str(blink_ckpt), "blink.first_scan_layer": 2, "blink.last_scan_layer": 5,
       "blink.region_size": 3})
   mesh = shd.make_mesh({"data": 1}, jax.devices()[:1])
-  cfg, params = backbone(config.model, mesh, shd.DEFAULT_RULES, 0)
+  cfg, params = backbone.build(config.model, mesh, shd.DEFAULT_RULES, 0)
   blink = from_mapping(config.blink.to_dict())
   model = Llava(cfg)
-  prefix = prompt_prefix(config.model, cfg)
+  prefix = backbone.prompt_prefix(config.model, cfg)
   pixels = _fixed_batch(cfg, 2, tmp_path)
   region = jnp.asarray([1, 2])
   _, teacher = jax.jit(lambda p, x, r: distillation_targets(model, p, jnp.asarray(prefix), x, r, blink))(

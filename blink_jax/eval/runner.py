@@ -21,6 +21,7 @@ import ml_collections
 from etils import epath
 from tqdm import tqdm
 
+from blink_jax import backbone
 from blink_jax import config_lists
 from blink_jax import sharding as shd
 from blink_jax.blink.config import from_mapping
@@ -75,8 +76,7 @@ def build_pipeline(config: ml_collections.ConfigDict, mesh, abstract: bool = Fal
                                  preprocessing=config.model.preprocessing, buckets=buckets, rules=rules,
                                  attention=config.model.attention)
   else:
-    from blink_jax.train.state import backbone
-    cfg, params = backbone(config.model, mesh, rules, config.seed, abstract=abstract)
+    cfg, params = backbone.build(config.model, mesh, rules, config.seed, abstract=abstract)
     tokenizer = Tokenizer(ckpt) if ckpt else byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id,
                                                                   cfg.eos_token_id, cfg.pad_token_id)
     pipe = LlavaPipeline(cfg, params, tokenizer, mesh, config.model.preprocessing, buckets, rules)

@@ -12,14 +12,14 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from blink_jax import backbone
 from blink_jax import sharding as shd
 from blink_jax.blink.config import BlinkConfig, from_mapping
 from blink_jax.models.llava import Llava
 from blink_jax.models.llava_config import LlavaConfig
 from blink_jax.train.distill import (choose_regions, distillation_loss, region_targets,
                                      scan_layer_visual_states)
-from blink_jax.train.state import (TrainState, backbone, init_train_state, optimizer, prompt_prefix, schedule,
-                                   unflatten)
+from blink_jax.train.state import TrainState, init_train_state, optimizer, schedule, unflatten
 
 
 def make_train_step(model: Llava, blink: BlinkConfig, train_cfg: ml_collections.ConfigDict,
@@ -32,14 +32,14 @@ def make_train_step(model: Llava, blink: BlinkConfig, train_cfg: ml_collections.
 
   def micro(trainable, frozen, batch, rng):
     params = unflatten({**frozen, **trainable})
-    backbone = {k: w for k, w in params.items() if k != "token_sr"}
+    llava = {k: w for k, w in params.items() if k != "token_sr"}
     pixels = batch["pixels"]
-    full, shares = scan_layer_visual_states(model, backbone, prefix_ids, pixels, blink,
+    full, shares = scan_layer_visual_states(model, llava, prefix_ids, pixels, blink,
                                             batch.get("question_ids"), batch.get("question_len"))
     region = jax.random.randint(rng, (pixels.shape[0],), 0, num_regions)
     if shares is not None:
       region = choose_regions(shares, batch["question_len"], region)
-    region_states, teacher = region_targets(model, backbone, prefix_ids, pixels, full, region, blink)
+    region_states, teacher = region_targets(model, llava, prefix_ids, pixels, full, region, blink)
 
     def loss_fn(tr):
       return distillation_loss(model, blink, unflatten({**frozen, **tr})["token_sr"], region_states,
@@ -101,7 +101,7 @@ class TrainProgram:
 def train_program(config: ml_collections.ConfigDict, mesh, rules, *, abstract: bool = False) -> TrainProgram:
   """The train step of `config` on `mesh`: the backbone loaded (or random from its preset), TokenSR
   and the optimizer initialised; with `abstract`, shapes only, nothing read but config.json."""
-  cfg, backbone_params = backbone(config.model, mesh, rules, config.seed, abstract=abstract)
+  cfg, backbone_params = backbone.build(config.model, mesh, rules, config.seed, abstract=abstract)
   blink = from_mapping(config.blink.to_dict()).validate(cfg.vision.grid, cfg.text.num_layers)
   if cfg.vision.grid % (2 * blink.region_size):
     raise ValueError(f"blink.region_size={blink.region_size}: the teacher's {cfg.vision.grid}x"
@@ -122,7 +122,7 @@ def train_program(config: ml_collections.ConfigDict, mesh, rules, *, abstract: b
   batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=shd.batch_sharding(mesh, len(shape), rules))
            for k, (shape, dtype) in shapes.items()}
   model = Llava(cfg)
-  prefix = jnp.asarray(prompt_prefix(config.model, cfg))
+  prefix = jnp.asarray(backbone.prompt_prefix(config.model, cfg))
   step = jit_train_step(make_train_step(model, blink, t, tx, prefix, config.seed), state, frozen,
                         {k: v.sharding for k, v in batch.items()})
   return TrainProgram(cfg, blink, step, state, frozen, batch)
