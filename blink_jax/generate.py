@@ -14,7 +14,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from blink_jax.models.llama import KVCache, with_room
+from blink_jax.models.llama import KVCache
 from blink_jax.models.llava import Llava
 
 # prefill(params, ids, pixels, lengths, room) ->
@@ -31,8 +31,7 @@ class Generation(NamedTuple):
 
 def vanilla_prefill(model: Llava) -> PrefillFn:
   def prefill(params, ids, pixels, lengths, room=0):
-    logits, kv, key_valid = model.apply({"params": params}, ids, pixels, lengths, method=Llava.prefill)
-    kv, key_valid = with_room(kv, key_valid, room)
+    logits, kv, key_valid = model.apply({"params": params}, ids, pixels, lengths, room, method=Llava.prefill)
     return logits, kv, key_valid, jnp.zeros(ids.shape[:1], jnp.int32)
   return prefill
 

@@ -28,7 +28,7 @@ from blink_jax.blink.dtr import BlockState, decide
 from blink_jax.blink.saliency import last_token_shares
 from blink_jax.blink.slots import SlotLayout
 from blink_jax.models.layer_stack import detached, layer_at
-from blink_jax.models.llama import KVCache, LayerInputs, with_room
+from blink_jax.models.llama import KVCache, LayerInputs
 from blink_jax.models.llava import Llava, decoder_layer, text_layer_params
 from blink_jax.models.token_sr import TokenSRLayer, bilinear_2x
 
@@ -125,9 +125,9 @@ def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, le
     key_valid = base_valid | layout.live_rows(live)
     layer_params = text_layer_params(params, i)
     (h_out, _), kv = text_layer.apply({"params": layer_params}, (h, LayerInputs(positions, None)),
-                                      (key_valid, None))
+                                      (key_valid, None), kv_room=room)
     h_out, positions, state, seen = jax.lax.cond(
-        scanning, lambda: resolve(i, layer_params, h, h_out, positions, kv.k, key_valid, state),
+        scanning, lambda: resolve(i, layer_params, h, h_out, positions, kv.k[:, :s], key_valid, state),
         lambda: (h_out, positions, state, unseen))
     return (h_out, positions, state), (kv, key_valid, seen)
 
@@ -141,7 +141,7 @@ def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, le
   else:
     logits = model.apply({"params": params}, jnp.take_along_axis(h, last_index[:, None, None], axis=1),
                          method=Llava.head)[:, 0]
-  cache, key_valid = with_room(cache, key_valid, room)
+  key_valid = jnp.pad(key_valid, [(0, 0), (0, 0), (0, room)])
   traced = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), seen) if trace else None
   return BlinkOutput(logits, cache, key_valid, expansions, traced)
 

@@ -64,14 +64,6 @@ class KVCache(NamedTuple):
   v: jax.Array
 
 
-def with_room(cache: KVCache, key_valid: jax.Array, room: int) -> tuple[KVCache, jax.Array]:
-  """A prompt's stacked cache [L, B, S, K, D] and key validity [L, B, S] with `room` dead positions
-  appended, for the tokens generation writes."""
-  pad = lambda x, v=0: jnp.pad(x, [(0, 0), (0, 0), (0, room)] + [(0, 0)] * (x.ndim - 3),  # noqa: E731
-                               constant_values=v)
-  return KVCache(pad(cache.k), pad(cache.v)), pad(key_valid, False)
-
-
 class LayerInputs(NamedTuple):
   """What every decoder layer sees besides the hidden states (carried unchanged)."""
   positions: jax.Array      # [B, T] RoPE positions
@@ -135,7 +127,9 @@ class DecoderLayer(nn.Module):
   """One pre-norm decoder layer.
 
   carry = (hidden [B, T, D], LayerInputs); per-layer input x = (key_valid [B, S], KVCache or None).
-  Prefill (cache None): keys are this call's tokens, returns the new KVCache as the layer output.
+  Prefill (cache None): keys are this call's tokens, returns the new KVCache as the layer output,
+  with `kv_room` dead positions after them for the tokens generation will write (padded here, per
+  layer, so a stacked cache with room is built once, not padded again as a whole).
   Decoding: the new keys are written into the cache at `cache_index`, the updated cache returned.
   """
   cfg: TextConfig
@@ -149,7 +143,7 @@ class DecoderLayer(nn.Module):
     self.post_attention_layernorm = RMSNorm(self.cfg.rms_norm_eps, self.dtype, self.param_dtype)
     self.mlp = MLP(self.cfg, self.dtype, self.param_dtype)
 
-  def __call__(self, carry, per_layer):
+  def __call__(self, carry, per_layer, kv_room: int = 0):
     h, inputs = carry
     key_valid, cache = per_layer
     h = nn.with_logical_constraint(h, ("act_batch", "act_len", "act_emb"))
@@ -159,6 +153,8 @@ class DecoderLayer(nn.Module):
       v = jax.lax.dynamic_update_slice_in_dim(cache.v, v.astype(cache.v.dtype), inputs.cache_index, 1)
     h = h + self.self_attn.attend(q, k, v, key_valid, inputs.cache_index)
     h = h + self.mlp(self.post_attention_layernorm(h))
+    if cache is None and kv_room:
+      k, v = (jnp.pad(x, [(0, 0), (0, kv_room), (0, 0), (0, 0)]) for x in (k, v))
     return (h, inputs), KVCache(k, v)
 
   def query(self, h, positions):
@@ -189,9 +185,10 @@ class Llama(nn.Module):
   def embed(self, ids):
     return self.embed_tokens(ids)
 
-  def run_layers(self, h, inputs: LayerInputs, key_valid, cache=None, *, start=0, stop=None):
-    """Runs layers [start, stop); key_valid is [n, B, S] (one row per layer) and cache stacked KVCache."""
-    (h, _), kv = self.layers((h, inputs), (key_valid, cache), start=start, stop=stop)
+  def run_layers(self, h, inputs: LayerInputs, key_valid, cache=None, *, start=0, stop=None, kv_room=0):
+    """Runs layers [start, stop); key_valid is [n, B, S] (one row per layer) and cache stacked KVCache;
+    a prefill's new cache gets `kv_room` dead positions (DecoderLayer)."""
+    (h, _), kv = self.layers((h, inputs), (key_valid, cache), start=start, stop=stop, kv_room=kv_room)
     return h, kv
 
   def head(self, h):

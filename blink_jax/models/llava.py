@@ -77,8 +77,8 @@ class Llava(nn.Module):
     embeds = self.language_model.embed(safe_ids)
     return merge_image_features(embeds, ids, self.encode_images(pixels), self.cfg.image_token_id)
 
-  def run_layers(self, h, inputs: LayerInputs, key_valid, cache=None, *, start=0, stop=None):
-    return self.language_model.run_layers(h, inputs, key_valid, cache, start=start, stop=stop)
+  def run_layers(self, h, inputs: LayerInputs, key_valid, cache=None, *, start=0, stop=None, kv_room=0):
+    return self.language_model.run_layers(h, inputs, key_valid, cache, start=start, stop=stop, kv_room=kv_room)
 
   def head(self, h):
     return self.language_model.head(h)
@@ -92,19 +92,20 @@ class Llava(nn.Module):
     h, _ = self.run_layers(h, inputs, layers_valid)
     return self.head(h)
 
-  def prefill(self, ids, pixels, lengths):
+  def prefill(self, ids, pixels, lengths, room=0):
     """Prompt pass for generation; prompts are right-padded, `lengths` [B] their true lengths.
 
-    Returns (next-token logits [B, V], stacked KVCache [L, B, T, K, D], key_valid [L, B, T]).
+    Returns (next-token logits [B, V], stacked KVCache [L, B, T + room, K, D], key_valid [L, B, T + room])
+    with `room` dead positions for the tokens generation writes.
     """
     b, t = ids.shape
     h = self.embed(ids, pixels)
     positions = jnp.broadcast_to(jnp.arange(t), (b, t))
     key_valid = jnp.arange(t)[None, :] < lengths[:, None]
     layers_valid = jnp.broadcast_to(key_valid, (self.cfg.text.num_layers, b, t))
-    h, kv = self.run_layers(h, LayerInputs(positions, None), layers_valid)
+    h, kv = self.run_layers(h, LayerInputs(positions, None), layers_valid, kv_room=room)
     last = jnp.take_along_axis(h, (lengths - 1)[:, None, None], axis=1)
-    return self.head(last)[:, 0], kv, layers_valid
+    return self.head(last)[:, 0], kv, jnp.pad(layers_valid, [(0, 0), (0, 0), (0, room)])
 
   def decode(self, tokens, positions, cache: KVCache, key_valid, cache_index):
     """One token per example: tokens/positions [B], written at sequence index `cache_index`.
