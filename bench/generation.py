@@ -13,7 +13,7 @@ import jax
 from absl import app, flags
 
 from bench import common
-from blink_jax.models.token_sr import init_token_sr
+from blink_jax.models import token_sr
 from blink_jax.pipeline import LlavaPipeline
 
 flags.DEFINE_enum("shape", "medium", list(common.SHAPES), "Model shape (7b needs an accelerator; tiny only checks the script runs).")
@@ -32,8 +32,7 @@ def main(_):
   # No EOS: every example generates exactly new_tokens, so runs are comparable.
   pipe = LlavaPipeline(dataclasses.replace(pipe.cfg, eos_token_id=-1), pipe.params, pipe.tokenizer, pipe.mesh)
   blink = common.blink_for(pipe)
-  tsr = init_token_sr(blink.num_scan_layers, blink.token_sr_channels, blink.region_size,
-                      pipe.cfg.text.hidden_size, jax.random.key(1))
+  tsr = token_sr.init_for(blink, pipe.cfg, jax.random.key(1))
   pipe = pipe.with_blink(blink, tsr)
   from skimage import data
   photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]

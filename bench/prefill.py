@@ -27,7 +27,7 @@ from blink_jax.blink.saliency import last_token_shares
 from blink_jax.models.attention_kernels import IMPLEMENTATIONS, resolve
 from blink_jax.models.llama import LayerInputs
 from blink_jax.models.llava import Llava, decoder_layer, text_layer_params
-from blink_jax.models.token_sr import init_token_sr
+from blink_jax.models.token_sr import init_for
 from blink_jax.pipeline import LlavaPipeline
 
 flags.DEFINE_enum("shape", "medium", list(common.SHAPES), "Model shape (7b needs an accelerator; tiny only checks the script runs).")
@@ -105,9 +105,7 @@ def main(_):
   pipe = LlavaPipeline.from_hf(ckpt, dtype=FLAGS.dtype, attention=FLAGS.attention)  # default length buckets
   kernel = resolve(FLAGS.attention)
   blink = common.blink_for(pipe)
-  token_sr = init_token_sr(blink.num_scan_layers, blink.token_sr_channels, blink.region_size,
-                           pipe.cfg.text.hidden_size, jax.random.key(1))
-  params = {**pipe.params, "token_sr": token_sr}
+  params = {**pipe.params, "token_sr": init_for(blink, pipe.cfg, jax.random.key(1))}
   model: Llava = pipe.model
   # The same model on XLA's attention kernel, to show what the chosen kernel gains in this run.
   xla_model = Llava(pipe.cfg.replace(attention="xla")) if kernel != "xla" else None

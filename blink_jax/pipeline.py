@@ -29,7 +29,7 @@ from blink_jax.data.prompt_batch import PromptBatch, fit_slots, pad_prompts
 from blink_jax.generate import greedy_generate, vanilla_prefill
 from blink_jax.models.llava import Llava
 from blink_jax.models.llava_config import LlavaConfig
-from blink_jax.models.token_sr import init_token_sr
+from blink_jax.models import token_sr as token_sr_lib
 from blink_jax.tokenizer import Tokenizer
 
 # 64-token steps up to 1024, where LLaVA-1.5 prompts live (576 visual + ~60-120 text tokens): padding
@@ -150,10 +150,8 @@ class LlavaPipeline:
     if mode != "tokensr":
       return self.params
     if self.token_sr is None:
-      token_sr = init_token_sr(self.blink.num_scan_layers, self.blink.token_sr_channels,
-                               self.blink.region_size, self.cfg.text.hidden_size, jax.random.key(0),
-                               mesh=self.mesh, rules=self.rules, dtype=jnp.dtype(self.cfg.dtype),
-                               param_dtype=jnp.dtype(self.cfg.param_dtype), abstract=abstract)
+      token_sr = token_sr_lib.init_for(self.blink, self.cfg, jax.random.key(0), mesh=self.mesh,
+                                       rules=self.rules, abstract=abstract)
       if abstract:
         return {**self.params, "token_sr": token_sr}
       self.token_sr = token_sr

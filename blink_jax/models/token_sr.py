@@ -97,3 +97,11 @@ def init_token_sr(num_layers: int, channels: int, region_size: int, width: int, 
   shardings = token_sr_shardings(num_layers, channels, region_size, width, mesh,
                                  rules or shd.DEFAULT_RULES, param_dtype)
   return shd.create(lambda r: nn.meta.unbox(init(r)), shardings, rng, abstract=abstract)
+
+
+def init_for(blink, cfg, rng: jax.Array, *, mesh=None, rules=None, abstract: bool = False):
+  """init_token_sr for a BlinkConfig's scanning layers, channels and region size at a LlavaConfig's
+  width and dtypes: the one call train, the pipeline and bench make."""
+  return init_token_sr(blink.num_scan_layers, blink.token_sr_channels, blink.region_size, cfg.text.hidden_size,
+                       rng, mesh=mesh, rules=rules, dtype=jnp.dtype(cfg.dtype),
+                       param_dtype=jnp.dtype(cfg.param_dtype), abstract=abstract)

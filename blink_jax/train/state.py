@@ -16,7 +16,7 @@ from jax.sharding import Mesh
 from blink_jax import sharding as shd
 from blink_jax.blink.config import BlinkConfig
 from blink_jax.models.llava_config import LlavaConfig
-from blink_jax.models.token_sr import init_token_sr
+from blink_jax.models.token_sr import init_for
 
 
 class TrainState(NamedTuple):
@@ -62,10 +62,7 @@ def init_train_state(cfg: LlavaConfig, blink: BlinkConfig, train_cfg, mesh: Mesh
                      abstract: bool = False) -> tuple[TrainState, dict]:
   """(TrainState with fresh TokenSR + optimizer state, frozen flat params); with `abstract` (and
   abstract frozen_params), only their shapes with shardings (see sharding.create)."""
-  token_sr = init_token_sr(blink.num_scan_layers, blink.token_sr_channels, blink.region_size,
-                           cfg.text.hidden_size, jax.random.key(seed + 1), mesh=mesh, rules=rules,
-                           dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype),
-                           abstract=abstract)
+  token_sr = init_for(blink, cfg, jax.random.key(seed + 1), mesh=mesh, rules=rules, abstract=abstract)
   trainable, frozen = split_trainable({**frozen_params, "token_sr": token_sr}, train_cfg.trainable)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   # Optimizer moments follow their params' shardings; its scalars (counts) are replicated.
