@@ -83,15 +83,33 @@ def test_abstract_programs_are_the_jobs_own(tmp_path):
   assert _abstract(real.mode_params("tokensr")) == _abstract(shapes.mode_params("tokensr", abstract=True))
 
 
-def test_max_batch_bisects_to_the_largest_fitting_multiple(monkeypatch, tmp_path):
+@pytest.mark.parametrize("gib_per_example,curve,expected,most_compiles", [
+    (0.1, 1.0, 128, 4),     # affine memory: 1 + 0.1 b <= 14.4 up to b = 134; the line's guess is confirmed
+    (0.1, 1.6, 16, 12),     # memory grows faster than the line: the guess fails, bisection finds the answer
+])
+def test_max_batch_finds_the_largest_fitting_multiple(monkeypatch, tmp_path, gib_per_example, curve, expected,
+                                                      most_compiles):
   config = tiny_config(tmp_path, **{"mesh.data": 4, "mesh.fsdp": 2})   # batch-parallel ways: 8
   monkeypatch.setattr(aot, "topology_devices", lambda name: (jax.devices(), 16.0))
   tried = []
 
   def fake_compile(c, topology):
-    tried.append(c.train.batch_size)
-    return [aot.Record("train_step", topology, "", "splash", c.train.batch_size, 0, 0, 0, 0, 16.0,
-                       c.train.batch_size <= 100, 0.0)]
+    b = c.train.batch_size
+    tried.append(b)
+    total = 1 + gib_per_example * b ** curve
+    return [aot.Record("train_step", topology, "", "splash", b, 0, 0, 0, total, 16.0, total <= 0.9 * 16.0, 0.0)]
   monkeypatch.setattr(aot, "compile_config", fake_compile)
-  assert aot.max_batch(config, "v5e:2x4") == 96
-  assert all(b % 8 == 0 for b in tried) and len(tried) < 12
+  assert aot.max_batch(config, "v5e:2x4") == expected
+  assert all(b % 8 == 0 for b in tried) and len(tried) <= most_compiles and len(set(tried)) == len(tried)
+
+
+def test_a_program_too_large_to_compile_is_reported_as_not_fitting(tmp_path):
+  """libtpu refuses to compile a program whose temporaries exceed HBM: that is a NO, not a crash."""
+  proc, records = _aot(tmp_path, "configs/tokensr.py", "--topology=v5e:2x2", "--config.model.preset=llava-1.5-7b",
+                       "--config.model.dtype=bfloat16", "--config.model.param_dtype=bfloat16",
+                       "--config.blink.first_scan_layer=12", "--config.blink.last_scan_layer=18",
+                       "--config.blink.region_size=4", "--config.train.batch_size=1024")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  (step,) = records
+  assert not step["fits"] and step["args_gib"] is None and step["temp_gib"] > 16
+  assert "| NO |" in proc.stdout
