@@ -3,7 +3,7 @@ tau_exp = 3/36, tau_drop = tau_exp / 2), bf16, the model sharded over every chip
 v5e-8 (`aot.topology`; `python -m blink_jax.aot --config configs/eval_7b.py` checks it fits). Set the
 checkpoint, TokenSR export and data on the command line:
 
-  python eval.py --config configs/eval_7b.py --config.model.hf_checkpoint=/ckpts/llava-1.5-7b-hf \
+  python eval.py --config configs/eval_7b.py --config.model.hf_checkpoint=/ckpts/llava-1.5-7b-hf \\
       --config.token_sr=/ckpts/runs/tokensr_7b/export --config.benchmarks=mme,pope ...
 """
 
@@ -20,7 +20,7 @@ def get_config():
   c.model.param_dtype = "bfloat16"
   c.blink = type(c.blink)(dataclasses.asdict(BlinkConfig()))   # the spec's defaults
   c.token_sr = ""
-  c.batch_size = 32
+  c.batch_size = 64                  # 8 per chip on a v5e-8
   c.mesh.update(dict(data=1, fsdp=-1, tensor=1))
   c.aot.topology = "v5e:2x4"
   c.output_dir = "runs/eval_7b"

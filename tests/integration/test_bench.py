@@ -1,4 +1,5 @@
-"""The bench scripts run end to end on a tiny model and write what bench/README.md says they do.
+"""The bench scripts run end to end on a tiny model (bench.aot: the tiny configs, compiled for a small
+TPU topology) and write what bench/README.md says they do.
 
 Figures are not checked (they are noise on a tiny model); the compile-count script's own check is.
 """
@@ -57,3 +58,12 @@ def test_compiles_bench_passes_its_own_check(tmp_path):
     assert record["buckets_hit"] >= 2, mode  # the stream really spans buckets
     assert record["programs"] == record["buckets_hit"], mode
     assert record["compiles_second_pass"] == 0, mode
+
+
+def test_aot_bench(tmp_path):
+  results = _run("bench.aot", tmp_path, "--configs=tokensr,eval", "--topologies=v5e:2x2", "--nomax_batch")
+  out = json.loads((results / "aot.json").read_text())["results"]
+  assert [(r["config"], r["topology"]) for r in out] == [("tokensr", "v5e:2x2"), ("eval", "v5e:2x2"),
+                                                         ("eval", "v5e:2x2")]
+  assert "all_modes" in out[1] and all(r["fits"] for r in out[2]["records"])
+  assert (results / "aot_blink.json").exists()

@@ -33,9 +33,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 # What a command must print, and the overrides that shrink a pod-sized job to this machine (the pod's
 # multi-host path is tested by test_resume_and_multihost.py's two-process run).
 EXPECT = {"eval.py --config configs/eval.py": "tokensr: TokenSR from runs/tokensr/export (train.py's default job)"}
-SHRINK = {"configs/tokensr_7b.py": ["--config.train.steps=2", "--config.train.batch_size=8",
-                                    "--config.checkpoint.every=1", "--config.data.workers=0",
-                                    "--config.distributed.enabled=False", "--config.blink.token_sr_channels=8"]}
+SHRINK = {"train.py --config configs/tokensr_7b.py": [
+              "--config.train.steps=2", "--config.train.batch_size=8", "--config.checkpoint.every=1",
+              "--config.data.workers=0", "--config.distributed.enabled=False", "--config.blink.token_sr_channels=8"],
+          # LLaVA-1.5-7B's programs compiled for a v5e-8 at a smaller batch, two of the three modes
+          "blink_jax.aot --config configs/eval_7b.py": ["--config.batch_size=8", "--config.modes=vanilla,interp"]}
 UNSUBSTITUTED = ("$", "/ckpts/", "/data/", "/mnt/", "gs://")
 
 
