@@ -117,3 +117,16 @@ def test_vqa_soft_score_leave_one_out():
   items = [EvalExample("a", None, "", ten), EvalExample("b", None, "", ["no"] * 10)]
   assert vqa_accuracy.score({"a": "3", "b": "No."}, items)["accuracy"] == 100.0
   assert vqa_accuracy.score({"a": "3"}, items)["accuracy"] == 50.0  # missing prediction scores 0
+
+
+@pytest.mark.parametrize("ocr,line", [(["dakota", "digital"], "\nReference OCR token: dakota, digital\n"),
+                                      ([], "\nReference OCR token: \n"), (None, None)])
+def test_textvqa_prompt_keeps_the_ocr_line_as_llava_does(ocr, line):
+  """LLaVA-1.5's llava_textvqa_val_v051_ocr.jsonl keeps "Reference OCR token: " with nothing after it
+  for a question without OCR tokens (115 of 5000); VQAv2 rows (no ocr_tokens) have no such line."""
+  row = {"question_id": 1, "question": "what brand is this?", "answers": ["x"] * 10, "image": b"",
+         **({} if ocr is None else {"ocr_tokens": ocr})}
+  (example,) = vqa_accuracy.examples(row, "textvqa row 0")
+  assert example.question.startswith("what brand is this?")
+  assert example.question.endswith("Answer the question using a single word or phrase.")
+  assert (line in example.question) if line else ("Reference OCR token" not in example.question)

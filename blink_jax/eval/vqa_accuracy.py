@@ -72,8 +72,8 @@ def examples(row: dict, where: str) -> list[EvalExample]:
   answers = [a["answer"] if isinstance(a, dict) else a for a in answers]
   ocr = row.get("ocr_tokens")
   prompt = question
-  if ocr is not None and len(ocr):  # TextVQA as LLaVA-1.5 evaluates it: with reference OCR tokens
-    prompt += "\nReference OCR token: " + ", ".join(ocr)
+  if ocr is not None:  # TextVQA as LLaVA-1.5 evaluates it: with reference OCR tokens, the line kept
+    prompt += "\nReference OCR token: " + ", ".join(ocr)   # when there are none (llava_textvqa_val_v051_ocr)
   return [EvalExample(str(qid), image_bytes(image), f"{prompt}\n{SHORT_ANSWER}", list(answers))]
 
 
