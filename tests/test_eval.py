@@ -80,4 +80,4 @@ def test_bad_inputs_are_named_or_skipped_and_counted(pipe, tmp_path):
   mm = [dict(r) for r in read_rows(sample_benchmarks.write_samples(tmp_path / "m")["mmbench"])]
   mm[0].update(A=None, B=None, C=None, D=None)
   examples, skipped = runner.collect_examples(benchmarks.get("mmbench"), mm, "mmbench")
-  assert skipped == 1 and {e.meta["index"] for e in examples} == {"1", "2"}
+  assert skipped == 1 and {e.meta["group"] for e in examples} == {"1", "2"}

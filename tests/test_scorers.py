@@ -64,22 +64,47 @@ def test_option_letter_extraction(text, letter):
   assert extract_letter(text, {"A": "dog", "B": "cat", "C": "blue", "D": "red"}) == letter
 
 
+def _mmbench(rows, lang="en"):
+  make = mmbench.examples if lang == "en" else mmbench.examples_cn
+  return mmbench.circular([e for row in rows for e in make(row, "t")])
+
+
 def test_mmbench_rotations_circular_eval_and_categories():
+  """A source without circular copies: every rotation of each row's options is asked."""
   row = {"index": 5, "question": "Which?", "hint": "nan", "A": "dog", "B": "cat", "C": "cow", "D": float("nan"),
          "answer": "B", "category": "animals", "l2-category": "perception", "image": {"bytes": b"i"}}
-  items = mmbench.examples(row, "t")
+  items = _mmbench([row])
   assert [e.question_id for e in items] == ["5/r0", "5/r1", "5/r2"]
   assert items[0].question == ("Which?\nA. dog\nB. cat\nC. cow\n"
                                "Answer with the option's letter from the given choices directly.")
   assert items[1].question.startswith("Which?\nA. cat\nB. cow\nC. dog")
   assert [e.answer for e in items] == ["B", "A", "C"]
-  assert mmbench.examples_cn(row, "t")[0].question.endswith("请直接回答选项字母。")
-  other = mmbench.examples({**row, "index": 6, "category": "things"}, "t")
+  assert _mmbench([row], "cn")[0].question.endswith("请直接回答选项字母。")
+  other = _mmbench([{**row, "index": 6, "category": "things"}])
   preds = {"5/r0": "B", "5/r1": "A. cat", "5/r2": "cat", "6/r0": "B", "6/r1": "A", "6/r2": "B"}
   out = mmbench.score(preds, items + other)
   assert out["circular_accuracy"] == 50.0  # question 6 fails its last rotation
   assert out["category/animals"] == 100.0 and out["category/things"] == 0.0
   assert out["l2_category/perception"] == 50.0
+
+
+def test_mmbench_official_circular_copies_are_asked_once_and_grouped_by_index_mod_a_million():
+  """The official TSVs hold each question's copies at index + k * 1_000_000 with rotated options: each
+  row is asked once as given (no option order that is in no official copy) and CircularEval groups
+  by index % 1_000_000, so a right 2-option question and a wrong 4-option one score 50, not 33.33."""
+  base = {"question": "Which?", "hint": "nan", "category": "c", "l2-category": "l", "image": b"i"}
+  four = ["dog", "cat", "cow", "pig"]
+  rows = [{**base, "index": 7 + k * 1_000_000, **dict(zip("ABCD", four[k:] + four[:k])),
+           "answer": "ABCD"[(1 - k) % 4]} for k in range(4)]
+  rows += [{**base, "index": 8 + k * 1_000_000, "A": ["yes", "no"][k], "B": ["no", "yes"][k],
+            "answer": "AB"[k]} for k in range(2)]
+  items = _mmbench(rows)
+  assert [e.question_id for e in items] == ["7", "1000007", "2000007", "3000007", "8", "1000008"]
+  assert items[1].question.startswith("Which?\nA. cat\nB. cow\nC. pig\nD. dog") and items[1].answer == "A"
+  right = {e.question_id: e.answer for e in items}
+  assert mmbench.score(right, items)["circular_accuracy"] == 100.0
+  one_wrong = {**right, "3000007": "A" if right["3000007"] != "A" else "B"}
+  assert mmbench.score(one_wrong, items)["circular_accuracy"] == 50.0
 
 
 def test_mmbench_row_without_options_is_a_clear_error():

@@ -16,6 +16,7 @@ class Benchmark:
   score: Callable             # (predictions {qid: text}, examples) -> {metric: value}
   headline: tuple[str, ...]   # metrics shown in the results table
   paper: dict                 # metric -> (vanilla, interp, tokensr) for LLaVA-1.5-7B
+  finish: Callable | None = None   # (all of a source's examples) -> the questions asked (MMBench: circular)
 
 
 BENCHMARKS = {b.name: b for b in [
@@ -25,9 +26,9 @@ BENCHMARKS = {b.name: b for b in [
               {"f1": (85.17, 85.17, 85.23)}),
     Benchmark("gqa", gqa.examples, gqa.score, ("accuracy",), {"accuracy": (61.93, 61.93, 61.98)}),
     Benchmark("mmbench", mmbench.examples, mmbench.score, ("circular_accuracy",),
-              {"circular_accuracy": (64.60, 64.69, 64.69)}),
+              {"circular_accuracy": (64.60, 64.69, 64.69)}, mmbench.circular),
     Benchmark("mmbench_cn", mmbench.examples_cn, mmbench.score, ("circular_accuracy",),
-              {"circular_accuracy": (58.08, 58.51, 58.59)}),
+              {"circular_accuracy": (58.08, 58.51, 58.59)}, mmbench.circular),
     Benchmark("scienceqa_img", scienceqa.examples, scienceqa.score, ("accuracy",),
               {"accuracy": (69.46, 69.51, 69.66)}),
     Benchmark("seed", seed.examples, seed.score, ("accuracy",), {}),

@@ -1,6 +1,11 @@
 """MMBench / MMBench-CN: LLaVA-1.5's prompt (hint, question, lettered options, the letter
-instruction), every rotation of the options asked (CircularEval), option-letter extraction; a
-question counts only if all its rotations are right. Overall and per category / l2-category."""
+instruction), option-letter extraction and CircularEval: a question counts only if all its circular
+copies are right. Overall and per category / l2-category.
+
+The official dev/test TSVs (and lmms-lab's parquet) already hold each question's circular copies as
+rows of their own, at `index + k * 1_000_000` with the options rotated; as LLaVA does, every row is
+asked once and the rows are grouped by `index % 1_000_000`. Only a source without such copies (e.g.
+the embedded sample) has every rotation of each row's options made here (ids `<index>/r<k>`)."""
 
 from __future__ import annotations
 
@@ -26,8 +31,16 @@ def _image(value):
   return value
 
 
+COPY_STRIDE = 1_000_000   # the official files hold question i's circular copies at i + k * COPY_STRIDE
+
+
 def make_examples(row: dict, where: str, lang: str) -> list[EvalExample]:
+  """The row as one question, its options as given (`circular` adds rotations where needed)."""
   index, question, answer, image = require(row, "index", "question", "answer", "image", where=where)
+  try:
+    index = int(index)
+  except (TypeError, ValueError):
+    raise ValueError(f"{where}: MMBench row index {index!r} is not an integer") from None
   options = []
   for letter in LETTERS:
     if letter not in row or _missing(row[letter]):
@@ -41,15 +54,29 @@ def make_examples(row: dict, where: str, lang: str) -> list[EvalExample]:
   hint = row.get("hint")
   stem = question if _missing(hint) else f"{hint}\n{question}"
   suffix = LETTER_ANSWER_CN if lang == "cn" else LETTER_ANSWER
+  meta = {"group": str(index % COPY_STRIDE), "stem": stem, "suffix": suffix, "category": row.get("category"),
+          "l2_category": row.get("l2-category")}
+  return [_question(str(index), _image(image), options, answer, meta)]
+
+
+def _question(qid: str, image, options: list[str], answer: str, meta: dict) -> EvalExample:
+  lines = "".join(f"\n{LETTERS[i]}. {o}" for i, o in enumerate(options))
+  return EvalExample(qid, image, f"{meta['stem']}{lines}\n{meta['suffix']}", answer,
+                     {**meta, "options": dict(zip(LETTERS, options))})
+
+
+def circular(items: list[EvalExample]) -> list[EvalExample]:
+  """CircularEval's questions: the source's own circular copies when it has any (a row index at or
+  above COPY_STRIDE), else every rotation of each row's options."""
+  if any(int(e.question_id) >= COPY_STRIDE for e in items):
+    return items
   out = []
-  n = len(options)
-  for k in range(n):
-    rotated = options[k:] + options[:k]
-    lines = "".join(f"\n{LETTERS[i]}. {o}" for i, o in enumerate(rotated))
-    correct = LETTERS[(LETTERS.index(answer) - k) % n]
-    out.append(EvalExample(f"{index}/r{k}", _image(image), f"{stem}{lines}\n{suffix}", correct,
-                           {"index": str(index), "options": dict(zip(LETTERS, rotated)),
-                            "category": row.get("category"), "l2_category": row.get("l2-category")}))
+  for e in items:
+    options = list(e.meta["options"].values())
+    n = len(options)
+    for k in range(n):
+      correct = LETTERS[(LETTERS.index(e.answer) - k) % n]
+      out.append(_question(f"{e.question_id}/r{k}", e.image, options[k:] + options[:k], correct, e.meta))
   return out
 
 
@@ -66,8 +93,8 @@ def score(predictions: dict[str, str], items: list[EvalExample]) -> dict[str, fl
   meta = {}
   for e in items:
     letter = extract_letter(predictions.get(e.question_id, ""), e.meta["options"])
-    rounds[e.meta["index"]].append(letter == e.answer)
-    meta[e.meta["index"]] = e.meta
+    rounds[e.meta["group"]].append(letter == e.answer)
+    meta[e.meta["group"]] = e.meta
   circular = {i: all(r) for i, r in rounds.items()}
   out = {"circular_accuracy": 100 * sum(circular.values()) / max(1, len(circular))}
   for key in ("category", "l2_category"):

@@ -127,16 +127,16 @@ def collect_examples(bench: benchmarks.Benchmark, rows: Iterable[dict], where: s
   examples, skipped, seen = [], 0, set()
   for row in rows:
     try:
-      new = bench.examples(row, where)
+      examples += bench.examples(row, where)
     except (ValueError, KeyError, TypeError) as e:
       skipped += 1
       logging.warning("%s: skipping malformed row %s: %s", where, row.get("_row"), e)
-      continue
-    for e in new:
-      if e.question_id in seen:
-        raise ValueError(f"{where}: question_id {e.question_id!r} appears twice; ids must be unique")
-      seen.add(e.question_id)
-      examples.append(e)
+  if bench.finish is not None:
+    examples = bench.finish(examples)
+  for e in examples:
+    if e.question_id in seen:
+      raise ValueError(f"{where}: question_id {e.question_id!r} appears twice; ids must be unique")
+    seen.add(e.question_id)
   return examples, skipped
 
 
