@@ -54,7 +54,7 @@ def main(_):
     header += ["max batch", "max per chip"]
   for name in FLAGS.configs:
     load = importlib.import_module(f"configs.{name}").get_config
-    is_eval = "train" not in load()
+    is_eval = not aot.is_train_config(load())
     if is_eval:
       config = load()
       records = aot.compile_config(config, config.aot.topology)
@@ -66,7 +66,7 @@ def main(_):
         config.modes = "tokensr"
       records = aot.compile_config(config, topology)
       devices, _ = aot.topology_devices(topology)
-      chips = len({tuple(d.coords) for d in devices})
+      chips = aot.chip_count(devices)
       worst = max(records, key=lambda r: r.total_gib)
       result = {"config": name, "topology": topology, "devices": len(devices), "chips": chips,
                 "records": [vars(r) for r in records]}

@@ -74,8 +74,12 @@ def topology_devices(name: str) -> tuple[list, float]:
     if "lockfile" in first:
       raise RuntimeError(f"libtpu is held by another process (one at a time): {first}") from e
     raise ValueError(f"unknown TPU topology {name!r}: {first}") from e
-  per_chip = len(devices) / len({tuple(d.coords) for d in devices})   # v4: two cores a chip
-  return devices, HBM_GIB_PER_CHIP[chip] / per_chip
+  return devices, HBM_GIB_PER_CHIP[chip] / (len(devices) / chip_count(devices))
+
+
+def chip_count(devices: list) -> int:
+  """How many chips the devices sit on (v4: two devices a chip)."""
+  return len({tuple(d.coords) for d in devices})
 
 
 def topology_mesh(config: ml_collections.ConfigDict, devices: list, topology: str):
@@ -136,6 +140,7 @@ def eval_records(config, mesh, rules, topology: str, hbm: float) -> list[Record]
   size = cfg.vision.image_size
   prompts = pad_prompts([prompt] * b, np.zeros((b, size, size, cfg.vision.num_channels), np.float32),
                         pipe.buckets, cfg.pad_token_id, cfg.image_token_id)
+  kernel = _kernel(config, mesh, rules)
   records = []
   for mode in config_lists.names(config.modes, "modes"):
     batch = pipe.layout_for(prompts, mode)
@@ -149,7 +154,7 @@ def eval_records(config, mesh, rules, topology: str, hbm: float) -> list[Record]
       def compile_program(program=program, params=params, args=args):
         with shd.activated(mesh, rules):
           return program.lower(params, *args).compile()
-      records.append(_measure(name, compile_program, topology, mesh, _kernel(config, mesh, rules), b, hbm))
+      records.append(_measure(name, compile_program, topology, mesh, kernel, b, hbm))
   return records
 
 

@@ -32,7 +32,7 @@ def model_config(model_cfg: ml_collections.ConfigDict) -> LlavaConfig:
 
 
 def build(model_cfg: ml_collections.ConfigDict, mesh: Mesh, rules, seed: int,
-             abstract: bool = False) -> tuple[LlavaConfig, Any]:
+          abstract: bool = False) -> tuple[LlavaConfig, Any]:
   """The frozen LLaVA: loaded from model.hf_checkpoint, or random-initialised from model.preset; with
   `abstract`, only shapes with shardings (nothing is read but config.json; see sharding.create)."""
   cfg = model_config(model_cfg)
