@@ -36,6 +36,17 @@ def vanilla_prefill(model: Llava) -> PrefillFn:
   return prefill
 
 
+def decode_step(model: Llava, params, tokens, t, s0: int, lengths, cache: KVCache, valid):
+  """Feeds the (t-1)-th new token of every example [B] after its prompt: it is written at sequence index
+  s0 + t - 1 of the cache (made a key there) at RoPE position length + t - 1. Returns (next-token
+  logits [B, V], cache, key validity)."""
+  index = s0 + t - 1
+  valid = jax.lax.dynamic_update_slice_in_dim(valid, jnp.ones(valid.shape[:2] + (1,), bool), index, 2)
+  logits, cache = model.apply({"params": params}, tokens, lengths + t - 1, cache, valid, index,
+                              method=Llava.decode)
+  return logits, cache, valid
+
+
 def greedy_generate(model: Llava, prefill: PrefillFn, params, ids, pixels, lengths, *,
                     max_new_tokens: int, eos_id: int, pad_id: int) -> Generation:
   """Greedy tokens after the prompt pass `prefill`, and the regions Blink expanded in it."""
@@ -52,10 +63,7 @@ def greedy_generate(model: Llava, prefill: PrefillFn, params, ids, pixels, lengt
 
   def body(state):
     t, out, done, cache, valid = state
-    index = s0 + t - 1
-    valid = jax.lax.dynamic_update_slice_in_dim(valid, jnp.ones(valid.shape[:2] + (1,), bool), index, 2)
-    logits, cache = model.apply({"params": params}, out[:, t - 1], lengths + t - 1, cache, valid,
-                                index, method=Llava.decode)
+    logits, cache, valid = decode_step(model, params, out[:, t - 1], t, s0, lengths, cache, valid)
     nxt = jnp.where(done, pad_id, jnp.argmax(logits, axis=-1).astype(jnp.int32))
     out = jax.lax.dynamic_update_slice_in_dim(out, nxt[:, None], t, 1)
     return t + 1, out, done | (nxt == eos_id), cache, valid

@@ -6,6 +6,7 @@
     texts = pipe.generate(batch, max_new_tokens=32)                  # vanilla
     texts = pipe.generate(batch, max_new_tokens=32, mode="interp")   # Blink-interp
     out = pipe.blink_forward(batch, mode="tokensr", trace=True)       # logits + trace
+    scores = pipe.loglikelihood(batch, [" a cat</s>"], mode="interp")  # log p(continuation | prompt)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from blink_jax.data.image_preprocessing import ImageLike, preprocess_image
 from blink_jax.data.prompt import vicuna_v1_prompt
 from blink_jax.data.prompt_batch import PromptBatch, fit_slots, pad_prompts
 from blink_jax.generate import greedy_generate, vanilla_prefill
+from blink_jax.loglikelihood import Scores, pad_continuations, score_continuations
 from blink_jax.models.llava import Llava
 from blink_jax.models.llava_config import LlavaConfig
 from blink_jax.models import token_sr as token_sr_lib
@@ -54,6 +56,7 @@ class LlavaPipeline:
     self._logits = jax.jit(lambda p, ids, px, pos, valid: self.model.apply(
         {"params": p}, ids, px, pos, valid))
     self._generate_fns: dict[Any, Any] = {}
+    self._score_fns: dict[Any, Any] = {}
     self._blink_fns: dict[Any, Any] = {}
 
   def with_blink(self, blink: BlinkConfig, token_sr: Any = None) -> "LlavaPipeline":
@@ -80,7 +83,7 @@ class LlavaPipeline:
     if key not in self._blink_fns:
       self._blink_fns[key] = jax.jit(lambda p, ids, px, ln: blink_prefill(
           self.model, blink, p, ids, px, ln, image_start=batch.image_start, all_logits=True, trace=trace))
-    ids, pixels, lengths = self._device(batch)
+    ids, pixels, lengths = self._device_batch(batch)
     params = self.mode_params(mode)
     with shd.activated(self.mesh, self.rules):
       return self._blink_fns[key](params, ids, pixels, lengths)
@@ -106,15 +109,19 @@ class LlavaPipeline:
     ids = [self.tokenizer.encode_prompt(t, self.cfg.num_image_tokens) for t in texts]
     pixels = np.stack([preprocess_image(im, self.cfg.vision.image_size, self.preprocessing)
                        for im in images])
-    return pad_prompts(ids, pixels, self.buckets, self.cfg.pad_token_id, self.cfg.image_token_id)
+    batch = pad_prompts(ids, pixels, self.buckets, self.cfg.pad_token_id, self.cfg.image_token_id)
+    return dataclasses.replace(batch, texts=tuple(texts))
 
-  def _device(self, batch: PromptBatch):
-    put = lambda x: jax.device_put(x, shd.batch_sharding(self.mesh, x.ndim, self.rules))  # noqa: E731
-    return put(batch.ids), put(batch.pixels), put(batch.lengths)
+  def _device(self, *arrays: np.ndarray) -> list[jax.Array]:
+    """Host arrays with a leading batch axis, placed in the batch sharding."""
+    return [jax.device_put(x, shd.batch_sharding(self.mesh, x.ndim, self.rules)) for x in arrays]
+
+  def _device_batch(self, batch: PromptBatch) -> list[jax.Array]:
+    return self._device(batch.ids, batch.pixels, batch.lengths)
 
   def logits(self, batch: PromptBatch) -> jax.Array:
     """Logits [B, T, V] of every prompt position (positions past an example's length are padding)."""
-    ids, pixels, lengths = self._device(batch)
+    ids, pixels, lengths = self._device_batch(batch)
     t = ids.shape[1]
     positions = jnp.broadcast_to(jnp.arange(t), ids.shape)
     valid = jnp.arange(t)[None, :] < lengths[:, None]
@@ -144,6 +151,38 @@ class LlavaPipeline:
           eos_id=self.cfg.eos_token_id, pad_id=self.cfg.pad_token_id))
     return self._generate_fns[key]
 
+  def loglikelihood_program(self, mode: str, image_start: int):
+    """The jitted continuation scoring of `mode` (fn(params, ids, pixels, lengths, tokens, counts) ->
+    loglikelihood.Scores), one per (mode, image start); what loglikelihood runs."""
+    blink = None if mode == "vanilla" else self._blink_for(mode)
+    key = (blink, image_start if blink else None)
+    if key not in self._score_fns:
+      prefill = self.prefill_fn(mode, image_start)
+      self._score_fns[key] = jax.jit(lambda p, ids, px, ln, tokens, counts: score_continuations(
+          self.model, prefill, p, ids, px, ln, tokens, counts))
+    return self._score_fns[key]
+
+  def loglikelihood(self, batch: PromptBatch, continuations: Sequence[str | Sequence[int]],
+                    mode: str = "vanilla") -> Scores:
+    """Per example, the summed log-probability of its continuation after its prompt and whether it
+    is the greedy continuation (numpy arrays [B]; Blink modes decide from the prompt, as in generation,
+    and score the continuation against that prefill's cache). A continuation is text, tokenized after
+    its prompt's text (Tokenizer.encode_continuation; batches from prepare() carry it), or token ids."""
+    if len(continuations) != batch.ids.shape[0]:
+      raise ValueError(f"{len(continuations)} continuations for a batch of {batch.ids.shape[0]} prompts")
+    if any(isinstance(c, str) for c in continuations):
+      if batch.texts is None:
+        raise ValueError("text continuations are tokenized after their prompts' text, which this batch does "
+                         "not carry (make it with prepare(), or pass token ids)")
+      continuations = [self.tokenizer.encode_continuation(p, c, self.cfg.num_image_tokens)
+                       if isinstance(c, str) else c for p, c in zip(batch.texts, continuations)]
+    tokens, counts = pad_continuations(continuations, self.cfg.pad_token_id)
+    batch = self.layout_for(batch, mode)
+    program = self.loglikelihood_program(mode, batch.image_start)
+    with shd.activated(self.mesh, self.rules):
+      out = program(self.mode_params(mode), *self._device_batch(batch), *self._device(tokens, counts))
+    return Scores(*(np.asarray(x) for x in jax.device_get(out)))
+
   def mode_params(self, mode: str, abstract: bool = False) -> Any:
     """The params `mode` runs with: the LLaVA params, plus TokenSR for tokensr (untrained when none
     was given; with `abstract`, its shapes only)."""
@@ -163,7 +202,7 @@ class LlavaPipeline:
     `with_expansions`, (tokens, regions Blink expanded per example [B])."""
     batch = self.layout_for(batch, mode)
     program = self.generate_program(mode, max_new_tokens, batch.image_start)
-    ids, pixels, lengths = self._device(batch)
+    ids, pixels, lengths = self._device_batch(batch)
     params = self.mode_params(mode)
     with shd.activated(self.mesh, self.rules):
       out = jax.device_get(program(params, ids, pixels, lengths))

@@ -61,6 +61,14 @@ class Tokenizer:
     return np.asarray(before + [self.image_token_id] * num_image_tokens + after[offset:], np.int32)
 
 
+  def encode_continuation(self, prompt: str, continuation: str, num_image_tokens: int) -> np.ndarray:
+    """The ids `continuation` adds after `prompt`: those of prompt + continuation past the prompt's
+    own, as LLaVA-style scorers take them (V* Bench's vstar_bench_eval.py, lmms-eval's llava), so a
+    token that the boundary merges is scored as the whole prompt would tokenize it."""
+    whole = self.encode_prompt(prompt + continuation, num_image_tokens)
+    return whole[len(self.encode_prompt(prompt, num_image_tokens)):]
+
+
 def byte_level_tokenizer(image_token_id: int, bos_id: int = 1, eos_id: int = 2, pad_id: int = 0) -> Tokenizer:
   """A tokenizer over UTF-8 bytes (any text, no file), for the random models of the embedded
   defaults: specials at the model's ids, the 256 bytes on the ids left between 0 and 259+."""

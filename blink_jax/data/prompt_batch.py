@@ -15,6 +15,7 @@ class PromptBatch:
   lengths: np.ndarray   # [B] int32
   pixels: np.ndarray    # [B, H, W, 3] float32
   image_start: int      # index of the first visual token, the same in every prompt of the batch
+  texts: tuple[str, ...] | None = None   # the prompts' text, where the batch was made from text
 
 
 def bucket_length(n: int, buckets: Sequence[int]) -> int:
