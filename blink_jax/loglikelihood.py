@@ -25,6 +25,7 @@ CONTINUATION_BUCKETS = (8, 16, 32, 64, 128, 256, 512)
 class Scores(NamedTuple):
   logprob: jax.Array      # [B] float32: summed log-probability of the continuation's tokens
   greedy: jax.Array       # [B] bool: every continuation token is the arg-max at its position
+  length: jax.Array       # [B] int32: the continuation's tokens
   expansions: jax.Array   # [B] int32: regions Blink expanded in the prefill (0 for vanilla)
 
 
@@ -65,4 +66,4 @@ def score_continuations(model: Llava, prefill: PrefillFn, params, ids, pixels, l
 
   state = (jnp.int32(1), logprob, greedy, cache, valid)
   _, logprob, greedy, _, _ = jax.lax.while_loop(lambda s: s[0] < jnp.max(counts), body, state)
-  return Scores(logprob, greedy, expansions)
+  return Scores(logprob, greedy, counts, expansions)

@@ -86,7 +86,8 @@ def test_image_paths_may_not_leave_their_folder(tmp_path):
   assert results["answered"] == 10
   assert all("outside the image folder" in s["reason"] for s in results["skipped_questions"])
   # a parquet cell holding only a path is refused without an image_folder
-  parquet = [dict(r) for r in read_rows(sample_benchmarks.write_samples(tmp_path / "p")["pope"])]
+  parquet = [{**r, "image": {"bytes": r["image"].read(), "path": r["image"].name}}
+             for r in read_rows(sample_benchmarks.write_samples(tmp_path / "p")["pope"])]
   parquet[0]["image"] = {"bytes": None, "path": "/etc/hostname"}
   parquet_path = tmp_path / "escaping.parquet"
   pq.write_table(pa.Table.from_pylist(parquet), str(parquet_path))

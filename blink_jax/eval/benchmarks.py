@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from blink_jax.eval import gqa, mmbench, mme, mmvet, pope, scienceqa, seed, vqa_accuracy
+from blink_jax.eval import gqa, hrbench, mmbench, mme, mmvet, pope, scienceqa, seed, vqa_accuracy, vstar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +34,10 @@ BENCHMARKS = {b.name: b for b in [
     Benchmark("seed", seed.examples, seed.score, ("accuracy",), {}),
     Benchmark("textvqa", vqa_accuracy.examples, vqa_accuracy.score, ("accuracy",), {}),
     Benchmark("vqav2", vqa_accuracy.examples, vqa_accuracy.score, ("accuracy",), {}),
+    Benchmark("vstar", vstar.examples, vstar.score, ("accuracy", "direct_attributes/accuracy",
+                                                     "relative_position/accuracy", "letter/accuracy"), {}),
+    Benchmark("hrbench_4k", hrbench.examples, hrbench.score, ("average", "single", "cross"), {}),
+    Benchmark("hrbench_8k", hrbench.examples, hrbench.score, ("average", "single", "cross"), {}),
     Benchmark("mmvet", mmvet.examples, mmvet.score, ("predictions_for_grader",),
               {"gpt4_score (external grader)": (32.20, 31.70, 33.40)}),
 ]}

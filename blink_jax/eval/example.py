@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from typing import Any
 
@@ -13,6 +14,9 @@ class EvalExample:
   question: str             # the user turn, benchmark suffix included (the template is added later)
   answer: Any = None        # ground truth in the benchmark's own form
   meta: dict = dataclasses.field(default_factory=dict)
+  # Set: not generated but scored, each choice as the assistant's reply by its log-likelihood (the
+  # prediction is the choice of highest mean log-probability per token, V* Bench's rule).
+  choices: list[str] | None = None
 
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."
@@ -21,11 +25,15 @@ LETTER_ANSWER_CN = "请直接回答选项字母。"
 
 
 def image_bytes(value: Any) -> Any:
-  """The HF-datasets image cell ({'bytes': ..., 'path': ...}) -> bytes; anything else unchanged."""
+  """An image cell as a reader gives it -> encoded bytes where it holds them: the HF-datasets cell
+  ({'bytes': ..., 'path': ...}) its bytes (else its path), a long plain string is base64 (the MMBench
+  and HR-Bench TSVs); anything else (a LazyFile, a ParquetCell, an array) unchanged."""
   if isinstance(value, dict):
     if value.get("bytes"):
       return value["bytes"]
     return value.get("path")
+  if type(value) is str and len(value) > 512:   # paths are LazyFile (a str subclass) by now
+    return base64.b64decode(value)
   return value
 
 

@@ -9,7 +9,6 @@ the embedded sample) has every rotation of each row's options made here (ids `<i
 
 from __future__ import annotations
 
-import base64
 import math
 from collections import defaultdict
 
@@ -22,13 +21,6 @@ LETTERS = "ABCDEFGH"
 def _missing(v) -> bool:
   return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and
                                                                     v.strip().lower() in ("", "nan", "none"))
-
-
-def _image(value):
-  value = image_bytes(value)
-  if isinstance(value, str) and len(value) > 512:  # the official TSV stores base64 images
-    return base64.b64decode(value)
-  return value
 
 
 COPY_STRIDE = 1_000_000   # the official files hold question i's circular copies at i + k * COPY_STRIDE
@@ -56,7 +48,7 @@ def make_examples(row: dict, where: str, lang: str) -> list[EvalExample]:
   suffix = LETTER_ANSWER_CN if lang == "cn" else LETTER_ANSWER
   meta = {"group": str(index % COPY_STRIDE), "stem": stem, "suffix": suffix, "category": row.get("category"),
           "l2_category": row.get("l2-category")}
-  return [_question(str(index), _image(image), options, answer, meta)]
+  return [_question(str(index), image_bytes(image), options, answer, meta)]
 
 
 def _question(qid: str, image, options: list[str], answer: str, meta: dict) -> EvalExample:

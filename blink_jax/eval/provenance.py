@@ -43,7 +43,8 @@ def record(config, model, mode: str, source: dict, examples) -> dict[str, Any]:
                 "prefix_len": m.prefix_len}
   prompts = hashlib.sha256()
   for e in examples:
-    prompts.update(json.dumps([e.question_id, e.question], ensure_ascii=False).encode())
+    asked = [e.question_id, e.question] + ([e.choices] if e.choices is not None else [])
+    prompts.update(json.dumps(asked, ensure_ascii=False).encode())
   out = {
       "mode": mode, "model": identity, "dtype": m.dtype, "param_dtype": m.param_dtype,
       "preprocessing": m.preprocessing, "attention": m.attention, "max_new_tokens": config.max_new_tokens,

@@ -5,6 +5,9 @@
 - "llava": LLaVA's eval layout, a question .jsonl (question_id, image, text, ...) plus an image
   folder; ground truth from the same rows or an `annotations` .jsonl joined on question_id.
 - "tfds": a TFDS dataset (array_record) by name in a data_dir.
+- "folder": a folder of images, each beside a same-name .json of its fields (V* Bench's layout, HF
+  `craigwu/vstar_bench`); a row's `category` is the sub-folder it is in, its `question_id`
+  `<category>/<image name>`.
 
 Every row comes out as a dict; `_row` is its position in the source. An image given by path (LLaVA
 layout, or a path-only cell of a parquet table) becomes a `LazyFile` resolved inside the source's
@@ -23,9 +26,10 @@ import fsspec
 import numpy as np
 
 from blink_jax.data.image_preprocessing import ImageError
-from blink_jax.eval.example import SHORT_ANSWER, LETTER_ANSWER
+from blink_jax.eval.example import SHORT_ANSWER, LETTER_ANSWER, image_bytes
 
-FORMATS = ("parquet", "llava", "tfds")
+FORMATS = ("parquet", "llava", "tfds", "folder")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def _files(pattern: str) -> list[str]:
@@ -38,12 +42,53 @@ def _files(pattern: str) -> list[str]:
   return [p if "://" in p or protocol in ("file", "local") else f"{protocol}://{p}" for p in paths]
 
 
+class ParquetCell:
+  """A parquet table's image cell, read again when the image is needed: a benchmark's rows can then
+  be held whole (HR-Bench 8K: ~800 images of ~10 MB) with at most one row group's images in memory."""
+
+  _cached: tuple = (None, None)   # ((path, row group), that row group's image column)
+
+  def __init__(self, path: str, row_group: int, index: int, name: str | None = None):
+    self.path, self.row_group, self.index = path, row_group, index
+    self.name = name   # the HF-datasets cell's own file name, where it has one
+
+  def __str__(self):
+    return f"{self.name + ' in ' if self.name else ''}{self.path} (row group {self.row_group}, row {self.index})"
+
+  def read(self) -> bytes:
+    import pyarrow.parquet as pq
+    key = (self.path, self.row_group)
+    if ParquetCell._cached[0] != key:
+      ParquetCell._cached = (None, None)   # drop the old row group before reading the next
+      try:
+        with fsspec.open(self.path, "rb") as f:
+          column = pq.ParquetFile(f).read_row_group(self.row_group, columns=[IMAGE_COLUMN]).column(0)
+      except OSError as e:
+        raise ImageError(f"image {self}: cannot be read ({e})") from e
+      ParquetCell._cached = (key, column)
+    return image_bytes(ParquetCell._cached[1][self.index].as_py())
+
+
+IMAGE_COLUMN = "image"
+
+
+def _holds_image(value: Any) -> bool:
+  return isinstance(value, bytes) or (isinstance(value, dict) and bool(value.get("bytes"))) or (
+      type(value) is str and len(value) > 512)
+
+
 def _parquet_rows(pattern: str) -> Iterator[dict]:
+  """Rows, row group by row group; an `image` cell holding the image itself becomes a ParquetCell."""
   import pyarrow.parquet as pq
   for path in _files(pattern):
     with fsspec.open(path, "rb") as f:
-      for batch in pq.ParquetFile(f).iter_batches(batch_size=64):
-        yield from batch.to_pylist()
+      table = pq.ParquetFile(f)
+      for group in range(table.num_row_groups):
+        for i, row in enumerate(table.read_row_group(group).to_pylist()):
+          cell = row.get(IMAGE_COLUMN)
+          if _holds_image(cell):
+            row[IMAGE_COLUMN] = ParquetCell(path, group, i, cell.get("path") if isinstance(cell, dict) else None)
+          yield row
 
 
 def _read_text(path: str) -> str:
@@ -77,6 +122,31 @@ def _llava_rows(questions: str, annotations: str | None) -> Iterator[dict]:
       for suffix in (f"\n{SHORT_ANSWER}", f"\n{LETTER_ANSWER}"):
         text = text[:-len(suffix)] if text.endswith(suffix) else text
       row["question"] = text
+    yield row
+
+
+def _folder_rows(folder: str) -> Iterator[dict]:
+  fs, _, (root,) = fsspec.get_fs_token_paths(folder.rstrip("/"))
+  protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+  prefix = "" if protocol in ("file", "local") or "://" in root else f"{protocol}://"
+  files = sorted(fs.find(root))
+  if not files:
+    raise FileNotFoundError(f"{folder}: no files (a folder of images, each with a same-name .json)")
+  images = {posixpath.splitext(p)[0]: p for p in files if p.lower().endswith(IMAGE_SUFFIXES)}
+  for path in files:
+    if not path.endswith(".json"):
+      continue
+    stem = posixpath.splitext(path)[0]
+    try:
+      row = json.loads(fs.cat_file(path).decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise ValueError(f"{prefix}{path}: not JSON ({e})") from e
+    relative = posixpath.relpath(stem, root)
+    category = posixpath.dirname(relative)
+    row.setdefault("category", category)
+    row.setdefault("question_id", relative)
+    # No image beside the .json: the path that was looked for, which is then a counted skip.
+    row["image"] = posixpath.relpath(images.get(stem, stem + ".jpg"), root)
     yield row
 
 
@@ -145,7 +215,8 @@ def _tfds_rows(name: str, data_dir: str, split: str) -> Iterator[dict]:
 
 def read_rows(source: dict) -> Iterator[dict]:
   """source: {'format': ..., and 'path' (+ 'images') | 'questions' + 'image_folder' (+ 'annotations')
-  | 'name' + 'data_dir' + 'split'}; any format may set 'image_folder' for images given by path."""
+  | 'name' + 'data_dir' + 'split' | 'path' (folder)}; any format may set 'image_folder' for images
+  given by path (a folder source's images are read inside its own path)."""
   fmt = source.get("format")
   if fmt == "parquet":
     rows = _parquet_rows(source["path"])
@@ -156,6 +227,9 @@ def read_rows(source: dict) -> Iterator[dict]:
     rows = _llava_rows(source["questions"], source.get("annotations"))
   elif fmt == "tfds":
     rows = _tfds_rows(source["name"], source.get("data_dir", ""), source.get("split", "test"))
+  elif fmt == "folder":
+    rows = _folder_rows(source["path"])
+    source = {"image_folder": source["path"], **source}
   else:
     raise ValueError(f"benchmark source format {fmt!r}; expected one of {FORMATS}")
   folder = source.get("image_folder", "")

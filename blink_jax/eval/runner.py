@@ -12,6 +12,7 @@ results.json and results.md, with the paper's numbers beside them for LLaVA-1.5-
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 from typing import Any, Iterable
@@ -27,9 +28,10 @@ from blink_jax import sharding as shd
 from blink_jax.blink.config import from_mapping
 from blink_jax.checkpoint import load_token_sr, params_sha256, token_sr_settings
 from blink_jax.data.image_preprocessing import ImageError, load_image
+from blink_jax.data.prompt import vicuna_v1_answer
 from blink_jax.eval import benchmarks, mmvet, provenance
 from blink_jax.eval.example import EvalExample
-from blink_jax.eval.readers import LazyFile, read_rows
+from blink_jax.eval.readers import LazyFile, ParquetCell, read_rows
 from blink_jax.eval.sample_benchmarks import write_samples
 from blink_jax.pipeline import LlavaPipeline
 from blink_jax.tokenizer import Tokenizer, byte_level_tokenizer
@@ -142,41 +144,80 @@ def collect_examples(bench: benchmarks.Benchmark, rows: Iterable[dict], where: s
 
 def decode_image(e: EvalExample, max_pixels: int | None):
   """The example's image as RGB, or ImageError naming the file (or the input) and why."""
-  if isinstance(e.image, LazyFile):
+  if isinstance(e.image, (LazyFile, ParquetCell)):
     return load_image(e.image.read(), name=str(e.image), max_pixels=max_pixels)
   if isinstance(e.image, str):   # readers turn every path into a LazyFile; a bare str is not read
     raise ImageError(f"image {e.image[:80]!r}: a bare path, not read")
   return load_image(e.image, name=f"of question {e.question_id}", max_pixels=max_pixels)
 
 
+def _generated(pipe: LlavaPipeline, chunk: list[EvalExample], images: list, mode: str, batch_size: int,
+               max_new_tokens: int) -> list[dict]:
+  fill = batch_size - len(chunk)  # static batch shape: repeat the last question
+  batch = pipe.prepare(images + [images[-1]] * fill, [e.question for e in chunk] + [chunk[-1].question] * fill)
+  texts, expansions = pipe.generate(batch, max_new_tokens, mode=mode, with_expansions=True)
+  return [{"question_id": e.question_id, "text": t, "expansions": int(n)}
+          for e, t, n in zip(chunk, texts, expansions)]
+
+
+def _chosen(pipe: LlavaPipeline, chunk: list[EvalExample], images: list, mode: str, batch_size: int) -> list[dict]:
+  """Each example's choices scored as the assistant's reply; the prediction is the choice of highest
+  mean log-probability per token (V* Bench: the least mean cross-entropy). One row per (question,
+  choice), `batch_size` rows a call."""
+  pairs = [(i, c) for i, e in enumerate(chunk) for c in e.choices]
+  logprob, length, expansions = [], [], []
+  for start in range(0, len(pairs), batch_size):
+    part = pairs[start:start + batch_size]
+    part += [part[-1]] * (batch_size - len(part))
+    batch = pipe.prepare([images[i] for i, _ in part], [chunk[i].question for i, _ in part])
+    scores = pipe.loglikelihood(batch, [vicuna_v1_answer(c) for _, c in part], mode=mode)
+    logprob += scores.logprob.tolist()
+    length += scores.length.tolist()
+    expansions += scores.expansions.tolist()
+  rows, k = [], 0
+  for e in chunk:
+    n = len(e.choices)
+    lp, tokens = logprob[k:k + n], length[k:k + n]
+    best = max(range(n), key=lambda j: lp[j] / tokens[j])
+    rows.append({"question_id": e.question_id, "text": e.choices[best], "choice": best,
+                 "logprobs": [round(x, 4) for x in lp], "tokens": tokens, "expansions": int(expansions[k])})
+    k += n
+  return rows
+
+
 def answer(pipe: LlavaPipeline, examples: list[EvalExample], mode: str, path: epath.Path, *,
            batch_size: int, max_new_tokens: int, desc: str, max_pixels: int | None = None) -> list[dict]:
-  """Answers the examples not yet in `path`, appending as it goes. Returns the questions skipped
-  ({'question_id', 'reason'}), each also logged."""
+  """Answers the examples not yet in `path`, appending as it goes: generated, or (examples with
+  choices) the choice the model finds most likely. Returns the questions skipped ({'question_id',
+  'reason'}), each also logged."""
   done = load_predictions(path)
   todo = [e for e in examples if e.question_id not in done]
+  # One kind per batch: generated questions first, then scored choices.
+  todo = [e for e in todo if e.choices is None] + [e for e in todo if e.choices is not None]
   skipped = []
   path.parent.mkdir(parents=True, exist_ok=True)
   with path.open("a") as f, tqdm(total=len(examples), initial=len(examples) - len(todo), desc=desc,
                                  disable=jax.process_index() != 0, dynamic_ncols=True) as bar:
-    for start in range(0, len(todo), batch_size):
+    start = 0
+    while start < len(todo):
+      kind = todo[start].choices is None
+      group = list(itertools.takewhile(lambda e: (e.choices is None) == kind, todo[start:start + batch_size]))
+      start += len(group)
       chunk, images = [], []
-      for e in todo[start:start + batch_size]:
+      for e in group:
         try:
           images.append(decode_image(e, max_pixels))
           chunk.append(e)
         except ImageError as err:
           skipped.append({"question_id": e.question_id, "reason": str(err)})
           logging.warning("%s: question %s skipped: %s", desc, e.question_id, err)
-      bar.update(len(todo[start:start + batch_size]) - len(chunk))
+      bar.update(len(group) - len(chunk))
       if not chunk:
         continue
-      fill = batch_size - len(chunk)  # static batch shape: repeat the last question
-      batch = pipe.prepare(images + [images[-1]] * fill, [e.question for e in chunk] + [chunk[-1].question] * fill)
-      texts, expansions = pipe.generate(batch, max_new_tokens, mode=mode, with_expansions=True)
-      for e, text, n in zip(chunk, texts, expansions):
-        f.write(json.dumps({"question_id": e.question_id, "text": text, "expansions": int(n)},
-                           ensure_ascii=False) + "\n")
+      rows = (_generated(pipe, chunk, images, mode, batch_size, max_new_tokens) if kind
+              else _chosen(pipe, chunk, images, mode, batch_size))
+      for row in rows:
+        f.write(json.dumps(row, ensure_ascii=False) + "\n")
       f.flush()
       bar.update(len(chunk))
   return skipped

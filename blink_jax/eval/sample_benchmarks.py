@@ -1,9 +1,11 @@
 """The embedded eval default's data: a few questions per benchmark about the photographs scikit-image
-ships, written in each benchmark's lmms-lab parquet layout, and POPE also in LLaVA's jsonl layout
-and as a TFDS dataset, so every reader runs without a download."""
+ships (HR-Bench's at 4K / 8K), written in each benchmark's lmms-lab parquet layout (V* Bench in its own
+folder layout), and POPE
+also in LLaVA's jsonl layout and as a TFDS dataset, so every reader runs without a download."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 
@@ -15,10 +17,14 @@ from PIL import Image
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
-def _jpeg(name: str) -> bytes:
+def _jpeg(name: str, size: tuple[int, int] | None = None) -> bytes:
+  """A scikit-image photograph as JPEG, resized to `size` (w, h) if given."""
   from skimage import data
+  image = Image.fromarray(getattr(data, name)())
+  if size:
+    image = image.resize(size, Image.Resampling.BILINEAR)
   buf = io.BytesIO()
-  Image.fromarray(getattr(data, name)()).save(buf, format="JPEG", quality=85)
+  image.save(buf, format="JPEG", quality=85)
   return buf.getvalue()
 
 
@@ -79,6 +85,31 @@ def _rows() -> dict[str, list[dict]]:
                     "capability": "rec"}
                    for i, (n, q, a) in enumerate([("chelsea", "What is this animal doing?", "resting"),
                                                   ("rocket", "Describe the scene.", "a rocket launch")])]
+  # V* Bench's folder layout: <category>/<name>.jpg beside <name>.json; options[0] is the right one.
+  rows["vstar"] = [
+      {"category": cat, "image": img[n], "question": q, "options": o}
+      for cat, n, q, o in [
+          ("direct_attributes", "chelsea", "What is the color of the cat?",
+           ["The color of the cat is brown.", "The color of the cat is blue.", "The color of the cat is green.",
+            "The color of the cat is white."]),
+          ("direct_attributes", "coffee", "What is the color of the cup?", ["white", "red", "black", "green"]),
+          ("relative_position", "astronaut", "Is the flag on the left or right side of the person?",
+           ["The flag is on the left side of the person.", "The flag is on the right side of the person."]),
+          ("relative_position", "rocket", "Is the tower on the left or right side of the rocket?",
+           ["left", "right"])]]
+  # HR-Bench: base64 JPEGs at 4K / 8K; each question also with its options rotated (its cycle).
+  for name, size, n in (("hrbench_4k", (3840, 2160), 4), ("hrbench_8k", (7680, 4320), 2)):
+    photo = base64.b64encode(_jpeg("rocket", size)).decode()
+    table = []
+    for i, (cat, q, opts, a) in enumerate([
+        ("single", "What is launching?", ["a rocket", "a plane", "a bird", "a kite"], 0),
+        ("cross", "Is the rocket left or right of the tower?", ["left", "right", "above", "below"], 1)][:n // 2]):
+      for k in range(2):
+        rotated = opts[k:] + opts[:k]
+        table.append({"index": 2 * i + k, "question": q, **dict(zip("ABCD", rotated)),
+                      "answer": "ABCD"[rotated.index(opts[a])], "category": cat, "cycle_category": f"c{i}",
+                      "image": photo})
+    rows[name] = table
   rows["_gqa_images"] = gqa_images
   return rows
 
@@ -96,14 +127,27 @@ def write_samples(root: str | epath.PathLike) -> dict[str, dict]:
   rows = _rows()
   sources = {}
   for name, table in rows.items():
-    if name.startswith("_"):
+    if name.startswith("_") or name == "vstar":
       continue
     _write_parquet(table, root / "parquet" / name / "test.parquet")
     sources[name] = {"format": "parquet", "path": str(root / "parquet" / name)}
   _write_parquet(rows["_gqa_images"], root / "parquet" / "gqa_images" / "images.parquet")
   sources["gqa"]["images"] = str(root / "parquet" / "gqa_images")
   write_llava_layout(rows["pope"], root / "llava" / "pope")
+  sources["vstar"] = write_folder_layout(rows["vstar"], root / "folder" / "vstar")
   return sources
+
+
+def write_folder_layout(rows: list[dict], folder: epath.Path) -> dict:
+  """V* Bench's layout: <category>/<image> beside a same-name .json of the row's other fields."""
+  for r in rows:
+    image = r["image"]
+    stem = folder / r["category"] / image["path"].rsplit(".", 1)[0]
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    (stem.parent / image["path"]).write_bytes(image["bytes"])
+    fields = {k: v for k, v in r.items() if k not in ("image", "category")}
+    stem.with_suffix(".json").write_text(json.dumps(fields, ensure_ascii=False))
+  return {"format": "folder", "path": str(folder)}
 
 
 def write_llava_layout(rows: list[dict], folder: epath.Path) -> dict:
@@ -111,8 +155,9 @@ def write_llava_layout(rows: list[dict], folder: epath.Path) -> dict:
   (folder / "images").mkdir(parents=True, exist_ok=True)
   questions, labels = [], []
   for r in rows:
-    fname = r["image"]["path"]
-    (folder / "images" / fname).write_bytes(r["image"]["bytes"])
+    image = r["image"]   # a sample row's {'bytes', 'path'}, or a ParquetCell when read back from parquet
+    fname, data = (image.name, image.read()) if hasattr(image, "read") else (image["path"], image["bytes"])
+    (folder / "images" / fname).write_bytes(data)
     questions.append({"question_id": r["question_id"], "image": fname, "category": r["category"],
                       "text": f"{r['question']}\nAnswer the question using a single word or phrase."})
     labels.append({"question_id": r["question_id"], "answer": r["answer"]})
