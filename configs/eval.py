@@ -30,6 +30,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.modes = ",".join(MODES)             # comma-separated: vanilla, interp, tokensr
   c.batch_size = 8
   c.max_new_tokens = 16
+  # Blink modes against vanilla: resamples of the paired bootstrap interval (0: the difference only)
+  c.bootstrap_samples = 1000
   c.max_image_pixels = DEFAULT_MAX_PIXELS  # larger images: reduced-scale JPEG decode, else a counted skip (0: no limit)
   c.prompt_buckets = ",".join(str(b) for b in DEFAULT_BUCKETS)
   # train.py's export/ directory. "auto": for the embedded model, the default train job's export

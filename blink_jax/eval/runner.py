@@ -29,7 +29,7 @@ from blink_jax.blink.config import from_mapping
 from blink_jax.checkpoint import load_token_sr, params_sha256, token_sr_settings
 from blink_jax.data.image_preprocessing import ImageError, load_image
 from blink_jax.data.prompt import vicuna_v1_answer
-from blink_jax.eval import benchmarks, mmvet, provenance
+from blink_jax.eval import benchmarks, mmvet, paired, provenance
 from blink_jax.eval.example import EvalExample
 from blink_jax.eval.readers import LazyFile, ParquetCell, read_rows
 from blink_jax.eval.sample_benchmarks import write_samples
@@ -283,6 +283,7 @@ def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
     if not examples:
       raise ValueError(f"{name}: no usable questions in {sources[name]}")
     results[name] = {"questions": len(examples), "malformed_rows_skipped": malformed}
+    texts = {}
     for mode in modes:
       path = output / name / f"{mode}.jsonl"
       provenance.check_or_start(path, provenance.record(config, model, mode, sources[name], examples))
@@ -292,6 +293,11 @@ def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
       if name == "mmvet":
         mmvet.grader_file({q: p["text"] for q, p in predictions.items()}, output / name / f"{mode}_for_grader.json")
       results[name][mode] = score_mode(bench, examples, predictions, skipped)
+      texts[mode] = {q: p["text"] for q, p in predictions.items()}
+    if "vanilla" in modes and bench.scored_here:
+      results[name]["paired"] = {m: paired.compare(bench, examples, texts["vanilla"], texts[m],
+                                                   samples=config.bootstrap_samples, seed=config.seed)
+                                 for m in modes if m != "vanilla"}
   write_results(results, modes, pipe, output)
   nothing = [f"{n}/{m}" for n in names for m in modes if not results[n][m]["answered"]]
   if nothing:
@@ -303,6 +309,33 @@ def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def is_llava_7b(pipe: LlavaPipeline) -> bool:
   t, v = pipe.cfg.text, pipe.cfg.vision
   return (t.num_layers, t.hidden_size, v.image_size, v.num_layers) == (32, 4096, 336, 24)
+
+
+def paired_table(results: dict, modes: list[str]) -> list[str]:
+  """results.md's second table: each Blink mode minus vanilla per headline metric, over the questions
+  both answered, with the 95% paired-bootstrap interval; '*' where the interval excludes 0."""
+  blink = [m for m in modes if m != "vanilla"]
+  rows = [(name, metric, res["paired"]) for name, res in results.items() if not name.startswith("_")
+          and res.get("paired") for metric in benchmarks.get(name).headline]
+  if not blink or not rows:
+    return []
+  out = ["", "Paired with vanilla (same questions; 95% bootstrap interval over them, '*' where it excludes 0):",
+         "", "| benchmark | metric | questions | " + " | ".join(f"{m} - vanilla" for m in blink) + " |",
+         "|" + "---|" * (3 + len(blink))]
+  for name, metric, by_mode in rows:
+    cells, n = [], ""
+    for m in blink:
+      d = by_mode.get(m, {}).get(metric)
+      if d is None:
+        cells.append("")
+        continue
+      n, ci = d["questions"], d["ci95"]
+      if ci is None:
+        cells.append(f"{d['difference']:+.2f}")
+      else:
+        cells.append(f"{d['difference']:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]" + ("*" if ci[0] > 0 or ci[1] < 0 else ""))
+    out.append(f"| {name} | {metric} | {n} | " + " | ".join(cells) + " |")
+  return out
 
 
 def write_results(results: dict, modes: list[str], pipe: LlavaPipeline, output: epath.Path):
@@ -339,6 +372,7 @@ def write_results(results: dict, modes: list[str], pipe: LlavaPipeline, output: 
     lines.append("| " + " | ".join([name, "expansions (questions)"] + [
         "" if m == "vanilla" else f"{res[m]['expansions']} ({res[m]['questions_expanded']})" for m in modes]
         + blank) + " |")
+  lines += paired_table(results, modes)
   notes = [f"tokensr: {results['_run']['token_sr']}"] if "tokensr" in modes else []
   if incomplete:
     notes.append("* incomplete: scored over the answered questions only; the skipped ones are listed in "
