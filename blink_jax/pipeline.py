@@ -21,8 +21,9 @@ from etils import epath
 from jax.sharding import Mesh
 
 from blink_jax import sharding as shd
-from blink_jax.blink.config import BlinkConfig
+from blink_jax.blink.config import BlinkConfig, defaults_for, from_mapping
 from blink_jax.blink.prefill import BlinkOutput, blink_prefill, blink_prefill_fn
+from blink_jax.checkpoint import load_token_sr
 from blink_jax.convert.hf_llava import load_hf_llava
 from blink_jax.data.image_preprocessing import ImageLike, preprocess_image
 from blink_jax.data.prompt import vicuna_v1_prompt
@@ -63,6 +64,15 @@ class LlavaPipeline:
     """The same loaded model with other Blink settings / TokenSR weights (params are shared)."""
     blink.validate(self.cfg.vision.grid, self.cfg.text.num_layers)
     return dataclasses.replace(self, blink=blink, token_sr=token_sr)
+
+  def with_blink_for_checkpoint(self, token_sr: str | None = None, overrides: dict | None = None) -> "LlavaPipeline":
+    """Blink as a user of this checkpoint expects it: the spec's settings carried to its depth and
+    grid (blink.config.defaults_for), or the settings a TokenSR export was trained with (its weights
+    loaded from the directory `token_sr`), then `overrides` of any field."""
+    trained, blink = None, defaults_for(self.cfg.vision.grid, self.cfg.text.num_layers)
+    if token_sr:
+      trained, blink = load_token_sr(token_sr, width=self.cfg.text.hidden_size, mesh=self.mesh, rules=self.rules)
+    return self.with_blink(from_mapping({**dataclasses.asdict(blink), **(overrides or {})}), trained)
 
   def _blink_for(self, mode: str) -> BlinkConfig:
     return dataclasses.replace(self.blink, mode=mode).validate(self.cfg.vision.grid,

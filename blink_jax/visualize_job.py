@@ -2,44 +2,25 @@
 
 from __future__ import annotations
 
-import ast
-import dataclasses
 from typing import Sequence
 
 import jax
 import numpy as np
 
-from blink_jax.blink.config import defaults_for, from_mapping
+from blink_jax.blink.config import parse_overrides
 from blink_jax.blink.visualize import model_view, render
-from blink_jax.checkpoint import load_token_sr
 from blink_jax.data.image_preprocessing import load_image
 from blink_jax.pipeline import LlavaPipeline
-
-
-def parse_overrides(items: Sequence[str]) -> dict:
-  out = {}
-  for item in items:
-    if "=" not in item:
-      raise ValueError(f"blink override {item!r}: expected key=value")
-    key, value = item.split("=", 1)
-    try:
-      out[key.strip()] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      out[key.strip()] = value
-  return out
 
 
 def run(*, checkpoint: str, image: str, question: str, out: str, token_sr: str | None,
         modes: Sequence[str], max_new_tokens: int, dtype: str, blink_overrides: Sequence[str]):
   pipe = LlavaPipeline.from_hf(checkpoint, dtype=dtype)
-  trained, blink = None, defaults_for(pipe.cfg.vision.grid, pipe.cfg.text.num_layers)
-  if token_sr:
-    trained, blink = load_token_sr(token_sr, width=pipe.cfg.text.hidden_size, mesh=pipe.mesh, rules=pipe.rules)
-  elif "tokensr" in modes:
+  if not token_sr and "tokensr" in modes:
     modes = [m for m in modes if m != "tokensr"]
     print("no --token_sr given: showing vanilla and interp only")
-  blink = from_mapping({**dataclasses.asdict(blink), **parse_overrides(blink_overrides)})
-  pipe = pipe.with_blink(blink, trained)
+  pipe = pipe.with_blink_for_checkpoint(token_sr or None, parse_overrides(blink_overrides))
+  blink = pipe.blink
   img = load_image(image, name=image)
   batch = pipe.prepare([img], [question])
   answers = {m: pipe.generate(batch, max_new_tokens, mode=m)[0] for m in modes}

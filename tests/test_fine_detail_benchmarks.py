@@ -148,3 +148,16 @@ def test_hrbench_images_stay_in_the_file_until_asked_and_a_corrupt_one_is_a_coun
     runner.decode_image(examples[2], max_pixels=None)
   # Over max_pixels, a JPEG is decoded at a reduced DCT scale instead (PIL's draft).
   assert runner.decode_image(examples[0], max_pixels=4_000_000).size[0] < 7680
+
+
+def test_vstar_folder_layout_reads_the_same_from_gcs(tmp_path, gcs_emulator):
+  import gcs_fixtures
+  local = sample_benchmarks.write_samples(tmp_path)["vstar"]
+  gcs_fixtures.upload(local["path"], f"{gcs_emulator}/vstar_bench")
+  rows = {r["question_id"]: r for r in read_rows(local)}
+  remote = {r["question_id"]: r for r in read_rows({"format": "folder", "path": f"{gcs_emulator}/vstar_bench"})}
+  assert sorted(remote) == sorted(rows)
+  for qid, r in remote.items():
+    assert (r["question"], r["options"], r["category"]) == (rows[qid]["question"], rows[qid]["options"],
+                                                            rows[qid]["category"])
+    assert str(r["image"]).startswith(f"{gcs_emulator}/vstar_bench/") and r["image"].read() == rows[qid]["image"].read()

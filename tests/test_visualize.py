@@ -6,7 +6,8 @@ from PIL import Image
 
 import hf_fixtures
 from blink_jax.blink.config import BlinkConfig, defaults_for
-from blink_jax.visualize_job import parse_overrides, run
+from blink_jax.blink.config import parse_overrides
+from blink_jax.visualize_job import run
 from blink_jax.checkpoint import export_token_sr, load_token_sr
 from blink_jax.models.token_sr import init_token_sr
 

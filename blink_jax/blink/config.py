@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 MODES = ("vanilla", "interp", "tokensr")
 POSITION_SCHEMES = ("parent", "fractional")
@@ -76,3 +77,18 @@ def from_mapping(d: Mapping[str, Any]) -> BlinkConfig:
   if unknown:
     raise ValueError(f"blink config: unknown fields {unknown}; known: {sorted(known)}")
   return BlinkConfig(**dict(d))
+
+
+def parse_overrides(items: Sequence[str], sep: str = "=") -> dict[str, Any]:
+  """["tau_exp=0.1", "max_regions=2"] -> {"tau_exp": 0.1, "max_regions": 2} (values read as Python
+  literals where they parse, else kept as text); `sep` separates key and value."""
+  out = {}
+  for item in items:
+    if sep not in item:
+      raise ValueError(f"blink override {item!r}: expected key{sep}value")
+    key, value = item.split(sep, 1)
+    try:
+      out[key.strip()] = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+      out[key.strip()] = value.strip()
+  return out

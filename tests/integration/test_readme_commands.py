@@ -112,6 +112,8 @@ def test_every_readme_command_runs_as_written(stand_ins, tmp_path, gcs_emulator)
   gcs_fixtures.upload(samples / "mme", f"{gcs_emulator}/lmms-lab/MME/data")
   gcs_fixtures.upload(samples / "gqa", f"{gcs_emulator}/lmms-lab/GQA/testdev_balanced_instructions")
   gcs_fixtures.upload(samples / "gqa_images", f"{gcs_emulator}/lmms-lab/GQA/testdev_balanced_images")
+  gcs_fixtures.upload(stand_ins["samples"] / "folder" / "vstar", f"{gcs_emulator}/vstar_bench")
+  gcs_fixtures.upload(samples / "hrbench_4k", f"{gcs_emulator}/HR-Bench/4k")
   env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
          "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
   substitutes = _substitutes(stand_ins, gcs_emulator)
