@@ -1,4 +1,5 @@
-"""Generation: time to first token and decode tokens/s, vanilla vs Blink (interp, tokensr).
+"""Generation: time to first token and decode speed (ms per step: (time of N tokens - time of 1) / (N - 1);
+tokens/s over the batch), vanilla vs Blink (interp, tokensr).
 
   python -m bench.generation [--shape medium] [--batches 1,8] [--new_tokens 32]
 """
@@ -47,14 +48,16 @@ def main(_):
     for mode in modes:
       first, full = seconds[mode, 1], seconds[mode, FLAGS.new_tokens]
       decode = b * (FLAGS.new_tokens - 1) / max(full - first, 1e-9)
-      record[mode] = {"ttft_seconds": first, "total_seconds": full, "decode_tokens_per_sec": decode}
+      record[mode] = {"ttft_seconds": first, "total_seconds": full, "decode_tokens_per_sec": decode,
+                      "decode_ms_per_step": 1e3 * (full - first) / (FLAGS.new_tokens - 1)}
     records.append(record)
     v = record["vanilla"]
-    rows.append([b, f"{v['ttft_seconds'] * 1e3:.0f}", f"{v['decode_tokens_per_sec']:.1f}"] +
+    rows.append([b, f"{v['ttft_seconds'] * 1e3:.0f}", f"{v['decode_ms_per_step']:.1f}", f"{v['decode_tokens_per_sec']:.1f}"] +
                 [f"{record[m]['ttft_seconds'] / v['ttft_seconds']:.3f}" for m in ("interp", "tokensr")] +
                 [f"{record[m]['decode_tokens_per_sec'] / v['decode_tokens_per_sec']:.3f}" for m in ("interp", "tokensr")])
   common.write(f"generation_{FLAGS.shape}", {"new_tokens": FLAGS.new_tokens, "records": records}, rows,
-               ["batch", "vanilla TTFT ms", "vanilla decode tok/s", "interp TTFT/van", "tokensr TTFT/van",
+               ["batch", "vanilla TTFT ms", "vanilla decode ms/step", "vanilla decode tok/s", "interp TTFT/van",
+                "tokensr TTFT/van",
                 "interp decode/van", "tokensr decode/van"])
   common.bar_plot(f"generation_{FLAGS.shape}", [f"batch {r['batch']}" for r in records],
                   {m: [r[m]["decode_tokens_per_sec"] for r in records] for m in ("vanilla", "interp", "tokensr")},

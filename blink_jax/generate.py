@@ -18,7 +18,7 @@ from blink_jax.models.llama import KVCache
 from blink_jax.models.llava import Llava
 
 # prefill(params, ids, pixels, lengths, room) ->
-#   (logits [B, V], KVCache [L, B, S0 + room, K, D], key_valid [L, B, S0 + room], expansions [B] int32)
+#   (logits [B, V], KVCache [L, B, K, S0 + room, D], key_valid [L, B, S0 + room], expansions [B] int32)
 # with `room` (static) dead positions after the prompt's S0 for the tokens generation writes.
 PrefillFn = Callable[[Any, jax.Array, jax.Array, jax.Array, int],
                      tuple[jax.Array, KVCache, jax.Array, jax.Array]]
@@ -52,7 +52,7 @@ def greedy_generate(model: Llava, prefill: PrefillFn, params, ids, pixels, lengt
   """Greedy tokens after the prompt pass `prefill`, and the regions Blink expanded in it."""
   b = ids.shape[0]
   logits, cache, valid, expansions = prefill(params, ids, pixels, lengths, max_new_tokens)
-  s0 = cache.k.shape[2] - max_new_tokens
+  s0 = cache.k.shape[3] - max_new_tokens
   first = jnp.argmax(logits, axis=-1).astype(jnp.int32)
   out = jnp.full((b, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
   done = first == eos_id

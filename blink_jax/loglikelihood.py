@@ -48,7 +48,7 @@ def score_continuations(model: Llava, prefill: PrefillFn, params, ids, pixels, l
   """Scores of continuations `tokens` [B, C] (true lengths `counts` [B]) after the prompts."""
   c = tokens.shape[1]
   logits, cache, valid, expansions = prefill(params, ids, pixels, lengths, c)
-  s0 = cache.k.shape[2] - c
+  s0 = cache.k.shape[3] - c
 
   def token_score(logits, t):
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)

@@ -46,7 +46,7 @@ class BlinkTrace(NamedTuple):
 
 class BlinkOutput(NamedTuple):
   logits: jax.Array        # [B, V] next token, or [B, T, V] at every prompt position
-  cache: KVCache           # [L, B, S + room, Kh, D]; see key_valid for which rows are keys
+  cache: KVCache           # [L, B, Kh, S + room, D]; see key_valid for which rows are keys
   key_valid: jax.Array     # [L, B, S]
   expansions: jax.Array    # [B] int32: regions expanded, summed over scanning layers and blocks
   trace: BlinkTrace | None
@@ -112,7 +112,7 @@ def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, le
 
   empty = BlockState.empty(b, blink.max_regions)
   # What a layer outside the scanning range reports in the trace's place (then cut off): zeros.
-  k_shape = jax.ShapeDtypeStruct((b, s, cfg.text.num_kv_heads, cfg.text.head_dim), jnp.dtype(cfg.dtype))
+  k_shape = jax.ShapeDtypeStruct((b, cfg.text.num_kv_heads, s, cfg.text.head_dim), jnp.dtype(cfg.dtype))
   unseen = jax.eval_shape(lambda k: resolve(first, text_layer_params(params, first), h, h, positions, k,
                                             base_valid, empty)[3], k_shape)
   unseen = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), unseen)
@@ -127,7 +127,7 @@ def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, le
     (h_out, _), kv = text_layer.apply({"params": layer_params}, (h, LayerInputs(positions, None)),
                                       (key_valid, None), kv_room=room)
     h_out, positions, state, seen = jax.lax.cond(
-        scanning, lambda: resolve(i, layer_params, h, h_out, positions, kv.k[:, :s], key_valid, state),
+        scanning, lambda: resolve(i, layer_params, h, h_out, positions, kv.k[:, :, :s], key_valid, state),
         lambda: (h_out, positions, state, unseen))
     return (h_out, positions, state), (kv, key_valid, seen)
 

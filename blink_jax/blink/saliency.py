@@ -18,20 +18,21 @@ from blink_jax.models.llama import DecoderLayer
 
 def saliency_from_last_query(q_last: jax.Array, k: jax.Array, row_mask: jax.Array, visual_start: int,
                              num_visual: int, norm: str = "row") -> jax.Array:
-  """Visual saliency [B, N] from q_last [B, H, D] (RoPE'd) and the layer's keys k [B, S, Kh, D].
+  """Visual saliency [B, N] from q_last [B, H, D] (RoPE'd) and the layer's keys k [B, Kh, S, D] (the
+  KV cache's layout).
 
   row_mask [B, S]: the keys the last prompt token attends to (causal and live). norm="row": softmax
   over that whole row, then keep the visual columns; "visual": softmax over the visual keys only.
   Heads are averaged (grouped-query heads share their kv head's keys).
   """
   b, h, d = q_last.shape
-  kh = k.shape[2]
+  kh = k.shape[1]
   if norm == "visual":
-    k = k[:, visual_start:visual_start + num_visual]
+    k = k[:, :, visual_start:visual_start + num_visual]
     row_mask = row_mask[:, visual_start:visual_start + num_visual]
     visual_start = 0
   q = q_last.astype(jnp.float32).reshape(b, kh, h // kh, d)
-  scores = jnp.einsum("bkgd,bskd->bkgs", q, k.astype(jnp.float32)) * (d ** -0.5)
+  scores = jnp.einsum("bkgd,bksd->bkgs", q, k.astype(jnp.float32)) * (d ** -0.5)
   scores = jnp.where(row_mask[:, None, None, :], scores, -jnp.inf)
   probs = jax.nn.softmax(scores, axis=-1).mean(axis=(1, 2))
   return probs[:, visual_start:visual_start + num_visual]

@@ -71,6 +71,32 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_valid: jax.Arra
   return _blocked(q, k, v, key_valid, causal)
 
 
+def decode_attention(q: jax.Array, cache: tuple[jax.Array, jax.Array], new: tuple[jax.Array, jax.Array],
+                     cache_live: jax.Array) -> jax.Array:
+  """One new token's attention over the KV cache and itself, without writing it into the cache.
+
+  q [B, 1, H, D]; cache (k, v) [B, K, S, D]; new (k, v) [B, K, 1, D], the token's own key and value;
+  cache_live [B, S] the cache keys it sees. The softmax runs jointly over both parts (float32 logits),
+  so this equals attention over the cache with the new key written in, while the caller writes all
+  layers' new keys into the stacked cache once, in place, instead of each layer returning an updated
+  copy of its whole cache (what made each decode step copy the cache twice).
+  """
+  (kc, vc), (kn, vn) = cache, new
+  b, _, h, d = q.shape
+  g = h // kc.shape[1]
+  qg = q.reshape(b, kc.shape[1], g, d) * jnp.asarray(1.0 / np.sqrt(d), q.dtype)
+  f32 = dict(preferred_element_type=jnp.float32)
+  logits = jnp.einsum("bkgd,bksd->bkgs", qg, kc, **f32)
+  logits = jnp.where(cache_live[:, None, None, :], logits, -jnp.inf)
+  own = jnp.einsum("bkgd,bkd->bkg", qg, kn[:, :, 0], **f32)
+  top = jnp.maximum(jnp.max(logits, axis=-1), own)
+  weights, own_weight = jnp.exp(logits - top[..., None]), jnp.exp(own - top)
+  total = jnp.sum(weights, axis=-1) + own_weight
+  out = jnp.einsum("bkgs,bksd->bkgd", weights.astype(vc.dtype), vc, **f32)
+  out = (out + own_weight[..., None] * vn[:, :, None, 0].astype(jnp.float32)) / total[..., None]
+  return out.reshape(b, 1, h, d).astype(q.dtype)
+
+
 def _splash(q, k, v, key_valid, causal):
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from blink_jax.models.attention_kernels import self_attention
+from blink_jax.models.attention_kernels import decode_attention, self_attention
 from blink_jax.models.layer_stack import StackedLayers, detached
 from blink_jax.models.linear import WEIGHT_INIT, Linear
 from blink_jax.models.llava_config import TextConfig
@@ -52,14 +52,16 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
   return out.astype(x.dtype)
 
 
-def decode_mask(cache_index: jax.Array, key_valid: jax.Array) -> jax.Array:
-  """[B, 1, 1, S] bool for one query written at `cache_index`: live keys at or before it."""
-  seen = jnp.arange(key_valid.shape[-1]) <= cache_index
-  return (seen[None] & key_valid)[:, None, None, :]
+def cache_live(cache_index: jax.Array, key_valid: jax.Array) -> jax.Array:
+  """[B, S] bool: the cache keys a token written at `cache_index` sees besides its own (live ones
+  before it)."""
+  return (jnp.arange(key_valid.shape[-1]) < cache_index)[None] & key_valid
 
 
 class KVCache(NamedTuple):
-  """One layer's (or, stacked, every layer's) keys and values [.., B, S, K, D]."""
+  """One layer's (or, stacked, every layer's) keys and values [.., B, K, S, D]: kv heads before the
+  sequence, the layout a decoding step's attention reads without transposing the cache (on XLA:CPU
+  the [B, S, K, D] layout cost a transposed copy of each layer's cache every step)."""
   k: jax.Array
   v: jax.Array
 
@@ -98,13 +100,13 @@ class Attention(nn.Module):
     cos, sin = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta)
     return apply_rope(self.q_proj(x), cos, sin)
 
-  def attend(self, q, k, v, key_valid, cache_index):
-    """Prefill (cache_index None): causal self-attention over the call's tokens; decoding: the new
-    token's query against the cache."""
-    if cache_index is None:
+  def attend(self, q, k, v, key_valid, cache=None, cache_index=None):
+    """Prefill (no cache): causal self-attention over the call's tokens (k, v [B, T, K, D]); decoding:
+    the new token's query against the cache and its own key and value (k, v [B, K, 1, D])."""
+    if cache is None:
       out = self_attention(q, k, v, key_valid, causal=True, implementation=self.implementation)
     else:
-      out = jax.nn.dot_product_attention(q, k, v, mask=decode_mask(cache_index, key_valid))
+      out = decode_attention(q, cache, (k, v), cache_live(cache_index, key_valid))
     return self.o_proj(out)
 
 
@@ -130,7 +132,9 @@ class DecoderLayer(nn.Module):
   Prefill (cache None): keys are this call's tokens, returns the new KVCache as the layer output,
   with `kv_room` dead positions after them for the tokens generation will write (padded here, per
   layer, so a stacked cache with room is built once, not padded again as a whole).
-  Decoding: the new keys are written into the cache at `cache_index`, the updated cache returned.
+  Decoding: the new token attends to the cache (read only) and itself; its key and value
+  [B, K, 1, D] are the layer output, which Llava.decode writes into the stacked cache for all layers
+  at once.
   """
   cfg: TextConfig
   dtype: jnp.dtype = jnp.float32
@@ -148,14 +152,16 @@ class DecoderLayer(nn.Module):
     key_valid, cache = per_layer
     h = nn.with_logical_constraint(h, ("act_batch", "act_len", "act_emb"))
     q, k, v = self.self_attn.project(self.input_layernorm(h), inputs.positions)
+    kv = KVCache(*(jnp.swapaxes(x, 1, 2) for x in (k, v)))   # the cache layout [B, K, T, D]
     if cache is not None:
-      k = jax.lax.dynamic_update_slice_in_dim(cache.k, k.astype(cache.k.dtype), inputs.cache_index, 1)
-      v = jax.lax.dynamic_update_slice_in_dim(cache.v, v.astype(cache.v.dtype), inputs.cache_index, 1)
-    h = h + self.self_attn.attend(q, k, v, key_valid, inputs.cache_index)
+      kv = KVCache(kv.k.astype(cache.k.dtype), kv.v.astype(cache.v.dtype))
+      h = h + self.self_attn.attend(q, kv.k, kv.v, key_valid, cache, inputs.cache_index)
+    else:
+      h = h + self.self_attn.attend(q, k, v, key_valid)
     h = h + self.mlp(self.post_attention_layernorm(h))
     if cache is None and kv_room:
-      k, v = (jnp.pad(x, [(0, 0), (0, kv_room), (0, 0), (0, 0)]) for x in (k, v))
-    return (h, inputs), KVCache(k, v)
+      kv = KVCache(*(jnp.pad(x, [(0, 0), (0, 0), (0, kv_room), (0, 0)]) for x in kv))
+    return (h, inputs), kv
 
   def query(self, h, positions):
     """The RoPE'd queries [B, T, H, D] this layer computes for hidden states h (used by saliency)."""

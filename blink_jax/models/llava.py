@@ -95,7 +95,7 @@ class Llava(nn.Module):
   def prefill(self, ids, pixels, lengths, room=0):
     """Prompt pass for generation; prompts are right-padded, `lengths` [B] their true lengths.
 
-    Returns (next-token logits [B, V], stacked KVCache [L, B, T + room, K, D], key_valid [L, B, T + room])
+    Returns (next-token logits [B, V], stacked KVCache [L, B, K, T + room, D], key_valid [L, B, T + room])
     with `room` dead positions for the tokens generation writes.
     """
     b, t = ids.shape
@@ -110,9 +110,12 @@ class Llava(nn.Module):
   def decode(self, tokens, positions, cache: KVCache, key_valid, cache_index):
     """One token per example: tokens/positions [B], written at sequence index `cache_index`.
 
-    key_valid [L, B, S] must already mark `cache_index` live. Returns (logits [B, V], cache).
+    Returns (logits [B, V], the cache with every layer's new key and value at `cache_index`: one
+    in-place update of the stacked cache; the layers only read it). key_valid [L, B, S] is what the
+    token sees in the cache before its own index.
     """
     h = self.language_model.embed(tokens[:, None])
     inputs = LayerInputs(positions[:, None], cache_index)
-    h, cache = self.run_layers(h, inputs, key_valid, cache)
+    h, new = self.run_layers(h, inputs, key_valid, cache)
+    cache = KVCache(*(jax.lax.dynamic_update_slice_in_dim(c, n, cache_index, 3) for c, n in zip(cache, new)))
     return self.head(h)[:, 0], cache
