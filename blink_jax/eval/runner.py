@@ -316,7 +316,8 @@ def paired_table(results: dict, modes: list[str]) -> list[str]:
   both answered, with the 95% paired-bootstrap interval; '*' where the interval excludes 0."""
   blink = [m for m in modes if m != "vanilla"]
   rows = [(name, metric, res["paired"]) for name, res in results.items() if not name.startswith("_")
-          and res.get("paired") for metric in benchmarks.get(name).headline]
+          and res.get("paired") for metric in benchmarks.get(name).headline
+          if any(metric in by_metric for by_metric in res["paired"].values())]
   if not blink or not rows:
     return []
   out = ["", "Paired with vanilla (same questions; 95% bootstrap interval over them, '*' where it excludes 0):",

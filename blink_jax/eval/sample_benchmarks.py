@@ -94,19 +94,20 @@ def _rows() -> dict[str, list[dict]]:
             "The color of the cat is white."]),
           ("direct_attributes", "coffee", "What is the color of the cup?", ["white", "red", "black", "green"]),
           ("relative_position", "astronaut", "Is the flag on the left or right side of the person?",
-           ["The flag is on the left side of the person.", "The flag is on the right side of the person."]),
+           ["left", "right"]),
           ("relative_position", "rocket", "Is the tower on the left or right side of the rocket?",
            ["left", "right"])]]
-  # HR-Bench: base64 JPEGs at 4K / 8K; each question also with its options rotated (its cycle).
-  for name, size, n in (("hrbench_4k", (3840, 2160), 4), ("hrbench_8k", (7680, 4320), 2)):
+  # HR-Bench: base64 JPEGs at 4K / 8K; a single- and a cross-region question, each with its options
+  # rotated (its cycle) at 4K, once at 8K.
+  for name, size, rotations in (("hrbench_4k", (3840, 2160), 2), ("hrbench_8k", (7680, 4320), 1)):
     photo = base64.b64encode(_jpeg("rocket", size)).decode()
     table = []
     for i, (cat, q, opts, a) in enumerate([
         ("single", "What is launching?", ["a rocket", "a plane", "a bird", "a kite"], 0),
-        ("cross", "Is the rocket left or right of the tower?", ["left", "right", "above", "below"], 1)][:n // 2]):
-      for k in range(2):
+        ("cross", "Is the rocket left or right of the tower?", ["left", "right", "above", "below"], 1)]):
+      for k in range(rotations):
         rotated = opts[k:] + opts[:k]
-        table.append({"index": 2 * i + k, "question": q, **dict(zip("ABCD", rotated)),
+        table.append({"index": rotations * i + k, "question": q, **dict(zip("ABCD", rotated)),
                       "answer": "ABCD"[rotated.index(opts[a])], "category": cat, "cycle_category": f"c{i}",
                       "image": photo})
     rows[name] = table
