@@ -24,6 +24,10 @@ LETTER_ANSWER = "Answer with the option's letter from the given choices directly
 LETTER_ANSWER_CN = "请直接回答选项字母。"
 
 
+# A text image cell longer than this is base64 (the MMBench / HR-Bench TSVs); shorter ones are paths.
+BASE64_MIN_CHARS = 513
+
+
 def image_bytes(value: Any) -> Any:
   """An image cell as a reader gives it -> encoded bytes where it holds them: the HF-datasets cell
   ({'bytes': ..., 'path': ...}) its bytes (else its path), a long plain string is base64 (the MMBench
@@ -32,7 +36,7 @@ def image_bytes(value: Any) -> Any:
     if value.get("bytes"):
       return value["bytes"]
     return value.get("path")
-  if type(value) is str and len(value) > 512:   # paths are LazyFile (a str subclass) by now
+  if type(value) is str and len(value) >= BASE64_MIN_CHARS:   # paths are LazyFile (a str subclass) by now
     return base64.b64decode(value)
   return value
 

@@ -26,10 +26,16 @@ import fsspec
 import numpy as np
 
 from blink_jax.data.image_preprocessing import ImageError
-from blink_jax.eval.example import SHORT_ANSWER, LETTER_ANSWER, image_bytes
+from blink_jax.eval.example import BASE64_MIN_CHARS, SHORT_ANSWER, LETTER_ANSWER, image_bytes
 
 FORMATS = ("parquet", "llava", "tfds", "folder")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _url(fs, path: str) -> str:
+  """A path fsspec listed, as a URL that reopens it (gs://bucket/x for GCS's bare bucket/x)."""
+  protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+  return path if "://" in path or protocol in ("file", "local") else f"{protocol}://{path}"
 
 
 def _files(pattern: str) -> list[str]:
@@ -38,8 +44,7 @@ def _files(pattern: str) -> list[str]:
     paths = sorted(fs.glob(paths[0].rstrip("/") + "/*.parquet"))
   if not paths:
     raise FileNotFoundError(f"{pattern}: no parquet files")
-  protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-  return [p if "://" in p or protocol in ("file", "local") else f"{protocol}://{p}" for p in paths]
+  return [_url(fs, p) for p in paths]
 
 
 class ParquetCell:
@@ -74,7 +79,7 @@ IMAGE_COLUMN = "image"
 
 def _holds_image(value: Any) -> bool:
   return isinstance(value, bytes) or (isinstance(value, dict) and bool(value.get("bytes"))) or (
-      type(value) is str and len(value) > 512)
+      type(value) is str and len(value) >= BASE64_MIN_CHARS)
 
 
 def _parquet_rows(pattern: str) -> Iterator[dict]:
@@ -127,8 +132,6 @@ def _llava_rows(questions: str, annotations: str | None) -> Iterator[dict]:
 
 def _folder_rows(folder: str) -> Iterator[dict]:
   fs, _, (root,) = fsspec.get_fs_token_paths(folder.rstrip("/"))
-  protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-  prefix = "" if protocol in ("file", "local") or "://" in root else f"{protocol}://"
   files = sorted(fs.find(root))
   if not files:
     raise FileNotFoundError(f"{folder}: no files (a folder of images, each with a same-name .json)")
@@ -140,7 +143,7 @@ def _folder_rows(folder: str) -> Iterator[dict]:
     try:
       row = json.loads(fs.cat_file(path).decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise ValueError(f"{prefix}{path}: not JSON ({e})") from e
+      raise ValueError(f"{_url(fs, path)}: not JSON ({e})") from e
     relative = posixpath.relpath(stem, root)
     category = posixpath.dirname(relative)
     row.setdefault("category", category)
@@ -193,7 +196,7 @@ def _resolve_images(value: Any, folder: str) -> Any:
     return [_resolve_images(v, folder) for v in value]
   if isinstance(value, dict) and not value.get("bytes") and value.get("path"):
     return resolve_inside(folder, str(value["path"]))
-  if isinstance(value, str) and not isinstance(value, LazyFile) and len(value) <= 512:
+  if isinstance(value, str) and not isinstance(value, LazyFile) and len(value) < BASE64_MIN_CHARS:
     return resolve_inside(folder, value)   # longer strings are base64 images (MMBench TSV)
   return value
 
