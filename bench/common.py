@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -92,11 +93,43 @@ def build_hf_checkpoint(path: pathlib.Path, shape: dict, seed: int = 0) -> pathl
   return path
 
 
+def torch_forward(ckpt: pathlib.Path, batch, implementation: str, dtype: str):
+  """A zero-argument call of transformers' LLaVA forward on the batch (next-token logits only), on
+  the device JAX runs on (CPU or GPU); synchronised before returning."""
+  import torch
+  import transformers
+  device = {"cpu": "cpu", "gpu": "cuda"}.get(jax.default_backend())
+  if device is None or (device == "cuda" and not torch.cuda.is_available()):
+    raise SystemExit(f"JAX runs on {jax.default_backend()!r} but torch {torch.__version__} cannot run "
+                     "there; install a torch build for that device or pass --notorch")
+  model = transformers.LlavaForConditionalGeneration.from_pretrained(
+      ckpt, dtype=getattr(torch, dtype), attn_implementation=implementation).to(device).eval()
+  ids = torch.from_numpy(batch.ids).long().to(device)
+  mask = torch.from_numpy(np.arange(ids.shape[1])[None] < batch.lengths[:, None]).long().to(device)
+  pixels = torch.from_numpy(batch.pixels).permute(0, 3, 1, 2).to(device, getattr(torch, dtype))
+
+  def call():
+    with torch.inference_mode():
+      logits = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, logits_to_keep=1).logits
+    if device == "cuda":
+      torch.cuda.synchronize()
+    return logits
+  return call
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+  """What a call returns when it timed itself (a call run in another process: bench/easydel_baseline.py), so
+  the pipe to that process is not part of its time."""
+  seconds: float
+
+
 def time_interleaved(calls: dict[Any, Callable[[], Any]], repeats: int = 5, warmup: int = 1) -> dict[Any, float]:
   """Median seconds of each zero-argument call, after warm-up calls.
 
   The calls are timed in turns (one round times each once), so drift in the shared machine's speed
-  affects every call alike and the ratios between them stay fair. JAX outputs are blocked on.
+  affects every call alike and the ratios between them stay fair. JAX outputs are blocked on; a call
+  that returns a Measured is taken at its own figure.
   """
   for call in calls.values():
     for _ in range(warmup):
@@ -105,8 +138,8 @@ def time_interleaved(calls: dict[Any, Callable[[], Any]], repeats: int = 5, warm
   for _ in range(repeats):
     for name, call in calls.items():
       t = time.perf_counter()
-      jax.block_until_ready(call())
-      times[name].append(time.perf_counter() - t)
+      out = jax.block_until_ready(call())
+      times[name].append(out.seconds if isinstance(out, Measured) else time.perf_counter() - t)
   return {name: statistics.median(ts) for name, ts in times.items()}
 
 

@@ -1,30 +1,70 @@
-"""Generation: time to first token and decode speed (ms per step: (time of N tokens - time of 1) / (N - 1);
-tokens/s over the batch), vanilla vs Blink (interp, tokensr).
+"""Generation: time to first token and decode speed, vanilla vs Blink (interp, tokensr) and, where its
+environment is given, EasyDeL's LLaVA on the same checkpoint and inputs (bench/easydel_baseline.py).
 
-  python -m bench.generation [--shape medium] [--batches 1,8] [--new_tokens 32]
+Decode speed is measured two ways: end to end, ms per step = (time of N tokens - time of 1) / (N - 1)
+through LlavaPipeline.generate_tokens (tokens/s over the batch); and one compiled decode step alone
+(generate.decode_step on the cache of the mode's own prefill, the modes timed in turns, median of
+`--step_repeats` steps), which is not a difference of two timings and so carries far less noise: the
+Blink / vanilla decode ratios are taken from it.
+
+  python -m bench.generation [--shape medium] [--batches 1,8] [--new_tokens 32] [--easydel_python PY]
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import tempfile
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import app, flags
 
 from bench import common
+from bench.easydel_baseline import EasyDeL, checked
+from blink_jax import sharding as shd
+from blink_jax.data.prompt_batch import PromptBatch
+from blink_jax.generate import decode_step
 from blink_jax.models import token_sr
 from blink_jax.pipeline import LlavaPipeline
 
 flags.DEFINE_enum("shape", "medium", list(common.SHAPES), "Model shape (7b needs an accelerator; tiny only checks the script runs).")
 flags.DEFINE_list("batches", ["1", "8"], "Batch sizes.")
 flags.DEFINE_integer("new_tokens", 32, "Tokens generated per example.")
-flags.DEFINE_integer("repeats", 3, "Timed repeats (median).")
+flags.DEFINE_integer("repeats", 3, "Timed repeats of each generate call (median).")
+flags.DEFINE_integer("step_repeats", 60, "Timed decode steps alone per mode (median).")
+flags.DEFINE_string("easydel_python", "", "Python of a venv with bench/requirements-easydel.txt; when "
+                    "given, EasyDeL's LLaVA is timed in the same run (checked against transformers first).")
 flags.DEFINE_integer("text_tokens", 70, "Text tokens per prompt.")
 flags.DEFINE_string("dtype", "float32", "Compute dtype.")
 flags.DEFINE_string("ckpt_dir", os.path.join(tempfile.gettempdir(), "blink_bench_ckpt"), "Checkpoint cache.")
 FLAGS = flags.FLAGS
+
+
+def decode_step_call(pipe: LlavaPipeline, mode: str, batch: PromptBatch, room: int):
+  """A zero-argument call running one compiled decode step of `mode` (what greedy_generate's loop body
+  runs) on the cache of the mode's prefill, its cache donated and carried from call to call; it writes
+  the new token at the room's positions 1 .. room - 1 in turn."""
+  batch = pipe.layout_for(batch, mode)
+  params = pipe.mode_params(mode)
+  ids, pixels, lengths = (jnp.asarray(x) for x in (batch.ids, batch.pixels, batch.lengths))
+  with shd.activated(pipe.mesh, pipe.rules):
+    logits, cache, valid, _ = jax.jit(pipe.prefill_fn(mode, batch.image_start), static_argnums=4)(
+        params, ids, pixels, lengths, room)
+  s0 = cache.k.shape[3] - room
+  step = jax.jit(lambda p, tok, t, ln, c, v: decode_step(pipe.model, p, tok, t, s0, ln, c, v), donate_argnums=4)
+  tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  state = {"cache": cache, "valid": valid}
+  positions = itertools.cycle(range(1, room))
+
+  def call():
+    with shd.activated(pipe.mesh, pipe.rules):
+      out, state["cache"], state["valid"] = step(params, tokens, jnp.int32(next(positions)), lengths,
+                                                 state["cache"], state["valid"])
+    return out
+  return call
 
 
 def main(_):
@@ -35,32 +75,47 @@ def main(_):
   blink = common.blink_for(pipe)
   tsr = token_sr.init_for(blink, pipe.cfg, jax.random.key(1))
   pipe = pipe.with_blink(blink, tsr)
+  easydel = EasyDeL(FLAGS.easydel_python, ckpt, FLAGS.dtype) if FLAGS.easydel_python else None
   from skimage import data
   photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
+  modes = ("vanilla", "interp", "tokensr")
+  n = FLAGS.new_tokens
   rows, records = [], []
   for b in [int(x) for x in FLAGS.batches]:
     batch = pipe.prepare([photos[i % 4] for i in range(b)], prompts=[common.prompt(FLAGS.text_tokens)] * b)
     record = {"batch": b}
-    modes = ("vanilla", "interp", "tokensr")
-    calls = {(mode, n): (lambda mode=mode, n=n: pipe.generate_tokens(batch, n, mode))
-             for mode in modes for n in (1, FLAGS.new_tokens)}
+    calls = {(mode, k): (lambda mode=mode, k=k: pipe.generate_tokens(batch, k, mode)) for mode in modes for k in (1, n)}
+    if easydel is not None:
+      record["easydel_check"] = checked(easydel, batch, ckpt, FLAGS.dtype, n, pipe.generate_tokens(batch, n))
+      calls.update({("easydel", k): easydel.call("generate", k) for k in (1, n)})
     seconds = common.time_interleaved(calls, repeats=FLAGS.repeats)
-    for mode in modes:
-      first, full = seconds[mode, 1], seconds[mode, FLAGS.new_tokens]
-      decode = b * (FLAGS.new_tokens - 1) / max(full - first, 1e-9)
-      record[mode] = {"ttft_seconds": first, "total_seconds": full, "decode_tokens_per_sec": decode,
-                      "decode_ms_per_step": 1e3 * (full - first) / (FLAGS.new_tokens - 1)}
+    steps = common.time_interleaved({mode: decode_step_call(pipe, mode, batch, n) for mode in modes},
+                                    repeats=FLAGS.step_repeats, warmup=2)
+    for mode in modes + (("easydel",) if easydel else ()):
+      first, full = seconds[mode, 1], seconds[mode, n]
+      record[mode] = {"ttft_seconds": first, "total_seconds": full,
+                      "decode_tokens_per_sec": b * (n - 1) / max(full - first, 1e-9),
+                      "decode_ms_per_step": 1e3 * (full - first) / (n - 1)}
+      if mode in steps:
+        record[mode]["step_alone_ms"] = 1e3 * steps[mode]
     records.append(record)
     v = record["vanilla"]
-    rows.append([b, f"{v['ttft_seconds'] * 1e3:.0f}", f"{v['decode_ms_per_step']:.1f}", f"{v['decode_tokens_per_sec']:.1f}"] +
-                [f"{record[m]['ttft_seconds'] / v['ttft_seconds']:.3f}" for m in ("interp", "tokensr")] +
-                [f"{record[m]['decode_tokens_per_sec'] / v['decode_tokens_per_sec']:.3f}" for m in ("interp", "tokensr")])
-  common.write(f"generation_{FLAGS.shape}", {"new_tokens": FLAGS.new_tokens, "records": records}, rows,
-               ["batch", "vanilla TTFT ms", "vanilla decode ms/step", "vanilla decode tok/s", "interp TTFT/van",
-                "tokensr TTFT/van",
-                "interp decode/van", "tokensr decode/van"])
+    row = [b, f"{v['ttft_seconds'] * 1e3:.0f}", f"{v['decode_ms_per_step']:.1f}", f"{v['step_alone_ms']:.1f}"]
+    row += [f"{record[m]['step_alone_ms'] / v['step_alone_ms']:.3f}" for m in ("interp", "tokensr")]
+    row += [f"{record[m]['ttft_seconds'] / v['ttft_seconds']:.3f}" for m in ("interp", "tokensr")]
+    if easydel is not None:
+      e = record["easydel"]
+      row += [f"{e['ttft_seconds'] * 1e3:.0f}", f"{e['decode_ms_per_step']:.1f}",
+              f"{v['ttft_seconds'] / e['ttft_seconds']:.3f}", f"{v['decode_ms_per_step'] / e['decode_ms_per_step']:.3f}"]
+    rows.append(row)
+  header = ["batch", "van TTFT ms", "van decode ms/step", "van step alone ms", "interp step/van", "tokensr step/van",
+            "interp TTFT/van", "tokensr TTFT/van"]
+  if easydel is not None:
+    header += ["EasyDeL TTFT ms", "EasyDeL decode ms/step", "TTFT van/EasyDeL", "decode van/EasyDeL"]
+    easydel.close()
+  common.write(f"generation_{FLAGS.shape}", {"new_tokens": n, "records": records}, rows, header)
   common.bar_plot(f"generation_{FLAGS.shape}", [f"batch {r['batch']}" for r in records],
-                  {m: [r[m]["decode_tokens_per_sec"] for r in records] for m in ("vanilla", "interp", "tokensr")},
+                  {m: [r[m]["decode_tokens_per_sec"] for r in records] for m in modes + (("easydel",) if easydel else ())},
                   "decode tokens / s", f"Greedy decoding ({FLAGS.shape}, {jax.devices()[0].platform})")
 
 

@@ -1,15 +1,16 @@
 """Prefill: latency and tokens/s of vanilla / interp / tokensr at several batch sizes, the same
-forward pass in transformers (sdpa and eager) on the same weights and inputs, the compiled memory of
-each mode, and the saliency side product's share of a scanning layer.
+forward pass in transformers (sdpa and eager) and, where its environment is given, EasyDeL's LLaVA
+(bench/easydel_baseline.py) on the same weights and inputs, the compiled memory of each mode, and the
+saliency side product's share of a scanning layer.
 
   python -m bench.prefill [--shape medium|7b|tiny] [--attention auto|xla|blocked|splash] [--batches 1,8,32] [--repeats 5]
+                          [--easydel_python PY]
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 import tempfile
 
 # On a GPU, JAX would otherwise take 75% of its memory up front and leave too little to PyTorch.
@@ -21,6 +22,7 @@ import numpy as np
 from absl import app, flags
 
 from bench import common
+from bench.easydel_baseline import EasyDeL, checked
 from blink_jax.blink.config import BlinkConfig
 from blink_jax.blink.prefill import blink_prefill, slot_layout
 from blink_jax.blink.saliency import last_token_shares
@@ -39,6 +41,8 @@ flags.DEFINE_enum("attention", "auto", list(IMPLEMENTATIONS), "Attention kernel 
 flags.DEFINE_bool("torch", True, "Also time transformers (sdpa, eager).")
 flags.DEFINE_integer("text_tokens", 70, "Text tokens per prompt besides the visual ones (LLaVA's "
                      "vicuna_v1 prompts carry about 60-100); long ones make Blink cross a bucket.")
+flags.DEFINE_string("easydel_python", "", "Python of a venv with bench/requirements-easydel.txt; when "
+                    "given, EasyDeL's LLaVA is timed in the same run (checked against transformers first).")
 flags.DEFINE_string("ckpt_dir", os.path.join(tempfile.gettempdir(), "blink_bench_ckpt"),
                     "Where the random HF checkpoint is built (reused).")
 FLAGS = flags.FLAGS
@@ -73,30 +77,6 @@ def saliency_share(pipe: LlavaPipeline, blink: BlinkConfig, batch) -> tuple[floa
           common.time_call(saliency, layer_params, h, keys, repeats=FLAGS.repeats))
 
 
-def torch_forward(ckpt: pathlib.Path, batch, implementation: str, dtype: str):
-  """A zero-argument call of transformers' LLaVA forward on the batch (next-token logits only), on
-  the device JAX runs on (CPU or GPU); synchronised before returning."""
-  import torch
-  import transformers
-  device = {"cpu": "cpu", "gpu": "cuda"}.get(jax.default_backend())
-  if device is None or (device == "cuda" and not torch.cuda.is_available()):
-    raise SystemExit(f"JAX runs on {jax.default_backend()!r} but torch {torch.__version__} cannot run "
-                     "there; install a torch build for that device or pass --notorch")
-  model = transformers.LlavaForConditionalGeneration.from_pretrained(
-      ckpt, dtype=getattr(torch, dtype), attn_implementation=implementation).to(device).eval()
-  ids = torch.from_numpy(batch.ids).long().to(device)
-  mask = torch.from_numpy(np.arange(ids.shape[1])[None] < batch.lengths[:, None]).long().to(device)
-  pixels = torch.from_numpy(batch.pixels).permute(0, 3, 1, 2).to(device, getattr(torch, dtype))
-
-  def call():
-    with torch.inference_mode():
-      logits = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, logits_to_keep=1).logits
-    if device == "cuda":
-      torch.cuda.synchronize()
-    return logits
-  return call
-
-
 def main(_):
   import torch
   torch.set_num_threads(os.cpu_count())
@@ -109,6 +89,7 @@ def main(_):
   model: Llava = pipe.model
   # The same model on XLA's attention kernel, to show what the chosen kernel gains in this run.
   xla_model = Llava(pipe.cfg.replace(attention="xla")) if kernel != "xla" else None
+  easydel = EasyDeL(FLAGS.easydel_python, ckpt, FLAGS.dtype) if FLAGS.easydel_python else None
   from skimage import data
   photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
 
@@ -129,7 +110,10 @@ def main(_):
             for mode, (_, used) in fns.items()}
     calls = {mode: (lambda fn=fn, a=args[mode]: fn(*a)) for mode, (fn, _) in fns.items()}
     if FLAGS.torch:
-      calls.update({f"torch_{impl}": torch_forward(ckpt, batch, impl, FLAGS.dtype) for impl in ("sdpa", "eager")})
+      calls.update({f"torch_{impl}": common.torch_forward(ckpt, batch, impl, FLAGS.dtype) for impl in ("sdpa", "eager")})
+    if easydel is not None:
+      easydel_check = checked(easydel, batch, ckpt, FLAGS.dtype)
+      calls["easydel"] = easydel.call("prefill")
     seconds = common.time_interleaved(calls, repeats=FLAGS.repeats)
     tokens = int(batch.lengths.sum())
     record = {"batch": b, "prompt_tokens": tokens, "vanilla_length": int(batch.ids.shape[1]),
@@ -138,6 +122,8 @@ def main(_):
       record[name] = {"seconds": sec, "tokens_per_sec": tokens / sec}
       if name in fns:
         record[name]["compiled_bytes"] = common.compiled_bytes(fns[name][0], *args[name])
+    if easydel is not None:
+      record["easydel_check"] = easydel_check
     layer_s, sal_s = saliency_share(pipe, blink, batch)
     record["scan_layer_seconds"], record["saliency_seconds"] = layer_s, sal_s
     records.append(record)
@@ -148,6 +134,8 @@ def main(_):
       row += [f"{v / record['torch_sdpa']['seconds']:.3f}", f"{v / record['torch_eager']['seconds']:.3f}"]
     if xla_model is not None:
       row += [f"{record['vanilla_xla_attention']['seconds'] / v:.3f}"]
+    if easydel is not None:
+      row += [f"{v / record['easydel']['seconds']:.3f}"]
     row += [f"{record['vanilla']['compiled_bytes'] / 2**20:.0f}", f"{record['tokensr']['compiled_bytes'] / 2**20:.0f}"]
     rows.append(row)
 
@@ -156,6 +144,9 @@ def main(_):
     header += ["jax/sdpa", "jax/eager"]
   if xla_model is not None:
     header += ["xla-attn/van"]
+  if easydel is not None:
+    header += ["jax/EasyDeL"]
+    easydel.close()
   header += ["van MiB", "tsr MiB"]
   name = f"prefill_{FLAGS.shape}_text{FLAGS.text_tokens}"
   common.write(name, {"shape": shape, "blink": dataclasses.asdict(blink), "attention": kernel,
@@ -164,6 +155,8 @@ def main(_):
   series = {m: [r[m]["tokens_per_sec"] for r in records] for m in ("vanilla", "interp", "tokensr")}
   if FLAGS.torch:
     series.update({f"torch {i}": [r[f"torch_{i}"]["tokens_per_sec"] for r in records] for i in ("sdpa", "eager")})
+  if easydel is not None:
+    series["EasyDeL"] = [r["easydel"]["tokens_per_sec"] for r in records]
   common.bar_plot(name, [f"batch {r['batch']}" for r in records], series,
                   "prompt tokens / s", f"Prefill throughput ({FLAGS.shape}, {jax.devices()[0].platform})")
 

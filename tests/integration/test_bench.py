@@ -42,7 +42,44 @@ def test_generation_bench(tmp_path):
   results = _run("bench.generation", tmp_path, "--shape=tiny", "--batches=2", "--repeats=1",
                  "--new_tokens=4", f"--ckpt_dir={tmp_path / 'ckpt'}")
   out = json.loads((results / "generation_tiny.json").read_text())
-  assert all(out["records"][0][m]["decode_tokens_per_sec"] > 0 for m in ("vanilla", "interp", "tokensr"))
+  for mode in ("vanilla", "interp", "tokensr"):
+    assert out["records"][0][mode]["step_alone_ms"] > 0, mode
+    assert out["records"][0][mode]["ttft_seconds"] > 0, mode
+
+
+def test_easydel_worker_reads_the_checkpoint_in_the_hubs_layout(tmp_path):
+  """The EasyDeL baseline's copy of a transformers-5 checkpoint is the llava-hf layout (the vision tower
+  under `vision_model`), and transformers loads it to the same weights with no key missing."""
+  import numpy as np
+  import torch
+  import transformers
+  from safetensors.numpy import load_file
+
+  from bench import common
+  from bench.easydel_worker import hub_layout
+  ckpt = common.build_hf_checkpoint(tmp_path / "ckpt", common.TINY)
+  copy = hub_layout(ckpt, tmp_path / "hub")
+  keys = set(load_file(copy / "model.safetensors"))
+  assert "vision_tower.vision_model.embeddings.patch_embedding.weight" in keys
+  assert not any(k.startswith("vision_tower.") and not k.startswith("vision_tower.vision_model.") for k in keys)
+  original = transformers.LlavaForConditionalGeneration.from_pretrained(ckpt, dtype=torch.float32).state_dict()
+  model, info = transformers.LlavaForConditionalGeneration.from_pretrained(copy, dtype=torch.float32,
+                                                                             output_loading_info=True)
+  assert not info["missing_keys"] and not info["unexpected_keys"], info
+  for name, value in model.state_dict().items():
+    np.testing.assert_array_equal(value.numpy(), original[name].numpy(), err_msg=name)
+
+
+@pytest.mark.skipif(not os.environ.get("BLINK_EASYDEL_PYTHON"),
+                    reason="set BLINK_EASYDEL_PYTHON to the python of a venv with bench/requirements-easydel.txt")
+def test_generation_bench_with_easydel(tmp_path):
+  results = _run("bench.generation", tmp_path, "--shape=tiny", "--batches=1", "--repeats=1", "--new_tokens=4",
+                 "--step_repeats=3", f"--easydel_python={os.environ['BLINK_EASYDEL_PYTHON']}",
+                 f"--ckpt_dir={tmp_path / 'ckpt'}")
+  record = json.loads((results / "generation_tiny.json").read_text())["records"][0]
+  check = record["easydel_check"]
+  assert check["logits_max_abs_diff_vs_transformers"] <= 1e-2 * check["logits_max_abs"]
+  assert record["easydel"]["ttft_seconds"] > 0
 
 
 def test_training_bench(tmp_path):
