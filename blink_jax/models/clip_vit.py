@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from blink_jax.models.attention_kernels import self_attention
 from blink_jax.models.layer_stack import StackedLayers, detached
 from blink_jax.models.linear import WEIGHT_INIT, Linear
-from blink_jax.models.llava_config import VisionConfig
+from blink_jax.models.llava_config import Numerics, VisionConfig
 
 ACTIVATIONS = {
     "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
@@ -38,19 +38,17 @@ def _layer_norm(eps, dtype, param_dtype, name):
 class EncoderLayer(nn.Module):
   """carry = hidden [B, N, C]; no per-layer input."""
   cfg: VisionConfig
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
-  attention: str = "auto"
+  numerics: Numerics = Numerics()
 
   @nn.compact
   def __call__(self, h, _):
-    c, dt, pdt = self.cfg, self.dtype, self.param_dtype
+    c, dt, pdt = self.cfg, self.numerics.dtype, self.numerics.param_dtype
     x = _layer_norm(c.layer_norm_eps, dt, pdt, "layer_norm1")(h)
     heads = (c.num_heads, c.head_dim)
     q = _dense(heads, ("embed", "heads", "head_dim"), dt, pdt, "q_proj")(x)
     k = _dense(heads, ("embed", "heads", "head_dim"), dt, pdt, "k_proj")(x)
     v = _dense(heads, ("embed", "heads", "head_dim"), dt, pdt, "v_proj")(x)
-    a = self_attention(q, k, v, None, causal=False, implementation=self.attention)
+    a = self_attention(q, k, v, None, causal=False, implementation=self.numerics.attention)
     h = h + _dense(c.hidden_size, ("heads", "head_dim", "embed"), dt, pdt, "out_proj", 2)(a)
     x = _layer_norm(c.layer_norm_eps, dt, pdt, "layer_norm2")(h)
     x = _dense(c.intermediate_size, ("embed", "mlp"), dt, pdt, "fc1")(x)
@@ -63,14 +61,11 @@ class ClipVisionTower(nn.Module):
   CLS dropped: [B, grid*grid, C]."""
   cfg: VisionConfig
   num_layers_used: int
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
-  remat: bool = False
-  attention: str = "auto"
+  numerics: Numerics = Numerics()
 
   @nn.compact
   def __call__(self, pixels):
-    c, dt, pdt = self.cfg, self.dtype, self.param_dtype
+    c, dt, pdt = self.cfg, self.numerics.dtype, self.numerics.param_dtype
     if pixels.shape[1:] != (c.image_size, c.image_size, c.num_channels):
       raise ValueError(f"pixels have shape {pixels.shape}; the vision tower expects "
                        f"[B, {c.image_size}, {c.image_size}, {c.num_channels}]")
@@ -88,7 +83,7 @@ class ClipVisionTower(nn.Module):
     h = h + pos.astype(dt)[None]
     h = _layer_norm(c.layer_norm_eps, dt, pdt, "pre_layrnorm")(h)
     h = nn.with_logical_constraint(h, ("act_batch", "act_len", "act_emb"))
-    layers = StackedLayers(detached(EncoderLayer, c, dt, pdt, self.attention), c.num_layers, remat=self.remat,
+    layers = StackedLayers(detached(EncoderLayer, c, self.numerics), c.num_layers, remat=self.numerics.remat,
                            name="layers")
     if self.is_initializing():
       # Create every layer's params and the (unused by LLaVA) post_layernorm, as the checkpoint has.

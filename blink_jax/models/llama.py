@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from blink_jax.models.attention_kernels import decode_attention, self_attention
 from blink_jax.models.layer_stack import StackedLayers, detached
 from blink_jax.models.linear import WEIGHT_INIT, Linear
-from blink_jax.models.llava_config import TextConfig
+from blink_jax.models.llava_config import Numerics, TextConfig
 
 
 class RMSNorm(nn.Module):
@@ -74,14 +74,12 @@ class LayerInputs(NamedTuple):
 
 class Attention(nn.Module):
   cfg: TextConfig
-  dtype: jnp.dtype
-  param_dtype: jnp.dtype
-  implementation: str = "auto"
+  numerics: Numerics
 
   def setup(self):
-    c = self.cfg
+    c, n = self.cfg, self.numerics
     dense = lambda feats, axes, in_dims, name: Linear(  # noqa: E731
-        feats, axes, in_dims, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        feats, axes, in_dims, dtype=n.dtype, param_dtype=n.param_dtype, name=name)
     self.q_proj = dense((c.num_heads, c.head_dim), ("embed", "heads", "head_dim"), 1, "q_proj")
     self.k_proj = dense((c.num_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), 1, "k_proj")
     self.v_proj = dense((c.num_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), 1, "v_proj")
@@ -104,7 +102,7 @@ class Attention(nn.Module):
     """Prefill (no cache): causal self-attention over the call's tokens (k, v [B, T, K, D]); decoding:
     the new token's query against the cache and its own key and value (k, v [B, K, 1, D])."""
     if cache is None:
-      out = self_attention(q, k, v, key_valid, causal=True, implementation=self.implementation)
+      out = self_attention(q, k, v, key_valid, causal=True, implementation=self.numerics.attention)
     else:
       out = decode_attention(q, cache, (k, v), cache_live(cache_index, key_valid))
     return self.o_proj(out)
@@ -112,13 +110,13 @@ class Attention(nn.Module):
 
 class MLP(nn.Module):
   cfg: TextConfig
-  dtype: jnp.dtype
-  param_dtype: jnp.dtype
+  numerics: Numerics
 
   @nn.compact
   def __call__(self, x):
+    n = self.numerics
     dense = lambda feats, axes, name: Linear(  # noqa: E731
-        (feats,), axes, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        (feats,), axes, dtype=n.dtype, param_dtype=n.param_dtype, name=name)
     gate = dense(self.cfg.intermediate_size, ("embed", "mlp"), "gate_proj")(x)
     up = dense(self.cfg.intermediate_size, ("embed", "mlp"), "up_proj")(x)
     h = nn.with_logical_constraint(nn.silu(gate) * up, ("act_batch", "act_len", "act_mlp"))
@@ -137,15 +135,14 @@ class DecoderLayer(nn.Module):
   at once.
   """
   cfg: TextConfig
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
-  attention: str = "auto"
+  numerics: Numerics = Numerics()
 
   def setup(self):
-    self.input_layernorm = RMSNorm(self.cfg.rms_norm_eps, self.dtype, self.param_dtype)
-    self.self_attn = Attention(self.cfg, self.dtype, self.param_dtype, self.attention)
-    self.post_attention_layernorm = RMSNorm(self.cfg.rms_norm_eps, self.dtype, self.param_dtype)
-    self.mlp = MLP(self.cfg, self.dtype, self.param_dtype)
+    c, n = self.cfg, self.numerics
+    self.input_layernorm = RMSNorm(c.rms_norm_eps, n.dtype, n.param_dtype)
+    self.self_attn = Attention(c, n)
+    self.post_attention_layernorm = RMSNorm(c.rms_norm_eps, n.dtype, n.param_dtype)
+    self.mlp = MLP(c, n)
 
   def __call__(self, carry, per_layer, kv_room: int = 0):
     h, inputs = carry
@@ -171,22 +168,17 @@ class DecoderLayer(nn.Module):
 class Llama(nn.Module):
   """Token embedding, a StackedLayers of DecoderLayer, final norm and LM head."""
   cfg: TextConfig
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
-  remat: bool = False
-  attention: str = "auto"
+  numerics: Numerics = Numerics()
 
   def setup(self):
-    c = self.cfg
+    c, n = self.cfg, self.numerics
     self.embed_tokens = nn.Embed(
-        c.vocab_size, c.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
+        c.vocab_size, c.hidden_size, dtype=n.dtype, param_dtype=n.param_dtype,
         embedding_init=nn.with_logical_partitioning(WEIGHT_INIT, ("vocab", "embed")))
-    self.layers = StackedLayers(detached(DecoderLayer, c, self.dtype, self.param_dtype, self.attention),
-                                c.num_layers, remat=self.remat)
-    self.norm = RMSNorm(c.rms_norm_eps, self.dtype, self.param_dtype)
+    self.layers = StackedLayers(detached(DecoderLayer, c, n), c.num_layers, remat=n.remat)
+    self.norm = RMSNorm(c.rms_norm_eps, n.dtype, n.param_dtype)
     if not c.tie_word_embeddings:
-      self.lm_head = Linear((c.vocab_size,), ("embed", "vocab"), dtype=self.dtype,
-                            param_dtype=self.param_dtype)
+      self.lm_head = Linear((c.vocab_size,), ("embed", "vocab"), dtype=n.dtype, param_dtype=n.param_dtype)
 
   def embed(self, ids):
     return self.embed_tokens(ids)

@@ -48,7 +48,7 @@ def merge_image_features(embeds: jax.Array, ids: jax.Array, image_features: jax.
 def decoder_layer(cfg: LlavaConfig) -> DecoderLayer:
   """A parentless decoder layer of this model, to apply one layer's params by hand (Blink's scanning
   layers, saliency queries)."""
-  return detached(DecoderLayer, cfg.text, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype), cfg.attention)
+  return detached(DecoderLayer, cfg.text, cfg.numerics)
 
 
 def text_layer_params(params: Any, i: Any) -> Any:
@@ -60,12 +60,11 @@ class Llava(nn.Module):
   cfg: LlavaConfig
 
   def setup(self):
-    c = self.cfg
-    dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-    self.vision_tower = ClipVisionTower(c.vision, c.num_vision_layers_used, dt, pdt, c.remat, c.attention)
-    self.multi_modal_projector = Projector(c.text.hidden_size, c.projector_hidden_act, c.projector_bias, dt,
-                                           pdt)
-    self.language_model = Llama(c.text, dt, pdt, c.remat, c.attention)
+    c, n = self.cfg, self.cfg.numerics
+    self.vision_tower = ClipVisionTower(c.vision, c.num_vision_layers_used, n)
+    self.multi_modal_projector = Projector(c.text.hidden_size, c.projector_hidden_act, c.projector_bias, n.dtype,
+                                           n.param_dtype)
+    self.language_model = Llama(c.text, n)
 
   def encode_images(self, pixels):
     """pixels [B, H, W, 3] -> visual tokens in the LLM width [B, N, D]."""

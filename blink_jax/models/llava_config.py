@@ -9,8 +9,20 @@ import os
 from typing import Any, Mapping
 
 import fsspec
+import jax.numpy as jnp
 
 from blink_jax.models.attention_kernels import check_implementation
+
+
+@dataclasses.dataclass(frozen=True)
+class Numerics:
+  """How a module computes, as opposed to what it is (its VisionConfig / TextConfig): the compute and
+  storage dtypes, whether its layer stack recomputes activations in the backward pass, and the prompt
+  pass's attention kernel. One object the model's modules share (LlavaConfig.numerics)."""
+  dtype: jnp.dtype = jnp.dtype("float32")
+  param_dtype: jnp.dtype = jnp.dtype("float32")
+  remat: bool = False
+  attention: str = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +98,10 @@ class LlavaConfig:
     if not 0 <= used <= n:
       raise ValueError(f"vision_feature_layer={k} is outside [-{n + 1}, {n}]")
     return used
+
+  @property
+  def numerics(self) -> Numerics:
+    return Numerics(jnp.dtype(self.dtype), jnp.dtype(self.param_dtype), self.remat, self.attention)
 
   def replace(self, **kw: Any) -> "LlavaConfig":
     return dataclasses.replace(self, **kw)
