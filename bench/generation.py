@@ -19,7 +19,6 @@ import tempfile
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 
 from bench import common
