@@ -38,11 +38,11 @@ def _listen(name, seconds, **_):
 def main(_):
   jax.monitoring.register_event_duration_secs_listener(_listen)
   c = tokensr.get_config()
-  mesh = shd.make_mesh({"data": 1}, jax.devices()[:1])
-  cfg, params = backbone.build(c.model, mesh, shd.DEFAULT_RULES, 0)
+  partitioner = shd.Partitioner.single_device()
+  cfg, params = backbone.build(c.model, partitioner, 0)
   tok = byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id)
   buckets = (256, 320, 384, 448, 512, 640)
-  pipe = LlavaPipeline(cfg, params, tok, mesh, buckets=buckets).with_blink(from_mapping(c.blink.to_dict()))
+  pipe = LlavaPipeline(cfg, params, tok, partitioner, buckets=buckets).with_blink(from_mapping(c.blink.to_dict()))
   from skimage import data
   photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.camera()]
   rng = np.random.default_rng(0)

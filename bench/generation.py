@@ -23,7 +23,6 @@ from absl import app, flags
 
 from bench import common
 from bench.easydel_baseline import EasyDeL, checked
-from blink_jax import sharding as shd
 from blink_jax.data.prompt_batch import PromptBatch
 from blink_jax.generate import decode_step
 from blink_jax.models import token_sr
@@ -49,7 +48,7 @@ def decode_step_call(pipe: LlavaPipeline, mode: str, batch: PromptBatch, room: i
   batch = pipe.layout_for(batch, mode)
   params = pipe.mode_params(mode)
   ids, pixels, lengths = (jnp.asarray(x) for x in (batch.ids, batch.pixels, batch.lengths))
-  with shd.activated(pipe.mesh, pipe.rules):
+  with pipe.partitioner.activated():
     logits, cache, valid, _ = jax.jit(pipe.prefill_fn(mode, batch.image_start), static_argnums=4)(
         params, ids, pixels, lengths, room)
   s0 = cache.k.shape[3] - room
@@ -59,7 +58,7 @@ def decode_step_call(pipe: LlavaPipeline, mode: str, batch: PromptBatch, room: i
   positions = itertools.cycle(range(1, room))
 
   def call():
-    with shd.activated(pipe.mesh, pipe.rules):
+    with pipe.partitioner.activated():
       out, state["cache"], state["valid"] = step(params, tokens, jnp.int32(next(positions)), lengths,
                                                  state["cache"], state["valid"])
     return out
@@ -70,7 +69,7 @@ def main(_):
   ckpt = common.hf_checkpoint(FLAGS.shape, FLAGS.ckpt_dir)
   pipe = LlavaPipeline.from_hf(ckpt, dtype=FLAGS.dtype)
   # No EOS: every example generates exactly new_tokens, so runs are comparable.
-  pipe = LlavaPipeline(dataclasses.replace(pipe.cfg, eos_token_id=-1), pipe.params, pipe.tokenizer, pipe.mesh)
+  pipe = LlavaPipeline(dataclasses.replace(pipe.cfg, eos_token_id=-1), pipe.params, pipe.tokenizer, pipe.partitioner)
   blink = common.blink_for(pipe)
   tsr = token_sr.init_for(blink, pipe.cfg, jax.random.key(1))
   pipe = pipe.with_blink(blink, tsr)

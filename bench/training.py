@@ -35,12 +35,12 @@ def config():
 
 def main(_):
   c = config()
-  mesh = shd.make_mesh(c.mesh.to_dict())
-  program = train_program(c, mesh, shd.DEFAULT_RULES)
+  partitioner = shd.Partitioner.from_config(c)
+  program = train_program(c, partitioner)
   step, state, frozen, pixels = program.step, program.state, program.frozen, program.batch["pixels"]
   batch = {"pixels": jax.device_put(jax.random.normal(jax.random.key(0), pixels.shape), pixels.sharding)}
   flops = step.lower(state, frozen, batch).compile().cost_analysis().get("flops", 0.0)
-  with shd.activated(mesh, shd.DEFAULT_RULES):
+  with partitioner.activated():
     state, m = step(state, frozen, batch)  # compile + warm-up
     jax.block_until_ready(m)
     t = time.perf_counter()

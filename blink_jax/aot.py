@@ -82,9 +82,10 @@ def chip_count(devices: list) -> int:
   return len({tuple(d.coords) for d in devices})
 
 
-def topology_mesh(config: ml_collections.ConfigDict, devices: list, topology: str):
+def topology_partitioner(config: ml_collections.ConfigDict, devices: list, topology: str) -> shd.Partitioner:
+  """config.mesh over the topology's devices, with the config's sharding rules."""
   try:
-    return shd.make_mesh(config.mesh.to_dict(), devices)
+    return shd.Partitioner.from_config(config, devices)
   except ValueError as e:
     raise ValueError(f"config.mesh {config.mesh.to_dict()} does not fit topology {topology} "
                      f"({len(devices)} devices): {e}") from e
@@ -113,26 +114,26 @@ def _measure(name: str, compile_fn: Callable[[], Any], topology: str, mesh, atte
                 round(total, 3), round(hbm, 2), total <= (1 - HEADROOM) * hbm, round(seconds, 1))
 
 
-def _kernel(config, mesh, rules) -> str:
-  with shd.activated(mesh, rules):
+def _kernel(config, partitioner: shd.Partitioner) -> str:
+  with partitioner.activated():
     return attention_kernels.resolve(config.model.attention)
 
 
-def train_records(config, mesh, rules, topology: str, hbm: float) -> list[Record]:
+def train_records(config, partitioner: shd.Partitioner, topology: str, hbm: float) -> list[Record]:
   from blink_jax.train.step import train_program
-  program = train_program(config, mesh, rules, abstract=True)
+  program = train_program(config, partitioner, abstract=True)
 
   def compile_step():
-    with shd.activated(mesh, rules):
+    with partitioner.activated():
       return program.step.lower(program.state, program.frozen, program.batch).compile()
-  return [_measure("train_step", compile_step, topology, mesh, _kernel(config, mesh, rules), config.train.batch_size,
-                   hbm)]
+  return [_measure("train_step", compile_step, topology, partitioner.mesh, _kernel(config, partitioner),
+                   config.train.batch_size, hbm)]
 
 
-def eval_records(config, mesh, rules, topology: str, hbm: float) -> list[Record]:
+def eval_records(config, partitioner: shd.Partitioner, topology: str, hbm: float) -> list[Record]:
   from blink_jax.data.prompt_batch import pad_prompts
   from blink_jax.eval.runner import build_pipeline
-  pipe = build_pipeline(config, mesh, abstract=True).pipe
+  pipe = build_pipeline(config, partitioner, abstract=True).pipe
   cfg, b = pipe.cfg, config.batch_size
   prompt = np.concatenate([backbone.prompt_prefix(config.model, cfg),
                            np.full(cfg.num_image_tokens, cfg.image_token_id),
@@ -140,11 +141,11 @@ def eval_records(config, mesh, rules, topology: str, hbm: float) -> list[Record]
   size = cfg.vision.image_size
   prompts = pad_prompts([prompt] * b, np.zeros((b, size, size, cfg.vision.num_channels), np.float32),
                         pipe.buckets, cfg.pad_token_id, cfg.image_token_id)
-  kernel = _kernel(config, mesh, rules)
+  kernel = _kernel(config, partitioner)
   records = []
   for mode in config_lists.names(config.modes, "modes"):
     batch = pipe.layout_for(prompts, mode)
-    args = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shd.batch_sharding(mesh, x.ndim, rules))
+    args = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=partitioner.batch(x.ndim))
             for x in (batch.ids, batch.pixels, batch.lengths)]
     params = pipe.mode_params(mode, abstract=True)
     programs = {f"prefill_{mode} (prompt {batch.ids.shape[1]})": pipe.prefill_program(mode, batch.image_start),
@@ -152,9 +153,9 @@ def eval_records(config, mesh, rules, topology: str, hbm: float) -> list[Record]
                     pipe.generate_program(mode, config.max_new_tokens, batch.image_start)}
     for name, program in programs.items():
       def compile_program(program=program, params=params, args=args):
-        with shd.activated(mesh, rules):
+        with partitioner.activated():
           return program.lower(params, *args).compile()
-      records.append(_measure(name, compile_program, topology, mesh, kernel, b, hbm))
+      records.append(_measure(name, compile_program, topology, partitioner.mesh, kernel, b, hbm))
   return records
 
 
@@ -165,10 +166,9 @@ def is_train_config(config) -> bool:
 def compile_config(config: ml_collections.ConfigDict, topology: str) -> list[Record]:
   """Every program of the job `config` describes, compiled for `topology`."""
   devices, hbm = topology_devices(topology)
-  mesh = topology_mesh(config, devices, topology)
-  rules = shd.rules_from_config(config.sharding_rules)
+  partitioner = topology_partitioner(config, devices, topology)
   records = train_records if is_train_config(config) else eval_records
-  return records(config, mesh, rules, topology, hbm)
+  return records(config, partitioner, topology, hbm)
 
 
 def max_batch(config: ml_collections.ConfigDict, topology: str, limit: int = 4096) -> int:
@@ -181,8 +181,7 @@ def max_batch(config: ml_collections.ConfigDict, topology: str, limit: int = 409
   Four compiles per program instead of a bisection's eight or more at 7B sizes.
   """
   devices, hbm = topology_devices(topology)
-  mesh = topology_mesh(config, devices, topology)
-  step = shd.batch_parallelism(mesh, shd.rules_from_config(config.sharding_rules))
+  step = topology_partitioner(config, devices, topology).batch_parallelism
   if is_train_config(config):
     step *= config.train.grad_accum_steps
   node = config.train if is_train_config(config) else config

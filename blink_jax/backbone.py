@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import Mesh
 
 from blink_jax import sharding as shd
 from blink_jax.convert.hf_llava import abstract_params, load_hf_llava
@@ -31,15 +30,15 @@ def model_config(model_cfg: ml_collections.ConfigDict) -> LlavaConfig:
   return presets.get(model_cfg.preset, **runtime)
 
 
-def build(model_cfg: ml_collections.ConfigDict, mesh: Mesh, rules, seed: int,
+def build(model_cfg: ml_collections.ConfigDict, partitioner: shd.Partitioner, seed: int,
           abstract: bool = False) -> tuple[LlavaConfig, Any]:
   """The frozen LLaVA: loaded from model.hf_checkpoint, or random-initialised from model.preset; with
   `abstract`, only shapes with shardings (nothing is read but config.json; see sharding.create)."""
   cfg = model_config(model_cfg)
   if model_cfg.hf_checkpoint and not abstract:
-    return load_hf_llava(model_cfg.hf_checkpoint, mesh=mesh, rules=rules, dtype=cfg.dtype,
+    return load_hf_llava(model_cfg.hf_checkpoint, partitioner=partitioner, dtype=cfg.dtype,
                          param_dtype=cfg.param_dtype, remat=cfg.remat, attention=cfg.attention)
-  shardings = shd.logical_shardings(abstract_params(cfg), mesh, rules)
+  shardings = partitioner.shardings(abstract_params(cfg))
   model = Llava(cfg)
   v = cfg.vision
 

@@ -61,15 +61,15 @@ def token_sr_settings(directory: str | epath.PathLike, *, width: int) -> BlinkCo
   return from_mapping(meta["blink"])
 
 
-def load_token_sr(directory: str | epath.PathLike, *, width: int, mesh=None,
-                  rules=shd.DEFAULT_RULES) -> tuple[Any, BlinkConfig]:
+def load_token_sr(directory: str | epath.PathLike, *, width: int,
+                  partitioner: shd.Partitioner | None = None) -> tuple[Any, BlinkConfig]:
   """(params, the BlinkConfig they were trained with); checks they fit an LLM of `width`."""
   directory = epath.Path(directory)
   blink = token_sr_settings(directory, width=width)
-  mesh = mesh or shd.make_mesh({"data": 1}, jax.devices()[:1])
+  partitioner = partitioner or shd.Partitioner.single_device()
   dims = (blink.num_scan_layers, blink.token_sr_channels, blink.region_size, width)
   target = jax.eval_shape(lambda: init_token_sr(*dims, jax.random.key(0)))
-  shardings = token_sr_shardings(*dims, mesh, rules)
+  shardings = token_sr_shardings(*dims, partitioner)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), target, shardings)
   try:
     with ocp.StandardCheckpointer() as ckptr:

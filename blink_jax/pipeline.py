@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from etils import epath
-from jax.sharding import Mesh
 
 from blink_jax import sharding as shd
 from blink_jax.blink.config import BlinkConfig, defaults_for, from_mapping
@@ -45,10 +44,9 @@ class LlavaPipeline:
   cfg: LlavaConfig
   params: Any
   tokenizer: Tokenizer
-  mesh: Mesh
+  partitioner: shd.Partitioner
   preprocessing: str = "pad"
   buckets: Sequence[int] = DEFAULT_BUCKETS
-  rules: Any = shd.DEFAULT_RULES
   blink: BlinkConfig = BlinkConfig()
   token_sr: Any = None   # trained TokenSR params; None: untrained (equal to interp)
 
@@ -71,7 +69,7 @@ class LlavaPipeline:
     loaded from the directory `token_sr`), then `overrides` of any field."""
     trained, blink = None, defaults_for(self.cfg.vision.grid, self.cfg.text.num_layers)
     if token_sr:
-      trained, blink = load_token_sr(token_sr, width=self.cfg.text.hidden_size, mesh=self.mesh, rules=self.rules)
+      trained, blink = load_token_sr(token_sr, width=self.cfg.text.hidden_size, partitioner=self.partitioner)
     return self.with_blink(from_mapping({**dataclasses.asdict(blink), **(overrides or {})}), trained)
 
   def _blink_for(self, mode: str) -> BlinkConfig:
@@ -95,18 +93,19 @@ class LlavaPipeline:
           self.model, blink, p, ids, px, ln, image_start=batch.image_start, all_logits=True, trace=trace))
     ids, pixels, lengths = self._device_batch(batch)
     params = self.mode_params(mode)
-    with shd.activated(self.mesh, self.rules):
+    with self.partitioner.activated():
       return self._blink_fns[key](params, ids, pixels, lengths)
 
   @classmethod
-  def from_hf(cls, ckpt_dir: str | epath.PathLike, *, mesh: Mesh | None = None,
+  def from_hf(cls, ckpt_dir: str | epath.PathLike, *, partitioner: shd.Partitioner | None = None,
               dtype: str = "float32", param_dtype: str | None = None, preprocessing: str = "pad",
-              buckets: Sequence[int] = DEFAULT_BUCKETS, rules=shd.DEFAULT_RULES,
-              attention: str = "auto") -> "LlavaPipeline":
-    mesh = mesh or shd.make_mesh({"data": 1}, jax.devices()[:1])
-    cfg, params = load_hf_llava(ckpt_dir, mesh=mesh, rules=rules, dtype=dtype,
+              buckets: Sequence[int] = DEFAULT_BUCKETS, attention: str = "auto") -> "LlavaPipeline":
+    """An HF LLaVA directory (local or gs://) loaded in `partitioner`'s shardings (default: all on
+    the first device; e.g. shd.Partitioner(shd.make_mesh({"fsdp": -1})) shards over every device)."""
+    partitioner = partitioner or shd.Partitioner.single_device()
+    cfg, params = load_hf_llava(ckpt_dir, partitioner=partitioner, dtype=dtype,
                                 param_dtype=param_dtype or dtype, attention=attention)
-    return cls(cfg, params, Tokenizer(ckpt_dir), mesh, preprocessing, buckets, rules)
+    return cls(cfg, params, Tokenizer(ckpt_dir), partitioner, preprocessing, buckets)
 
   def prepare(self, images: Sequence[ImageLike], questions: Sequence[str] | None = None, *,
               prompts: Sequence[str] | None = None) -> PromptBatch:
@@ -124,7 +123,7 @@ class LlavaPipeline:
 
   def _device(self, *arrays: np.ndarray) -> list[jax.Array]:
     """Host arrays with a leading batch axis, placed in the batch sharding."""
-    return [jax.device_put(x, shd.batch_sharding(self.mesh, x.ndim, self.rules)) for x in arrays]
+    return [jax.device_put(x, self.partitioner.batch(x.ndim)) for x in arrays]
 
   def _device_batch(self, batch: PromptBatch) -> list[jax.Array]:
     return self._device(batch.ids, batch.pixels, batch.lengths)
@@ -135,7 +134,7 @@ class LlavaPipeline:
     t = ids.shape[1]
     positions = jnp.broadcast_to(jnp.arange(t), ids.shape)
     valid = jnp.arange(t)[None, :] < lengths[:, None]
-    with shd.activated(self.mesh, self.rules):
+    with self.partitioner.activated():
       return self._logits(self.params, ids, pixels, positions, valid)
 
   def prefill_fn(self, mode: str, image_start: int):
@@ -189,7 +188,7 @@ class LlavaPipeline:
     tokens, counts = pad_continuations(continuations, self.cfg.pad_token_id)
     batch = self.layout_for(batch, mode)
     program = self.loglikelihood_program(mode, batch.image_start)
-    with shd.activated(self.mesh, self.rules):
+    with self.partitioner.activated():
       out = program(self.mode_params(mode), *self._device_batch(batch), *self._device(tokens, counts))
     return Scores(*(np.asarray(x) for x in jax.device_get(out)))
 
@@ -199,8 +198,8 @@ class LlavaPipeline:
     if mode != "tokensr":
       return self.params
     if self.token_sr is None:
-      token_sr = token_sr_lib.init_for(self.blink, self.cfg, jax.random.key(0), mesh=self.mesh,
-                                       rules=self.rules, abstract=abstract)
+      token_sr = token_sr_lib.init_for(self.blink, self.cfg, jax.random.key(0),
+                                       partitioner=self.partitioner, abstract=abstract)
       if abstract:
         return {**self.params, "token_sr": token_sr}
       self.token_sr = token_sr
@@ -214,7 +213,7 @@ class LlavaPipeline:
     program = self.generate_program(mode, max_new_tokens, batch.image_start)
     ids, pixels, lengths = self._device_batch(batch)
     params = self.mode_params(mode)
-    with shd.activated(self.mesh, self.rules):
+    with self.partitioner.activated():
       out = jax.device_get(program(params, ids, pixels, lengths))
     tokens = np.asarray(out.tokens)
     return (tokens, np.asarray(out.expansions)) if with_expansions else tokens

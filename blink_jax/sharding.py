@@ -2,11 +2,13 @@
 
 Mesh axes are ("data", "fsdp", "tensor"). Params and activations are annotated with logical names
 (`embed`, `mlp`, `heads`, ..., `act_batch`, ...); `DEFAULT_RULES` (overridable in config) map them.
+A `Partitioner` holds the mesh and the rules together and makes every sharding from them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from typing import Any, Mapping, Sequence
 
@@ -96,19 +98,6 @@ def _fit_spec(spec: P, shape: tuple[int, ...], mesh: Mesh, path: str) -> P:
   return P(*fitted)
 
 
-def logical_shardings(boxed_tree: Any, mesh: Mesh, rules) -> Any:
-  """NamedShardings for a tree of (possibly abstract) params boxed with logical axis names."""
-  specs = nn.get_partition_spec(boxed_tree)
-  mesh_specs = nn.logical_to_mesh(specs, rules)
-  unboxed = nn.meta.unbox(boxed_tree)
-
-  def one(path, spec, leaf):
-    return NamedSharding(mesh, _fit_spec(spec, leaf.shape, mesh, jax.tree_util.keystr(path)))
-
-  return jax.tree_util.tree_map_with_path(one, mesh_specs, unboxed,
-                                          is_leaf=lambda x: isinstance(x, P))
-
-
 def create(fn, shardings: Any, *args, abstract: bool = False) -> Any:
   """fn(*args) computed straight into `shardings` (jit with out_shardings), or with `abstract` only its
   shapes and dtypes, as ShapeDtypeStructs carrying those shardings: what ahead-of-time compilation
@@ -119,24 +108,51 @@ def create(fn, shardings: Any, *args, abstract: bool = False) -> Any:
                       jax.eval_shape(fn, *args), shardings)
 
 
-def batch_sharding(mesh: Mesh, ndim: int, rules=DEFAULT_RULES) -> NamedSharding:
-  """Sharding of an input array whose leading axis is the batch."""
-  (axes,) = nn.logical_to_mesh_axes(("act_batch",), rules)
-  return NamedSharding(mesh, P(axes, *([None] * (ndim - 1))))
+@dataclasses.dataclass(frozen=True)
+class Partitioner:
+  """A device mesh and the logical-axis rules that map the modules' axis names onto it: every sharding
+  the project makes (params, batches, activation constraints) comes from one of these."""
+  mesh: Mesh
+  rules: tuple[tuple[str, Any], ...] = DEFAULT_RULES
 
+  @classmethod
+  def from_config(cls, config, devices: Sequence[jax.Device] | None = None) -> "Partitioner":
+    """The mesh (`config.mesh`) over `devices` (default: all) and the rules (`config.sharding_rules`)
+    a train or eval config asks for."""
+    return cls(make_mesh(config.mesh.to_dict(), devices), rules_from_config(config.sharding_rules))
 
-def batch_parallelism(mesh: Mesh, rules=DEFAULT_RULES) -> int:
-  """Into how many parts the batch axis is split (the product of the mesh axes `act_batch` maps to)."""
-  (axes,) = nn.logical_to_mesh_axes(("act_batch",), rules)
-  names = (axes,) if isinstance(axes, str) else tuple(axes or ())
-  return int(np.prod([mesh.shape[a] for a in names]))
+  @classmethod
+  def single_device(cls) -> "Partitioner":
+    """Everything on the first device: what loading without a partitioner gives."""
+    return cls(make_mesh({"data": 1}, jax.devices()[:1]))
 
+  def shardings(self, boxed_tree: Any) -> Any:
+    """NamedShardings for a tree of (possibly abstract) params boxed with logical axis names."""
+    specs = nn.get_partition_spec(boxed_tree)
+    mesh_specs = nn.logical_to_mesh(specs, self.rules)
+    unboxed = nn.meta.unbox(boxed_tree)
 
-@contextlib.contextmanager
-def activated(mesh: Mesh | None, rules):
-  """Mesh + logical rules in scope, so `nn.with_logical_constraint` inside modules takes effect."""
-  if mesh is None:
-    yield
-    return
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    yield
+    def one(path, spec, leaf):
+      return NamedSharding(self.mesh, _fit_spec(spec, leaf.shape, self.mesh, jax.tree_util.keystr(path)))
+
+    return jax.tree_util.tree_map_with_path(one, mesh_specs, unboxed, is_leaf=lambda x: isinstance(x, P))
+
+  def _batch_axes(self) -> tuple[str, ...]:
+    (axes,) = nn.logical_to_mesh_axes(("act_batch",), self.rules)
+    return (axes,) if isinstance(axes, str) else tuple(axes or ())
+
+  def batch(self, ndim: int) -> NamedSharding:
+    """Sharding of an input array whose leading axis is the batch."""
+    axes = self._batch_axes()
+    return NamedSharding(self.mesh, P(axes or None, *([None] * (ndim - 1))))
+
+  @property
+  def batch_parallelism(self) -> int:
+    """Into how many parts the batch axis is split (the product of the mesh axes `act_batch` maps to)."""
+    return int(np.prod([self.mesh.shape[a] for a in self._batch_axes()]))
+
+  @contextlib.contextmanager
+  def activated(self):
+    """Mesh + logical rules in scope, so `nn.with_logical_constraint` inside modules takes effect."""
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      yield

@@ -75,11 +75,11 @@ def _abstract(tree):
 
 def test_abstract_programs_are_the_jobs_own(tmp_path):
   config = tiny_config(tmp_path)
-  mesh = shd.make_mesh(config.mesh.to_dict())
-  real, shapes = (train_program(config, mesh, shd.DEFAULT_RULES, abstract=a) for a in (False, True))
+  partitioner = shd.Partitioner.from_config(config)
+  real, shapes = (train_program(config, partitioner, abstract=a) for a in (False, True))
   assert _abstract((real.state, real.frozen)) == _abstract((shapes.state, shapes.frozen))
   ec = set_fields(eval_config.get_config(), {"token_sr": ""})
-  real, shapes = (build_pipeline(ec, mesh, abstract=a).pipe for a in (False, True))
+  real, shapes = (build_pipeline(ec, partitioner, abstract=a).pipe for a in (False, True))
   assert _abstract(real.mode_params("tokensr")) == _abstract(shapes.mode_params("tokensr", abstract=True))
 
 

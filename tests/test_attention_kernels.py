@@ -77,10 +77,10 @@ def test_splash_equals_xla_in_interpret_mode(causal, heads, kv_heads):
 
 def test_splash_under_a_mesh_runs_per_shard_and_equals_xla():
   from blink_jax import sharding as shd
-  mesh = shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  partitioner = shd.Partitioner(shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))
   q, k, v = _qkv(4, 200, 4, 4, 16, jnp.float32, seed=3)
   key_valid = jnp.arange(200)[None, :] < jnp.array([[200], [150], [99], [7]])
   xla = self_attention(q, k, v, key_valid, causal=True, implementation="xla")
-  with shd.activated(mesh, shd.DEFAULT_RULES):
+  with partitioner.activated():
     splash = jax.jit(lambda *a: self_attention(*a, causal=True, implementation="splash"))(q, k, v, key_valid)
   np.testing.assert_allclose(_live_rows(splash, key_valid), _live_rows(xla, key_valid), atol=2e-5, rtol=1e-4)

@@ -27,7 +27,7 @@ def _config(tmp_path, **overrides):
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
   c = _config(tmp_path_factory.mktemp("p"))
-  return runner.build_pipeline(c, shd.make_mesh(c.mesh.to_dict())).pipe
+  return runner.build_pipeline(c, shd.Partitioner.from_config(c)).pipe
 
 
 def _run(pipe, source, out_path, mode="vanilla"):

@@ -21,7 +21,7 @@ def test_eos_stops_each_example_on_its_own(mha_ckpt):
   free = pipe.generate_tokens(batch, max_new_tokens=6)
   eos = int(free[0, 2])  # pretend the third token of example 0 is EOS
   pipe_eos = LlavaPipeline(dataclasses.replace(pipe.cfg, eos_token_id=eos), pipe.params, pipe.tokenizer,
-                           pipe.mesh, buckets=pipe.buckets)
+                           pipe.partitioner, buckets=pipe.buckets)
   out = pipe_eos.generate_tokens(batch, max_new_tokens=6)
   for i in range(3):
     row = list(free[i])

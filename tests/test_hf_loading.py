@@ -36,7 +36,7 @@ def test_checkpoint_from_gcs_equals_local(mha_ckpt, gcs_emulator, monkeypatch):
   tokenizer and logits as from disk, and each tensor is fetched exactly once."""
   url = f"{gcs_emulator}/llava"
   gcs_fixtures.upload(mha_ckpt, url)
-  mesh = shd.make_mesh({"data": 1, "fsdp": 4, "tensor": 2})
+  partitioner = shd.Partitioner(shd.make_mesh({"data": 1, "fsdp": 4, "tensor": 2}))
   ckpt = SafetensorsCheckpoint(url)
   assert not ckpt.memory_mapped and len(ckpt._fs.glob(f"{url}/*.safetensors")) > 1
   ranged_reads = []
@@ -48,9 +48,9 @@ def test_checkpoint_from_gcs_equals_local(mha_ckpt, gcs_emulator, monkeypatch):
     return cat_file(path, start=start, end=end, **kw)
 
   monkeypatch.setattr(ckpt._fs, "cat_file", counting)
-  remote = LlavaPipeline.from_hf(url, mesh=mesh)
+  remote = LlavaPipeline.from_hf(url, partitioner=partitioner)
   assert len(ranged_reads) == len(ckpt.keys())
-  local = LlavaPipeline.from_hf(mha_ckpt, mesh=mesh)
+  local = LlavaPipeline.from_hf(mha_ckpt, partitioner=partitioner)
   jax.tree.map(np.testing.assert_array_equal, local.params, remote.params)
   batch = local.prepare(*_inputs(4))
   np.testing.assert_array_equal(remote.prepare(*_inputs(4)).ids, batch.ids)

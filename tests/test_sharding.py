@@ -12,8 +12,8 @@ def test_sharded_load_and_logits_equal_single_device(gqa_ckpt):
   assert jax.device_count() == 8
   photos = hf_fixtures.sample_photos()
   single = LlavaPipeline.from_hf(gqa_ckpt)
-  mesh = shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-  sharded = LlavaPipeline.from_hf(gqa_ckpt, mesh=mesh)
+  partitioner = shd.Partitioner(shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))
+  sharded = LlavaPipeline.from_hf(gqa_ckpt, partitioner=partitioner)
 
   q = sharded.params["language_model"]["layers"]["layers"]["self_attn"]["q_proj"]["kernel"]
   assert q.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)

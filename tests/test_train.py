@@ -20,17 +20,16 @@ from blink_jax.train.step import jit_train_step, make_train_step
 
 
 def _setup(config, devices):
-  mesh = shd.make_mesh(config.mesh.to_dict(), devices)
-  rules = shd.DEFAULT_RULES
-  cfg, params = backbone.build(config.model, mesh, rules, config.seed)
+  partitioner = shd.Partitioner.from_config(config, devices)
+  cfg, params = backbone.build(config.model, partitioner, config.seed)
   blink = from_mapping(config.blink.to_dict())
   tx = optimizer(config.train)
-  state, frozen = init_train_state(cfg, blink, config.train, mesh, rules, config.seed, tx, params)
+  state, frozen = init_train_state(cfg, blink, config.train, partitioner, config.seed, tx, params)
   model = Llava(cfg)
   prefix = jnp.asarray(backbone.prompt_prefix(config.model, cfg))
   step = jit_train_step(make_train_step(model, blink, config.train, tx, prefix, config.seed), state, frozen,
-                        {"pixels": shd.batch_sharding(mesh, 4, rules)})
-  return mesh, cfg, blink, model, prefix, state, frozen, step
+                        {"pixels": partitioner.batch(4)})
+  return partitioner, cfg, blink, model, prefix, state, frozen, step
 
 
 def _fixed_batch(cfg, n, tmp_path):
@@ -52,7 +51,7 @@ def test_default_job_runs_checkpoints_and_exports(tmp_path):
 def test_loss_falls_on_a_fixed_batch_and_backbone_stays_frozen(tmp_path):
   config = train_fixtures.tiny_config(tmp_path, **{"train.learning_rate": 3e-3, "train.warmup_steps": 2,
                                                    "train.steps": 40})
-  mesh, cfg, blink, model, prefix, state, frozen, step = _setup(config, jax.devices()[:1])
+  partitioner, cfg, blink, model, prefix, state, frozen, step = _setup(config, jax.devices()[:1])
   assert all(k.startswith("token_sr/") for k in state.params)
   frozen_before = jax.tree.map(np.array, frozen)
   pixels = jnp.asarray(_fixed_batch(cfg, 8, tmp_path))
@@ -69,7 +68,7 @@ def test_loss_falls_on_a_fixed_batch_and_backbone_stays_frozen(tmp_path):
     return jax.lax.map(one, jnp.arange(n_regions)).mean()
 
   before = float(loss_over_every_region(state.params))
-  with shd.activated(mesh, shd.DEFAULT_RULES):
+  with partitioner.activated():
     for _ in range(40):
       state, _ = step(state, frozen, {"pixels": pixels})
   after = float(loss_over_every_region(state.params))
@@ -84,8 +83,7 @@ def test_teacher_equals_the_model_run_on_the_crop_outside_the_step(blink_ckpt, t
   config = train_fixtures.tiny_config(tmp_path, **{
       "model.hf_checkpoint": str(blink_ckpt), "blink.first_scan_layer": 2, "blink.last_scan_layer": 5,
       "blink.region_size": 3})
-  mesh = shd.make_mesh({"data": 1}, jax.devices()[:1])
-  cfg, params = backbone.build(config.model, mesh, shd.DEFAULT_RULES, 0)
+  cfg, params = backbone.build(config.model, shd.Partitioner.single_device(), 0)
   blink = from_mapping(config.blink.to_dict())
   model = Llava(cfg)
   prefix = backbone.prompt_prefix(config.model, cfg)
@@ -131,12 +129,12 @@ def test_sharded_fsdp_data_run_matches_one_device(tmp_path):
   eight.train.batch_size = one.train.batch_size = 8
   runs = []
   for config, devices in [(one, jax.devices()[:1]), (eight, jax.devices())]:
-    mesh, cfg, _, _, _, state, frozen, step = _setup(config, devices)
+    partitioner, cfg, _, _, _, state, frozen, step = _setup(config, devices)
     pixels = _fixed_batch(cfg, 8, tmp_path / config.workdir.split("/")[-1])
     losses = []
-    with shd.activated(mesh, shd.DEFAULT_RULES):
+    with partitioner.activated():
       for _ in range(5):
-        state, metrics = step(state, frozen, {"pixels": jax.device_put(pixels, shd.batch_sharding(mesh, 4))})
+        state, metrics = step(state, frozen, {"pixels": jax.device_put(pixels, partitioner.batch(4))})
         losses.append(float(metrics["loss"]))
     runs.append((losses, jax.tree.map(np.asarray, state.params)))
   np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-5)

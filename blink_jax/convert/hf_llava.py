@@ -21,7 +21,6 @@ import jax
 from flax import traverse_util
 import numpy as np
 from etils import epath
-from jax.sharding import Mesh
 
 from blink_jax import sharding as shd
 from blink_jax.convert.safetensors_reader import SafetensorsCheckpoint
@@ -173,11 +172,12 @@ def _key_matches(key: str, patterns: Sequence[str]) -> bool:
   return any(re.fullmatch(p, key) for p in patterns)
 
 
-def load_hf_llava(ckpt_dir: str | epath.PathLike, *, mesh: Mesh | None = None,
-                  rules=shd.DEFAULT_RULES, dtype: str = "float32", param_dtype: str = "float32",
+def load_hf_llava(ckpt_dir: str | epath.PathLike, *, partitioner: shd.Partitioner | None = None,
+                  dtype: str = "float32", param_dtype: str = "float32",
                   remat: bool = False, attention: str = "auto",
                   dont_load: Sequence[str] = ()) -> tuple[LlavaConfig, Any]:
-  """(config, params) from an HF LLaVA directory, params placed in their logical shardings on `mesh`.
+  """(config, params) from an HF LLaVA directory, params placed in their logical shardings by
+  `partitioner` (default: all on the first device).
 
   `dont_load`: regexes of Flax param paths ('language_model/norm/scale') that are left out of the
   result instead of failing when the checkpoint lacks them.
@@ -186,8 +186,7 @@ def load_hf_llava(ckpt_dir: str | epath.PathLike, *, mesh: Mesh | None = None,
   ckpt = SafetensorsCheckpoint(ckpt_dir)
   sources = hf_sources(cfg, detect_prefixes(ckpt))
   boxed = abstract_params(cfg)
-  mesh = mesh or shd.make_mesh({"data": 1}, jax.devices()[:1])
-  shardings = shd.logical_shardings(boxed, mesh, rules)
+  shardings = (partitioner or shd.Partitioner.single_device()).shardings(boxed)
   abstract = nn.meta.unbox(boxed)
   target = np.dtype(param_dtype)
 

@@ -16,7 +16,6 @@ import grain
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
-from jax.sharding import Mesh
 
 from blink_jax import sharding as shd
 from blink_jax.data.image_preprocessing import DEFAULT_MAX_PIXELS, ImageError, check_mode, preprocess_image
@@ -148,9 +147,9 @@ def train_dataset(source, *, global_batch: int, image_key: str, image_size: int,
       global_batch // process_count, drop_remainder=True)
 
 
-def to_global(batch: dict[str, np.ndarray], mesh: Mesh, rules=shd.DEFAULT_RULES) -> dict[str, jax.Array]:
+def to_global(batch: dict[str, np.ndarray], partitioner: shd.Partitioner) -> dict[str, jax.Array]:
   """Per-process numpy batch -> global jax.Arrays sharded on the batch axes."""
-  return {k: jax.make_array_from_process_local_data(shd.batch_sharding(mesh, v.ndim, rules), v)
+  return {k: jax.make_array_from_process_local_data(partitioner.batch(v.ndim), v)
           for k, v in batch.items()}
 
 

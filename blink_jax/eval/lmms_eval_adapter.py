@@ -53,13 +53,13 @@ class BlinkJax(lmms):
       raise ValueError(f"blink_jax model_args mode={mode!r}; expected one of {MODES}")
     if unused:
       logging.warning("blink_jax: ignoring model_args %s", sorted(unused))
-    mesh = shd.make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
-    pipe = LlavaPipeline.from_hf(str(checkpoint), mesh=mesh, dtype=dtype, preprocessing=preprocessing,
+    partitioner = shd.Partitioner(shd.make_mesh({"data": 1, "fsdp": -1, "tensor": 1}))
+    pipe = LlavaPipeline.from_hf(str(checkpoint), partitioner=partitioner, dtype=dtype, preprocessing=preprocessing,
                                  attention=attention)
     overrides = parse_overrides([i for i in str(blink).split(";") if i.strip()], sep=":")
     self.pipe = pipe.with_blink_for_checkpoint(token_sr or None, overrides)
     self.mode, self.max_new_tokens = mode, int(max_new_tokens)
-    ways = shd.batch_parallelism(mesh, self.pipe.rules)
+    ways = partitioner.batch_parallelism
     self.batch_size = -(-int(batch_size) // ways) * ways
 
   def _doc_image(self, request: Instance) -> Image.Image:

@@ -66,22 +66,23 @@ def _token_sr_path(config: ml_collections.ConfigDict) -> tuple[str, str]:
   return "", "untrained TokenSR (= interp): set --config.token_sr to train.py's export/ directory"
 
 
-def build_pipeline(config: ml_collections.ConfigDict, mesh, abstract: bool = False) -> Evaluated:
+def build_pipeline(config: ml_collections.ConfigDict, partitioner: shd.Partitioner,
+                   abstract: bool = False) -> Evaluated:
   """The model to evaluate: an HF checkpoint, or the embedded random model (the one train.py's
   default trains TokenSR for) with a byte-level tokenizer; plus Blink settings and TokenSR weights.
   With `abstract`, shapes only (aot.py): nothing is read but config.json, tokenizer.json, blink.json."""
-  rules = shd.rules_from_config(config.sharding_rules)
   buckets = tuple(config_lists.ints(config.prompt_buckets, "prompt_buckets"))
   ckpt = config.model.hf_checkpoint
   if ckpt and not abstract:
-    pipe = LlavaPipeline.from_hf(ckpt, mesh=mesh, dtype=config.model.dtype, param_dtype=config.model.param_dtype,
-                                 preprocessing=config.model.preprocessing, buckets=buckets, rules=rules,
+    pipe = LlavaPipeline.from_hf(ckpt, partitioner=partitioner, dtype=config.model.dtype,
+                                 param_dtype=config.model.param_dtype,
+                                 preprocessing=config.model.preprocessing, buckets=buckets,
                                  attention=config.model.attention)
   else:
-    cfg, params = backbone.build(config.model, mesh, rules, config.seed, abstract=abstract)
+    cfg, params = backbone.build(config.model, partitioner, config.seed, abstract=abstract)
     tokenizer = Tokenizer(ckpt) if ckpt else byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id,
                                                                   cfg.eos_token_id, cfg.pad_token_id)
-    pipe = LlavaPipeline(cfg, params, tokenizer, mesh, config.model.preprocessing, buckets, rules)
+    pipe = LlavaPipeline(cfg, params, tokenizer, partitioner, config.model.preprocessing, buckets)
   token_sr, blink = None, from_mapping(config.blink.to_dict())
   path, source = _token_sr_path(config)
   digest = ""
@@ -90,7 +91,7 @@ def build_pipeline(config: ml_collections.ConfigDict, mesh, abstract: bool = Fal
     if abstract:   # its shapes follow from its settings (mode_params makes them)
       trained_for = token_sr_settings(path, width=width)
     else:
-      token_sr, trained_for = load_token_sr(path, width=width, mesh=mesh, rules=rules)
+      token_sr, trained_for = load_token_sr(path, width=width, partitioner=partitioner)
       digest = params_sha256(token_sr)
     # Where TokenSR sits is fixed by training; thresholds and the rest stay the config's.
     structural = {k: getattr(trained_for, k) for k in STRUCTURAL_FIELDS}
@@ -265,12 +266,12 @@ def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
       raise ValueError(f"unknown mode {mode!r}; expected some of {benchmarks.MODES}")
   output = epath.Path(config.output_dir)
   output.mkdir(parents=True, exist_ok=True)
-  mesh = shd.make_mesh(config.mesh.to_dict())
-  ways = shd.batch_parallelism(mesh, shd.rules_from_config(config.sharding_rules))
+  partitioner = shd.Partitioner.from_config(config)
+  ways = partitioner.batch_parallelism
   if config.batch_size % ways:
     raise ValueError(f"batch_size={config.batch_size} must be divisible by the batch-parallel mesh size "
-                     f"{ways} (mesh {dict(mesh.shape)})")
-  model = build_pipeline(config, mesh)
+                     f"{ways} (mesh {dict(partitioner.mesh.shape)})")
+  model = build_pipeline(config, partitioner)
   pipe = model.pipe
   if "tokensr" in modes and jax.process_index() == 0:
     print(f"tokensr: {model.token_sr_source}")

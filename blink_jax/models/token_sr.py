@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from blink_jax import sharding as shd
 from blink_jax.models.layer_stack import StackedLayers, detached
 
 
@@ -77,31 +78,29 @@ def _init_fn(num_layers, channels, region_size, width, dtype, param_dtype):
   return lambda r: module.init(r, x)["params"]
 
 
-def token_sr_shardings(num_layers: int, channels: int, region_size: int, width: int, mesh, rules,
-                       param_dtype=jnp.float32):
+def token_sr_shardings(num_layers: int, channels: int, region_size: int, width: int,
+                       partitioner: shd.Partitioner, param_dtype=jnp.float32):
   """NamedShardings of the TokenSR params from their logical axes."""
-  from blink_jax import sharding as shd
   init = _init_fn(num_layers, channels, region_size, width, jnp.float32, param_dtype)
-  return shd.logical_shardings(jax.eval_shape(init, jax.random.key(0)), mesh, rules)
+  return partitioner.shardings(jax.eval_shape(init, jax.random.key(0)))
 
 
 def init_token_sr(num_layers: int, channels: int, region_size: int, width: int, rng: jax.Array, *,
-                  mesh=None, rules=None, dtype=jnp.float32, param_dtype=jnp.float32, abstract: bool = False):
-  """TokenSR params ({'layers': {'layers': ...}}), created directly in their shardings when a mesh
-  is given (with `abstract`, only their shapes: see sharding.create). Untrained (last conv zero):
-  equal to Blink-interp."""
-  from blink_jax import sharding as shd
+                  partitioner: shd.Partitioner | None = None, dtype=jnp.float32, param_dtype=jnp.float32,
+                  abstract: bool = False):
+  """TokenSR params ({'layers': {'layers': ...}}), created directly in their shardings when a
+  sharding.Partitioner is given (with `abstract`, only their shapes: see sharding.create).
+  Untrained (last conv zero): equal to Blink-interp."""
   init = _init_fn(num_layers, channels, region_size, width, dtype, param_dtype)
-  if mesh is None:
+  if partitioner is None:
     return nn.meta.unbox(init(rng))
-  shardings = token_sr_shardings(num_layers, channels, region_size, width, mesh,
-                                 rules or shd.DEFAULT_RULES, param_dtype)
+  shardings = token_sr_shardings(num_layers, channels, region_size, width, partitioner, param_dtype)
   return shd.create(lambda r: nn.meta.unbox(init(r)), shardings, rng, abstract=abstract)
 
 
-def init_for(blink, cfg, rng: jax.Array, *, mesh=None, rules=None, abstract: bool = False):
+def init_for(blink, cfg, rng: jax.Array, *, partitioner: shd.Partitioner | None = None, abstract: bool = False):
   """init_token_sr for a BlinkConfig's scanning layers, channels and region size at a LlavaConfig's
   width and dtypes: the one call train, the pipeline and bench make."""
   return init_token_sr(blink.num_scan_layers, blink.token_sr_channels, blink.region_size, cfg.text.hidden_size,
-                       rng, mesh=mesh, rules=rules, dtype=jnp.dtype(cfg.dtype),
+                       rng, partitioner=partitioner, dtype=jnp.dtype(cfg.dtype),
                        param_dtype=jnp.dtype(cfg.param_dtype), abstract=abstract)

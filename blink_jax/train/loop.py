@@ -118,9 +118,8 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
   maybe_initialize_distributed(config)
   workdir = epath.Path(config.workdir).resolve()
   workdir.mkdir(parents=True, exist_ok=True)
-  mesh = shd.make_mesh(config.mesh.to_dict())
-  rules = shd.rules_from_config(config.sharding_rules)
-  program = train_program(config, mesh, rules)
+  partitioner = shd.Partitioner.from_config(config)
+  program = train_program(config, partitioner)
   cfg, t = program.cfg, config.train
   source, dataset = resolve_dataset(config, workdir)
   questions = None
@@ -159,13 +158,13 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
   tick, tick_step = time.perf_counter(), start   # rates count the steps this process ran
   bar = tqdm(total=t.steps, initial=start, disable=not is_main, desc="tokensr", dynamic_ncols=True)
   try:
-    with shd.activated(mesh, rules):
+    with partitioner.activated():
       for step in range(start, t.steps):
         local = next(iterator)
         if batch_log:
           batch_log.write(json.dumps({"step": step, "index": local["index"].tolist()}) + "\n")
           batch_log.flush()
-        state, metrics = step_fn(state, frozen, to_global({k: local[k] for k in batch_keys}, mesh, rules))
+        state, metrics = step_fn(state, frozen, to_global({k: local[k] for k in batch_keys}, partitioner))
         window = metrics if window is None else jax.tree.map(jnp.add, window, metrics)
         done = step + 1
         bar.update(1)

@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 from flax import traverse_util
-from jax.sharding import Mesh
 
 from blink_jax import sharding as shd
 from blink_jax.blink.config import BlinkConfig
@@ -57,14 +56,14 @@ def optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformat
                      optax.adamw(schedule(train_cfg), weight_decay=train_cfg.weight_decay))
 
 
-def init_train_state(cfg: LlavaConfig, blink: BlinkConfig, train_cfg, mesh: Mesh, rules, seed: int,
+def init_train_state(cfg: LlavaConfig, blink: BlinkConfig, train_cfg, partitioner: shd.Partitioner, seed: int,
                      tx: optax.GradientTransformation, frozen_params: Any,
                      abstract: bool = False) -> tuple[TrainState, dict]:
   """(TrainState with fresh TokenSR + optimizer state, frozen flat params); with `abstract` (and
   abstract frozen_params), only their shapes with shardings (see sharding.create)."""
-  token_sr = init_for(blink, cfg, jax.random.key(seed + 1), mesh=mesh, rules=rules, abstract=abstract)
+  token_sr = init_for(blink, cfg, jax.random.key(seed + 1), partitioner=partitioner, abstract=abstract)
   trainable, frozen = split_trainable({**frozen_params, "token_sr": token_sr}, train_cfg.trainable)
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  replicated = jax.sharding.NamedSharding(partitioner.mesh, jax.sharding.PartitionSpec())
   # Optimizer moments follow their params' shardings; its scalars (counts) are replicated.
   opt_shapes = jax.eval_shape(tx.init, trainable)
   param_shardings = {k: v.sharding for k, v in trainable.items()}

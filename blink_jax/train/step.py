@@ -98,28 +98,29 @@ class TrainProgram:
   batch: dict[str, jax.ShapeDtypeStruct]
 
 
-def train_program(config: ml_collections.ConfigDict, mesh, rules, *, abstract: bool = False) -> TrainProgram:
-  """The train step of `config` on `mesh`: the backbone loaded (or random from its preset), TokenSR
+def train_program(config: ml_collections.ConfigDict, partitioner: shd.Partitioner, *,
+                  abstract: bool = False) -> TrainProgram:
+  """The train step of `config` sharded by `partitioner`: the backbone loaded (or random from its preset), TokenSR
   and the optimizer initialised; with `abstract`, shapes only, nothing read but config.json."""
-  cfg, backbone_params = backbone.build(config.model, mesh, rules, config.seed, abstract=abstract)
+  cfg, backbone_params = backbone.build(config.model, partitioner, config.seed, abstract=abstract)
   blink = from_mapping(config.blink.to_dict()).validate(cfg.vision.grid, cfg.text.num_layers)
   if cfg.vision.grid % (2 * blink.region_size):
     raise ValueError(f"blink.region_size={blink.region_size}: the teacher's {cfg.vision.grid}x"
                      f"{cfg.vision.grid} grid must pool evenly to {2 * blink.region_size}x"
                      f"{2 * blink.region_size}")
   t = config.train
-  batch_ways = shd.batch_parallelism(mesh, rules)
+  batch_ways = partitioner.batch_parallelism
   if t.batch_size % (batch_ways * t.grad_accum_steps):
     raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the batch-parallel mesh size "
                      f"({batch_ways}) times train.grad_accum_steps ({t.grad_accum_steps})")
   tx = optimizer(t)
-  state, frozen = init_train_state(cfg, blink, t, mesh, rules, config.seed, tx, backbone_params,
+  state, frozen = init_train_state(cfg, blink, t, partitioner, config.seed, tx, backbone_params,
                                    abstract=abstract)
   size, b = cfg.vision.image_size, t.batch_size
   shapes = {"pixels": ((b, size, size, cfg.vision.num_channels), jnp.float32)}
   if config.data.region == "saliency":   # examples with a question pick their region by saliency
     shapes.update(question_ids=((b, config.data.max_question_tokens), jnp.int32), question_len=((b,), jnp.int32))
-  batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=shd.batch_sharding(mesh, len(shape), rules))
+  batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=partitioner.batch(len(shape)))
            for k, (shape, dtype) in shapes.items()}
   model = Llava(cfg)
   prefix = jnp.asarray(backbone.prompt_prefix(config.model, cfg))
