@@ -1,8 +1,10 @@
-"""The Llama-family decoder of LLaVA (Vicuna): RMSNorm, RoPE, grouped-query attention, SwiGLU.
+"""The Llama-family decoder of LLaVA (Vicuna) and Qwen2.5-VL (Qwen2): RMSNorm, RoPE, grouped-query
+attention, SwiGLU; Qwen2 adds q/k/v biases and multimodal RoPE (TextConfig.mrope_section).
 
 Attention is written against an explicit key layout so the same layer serves prefill, cached
 decoding and Blink's slot layout: a query at sequence index i sees key j iff j <= i and
-`key_valid[b, j]`. Positions (for RoPE) are explicit per token and may be fractional. The prompt
+`key_valid[b, j]`. Positions (for RoPE) are explicit per token and may be fractional: [B, T], or
+[B, T, 3] (temporal, height, width) with multimodal RoPE. The prompt
 pass's attention kernel is chosen by `attention` (see attention_kernels.py).
 """
 
@@ -13,6 +15,7 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from blink_jax.models.attention_kernels import decode_attention, self_attention
 from blink_jax.models.layer_stack import StackedLayers, detached
@@ -35,10 +38,18 @@ class RMSNorm(nn.Module):
     return scale.astype(self.dtype) * normed.astype(self.dtype)
 
 
-def rope_tables(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
-  """cos/sin tables [B, T, head_dim] for (possibly fractional) positions [B, T], in float32."""
+def rope_tables(positions: jax.Array, head_dim: int, theta: float,
+                mrope_section: tuple[int, ...] = ()) -> tuple[jax.Array, jax.Array]:
+  """cos/sin tables [B, T, head_dim] for (possibly fractional) positions [B, T], in float32. With
+  `mrope_section` (multimodal RoPE, as Qwen2.5-VL), positions are [B, T, 3] and the first
+  mrope_section[0] frequencies rotate by the temporal position, the next by the height, the last by
+  the width."""
   inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-  freqs = positions.astype(jnp.float32)[..., None] * inv_freq
+  if mrope_section:
+    component = np.repeat(np.arange(3), mrope_section)     # which position each frequency follows
+    freqs = positions.astype(jnp.float32)[..., component] * inv_freq
+  else:
+    freqs = positions.astype(jnp.float32)[..., None] * inv_freq
   emb = jnp.concatenate([freqs, freqs], axis=-1)
   return jnp.cos(emb), jnp.sin(emb)
 
@@ -68,7 +79,7 @@ class KVCache(NamedTuple):
 
 class LayerInputs(NamedTuple):
   """What every decoder layer sees besides the hidden states (carried unchanged)."""
-  positions: jax.Array      # [B, T] RoPE positions
+  positions: jax.Array      # [B, T] RoPE positions ([B, T, 3] with multimodal RoPE)
   cache_index: jax.Array | None  # decoding: scalar cache index of the one new token; None: prefill
 
 
@@ -78,16 +89,20 @@ class Attention(nn.Module):
 
   def setup(self):
     c, n = self.cfg, self.numerics
-    dense = lambda feats, axes, in_dims, name: Linear(  # noqa: E731
-        feats, axes, in_dims, dtype=n.dtype, param_dtype=n.param_dtype, name=name)
-    self.q_proj = dense((c.num_heads, c.head_dim), ("embed", "heads", "head_dim"), 1, "q_proj")
-    self.k_proj = dense((c.num_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), 1, "k_proj")
-    self.v_proj = dense((c.num_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), 1, "v_proj")
+    dense = lambda feats, axes, in_dims, name, bias=False: Linear(  # noqa: E731
+        feats, axes, in_dims, use_bias=bias, dtype=n.dtype, param_dtype=n.param_dtype, name=name)
+    qkv_bias = c.attention_bias
+    self.q_proj = dense((c.num_heads, c.head_dim), ("embed", "heads", "head_dim"), 1, "q_proj", qkv_bias)
+    self.k_proj = dense((c.num_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), 1, "k_proj", qkv_bias)
+    self.v_proj = dense((c.num_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), 1, "v_proj", qkv_bias)
     self.o_proj = dense((c.hidden_size,), ("heads", "head_dim", "embed"), 2, "o_proj")
+
+  def _rope(self, positions):
+    return rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta, self.cfg.mrope_section)
 
   def project(self, x, positions):
     """q, k, v with RoPE applied: [B, T, H|K, D]."""
-    cos, sin = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta)
+    cos, sin = self._rope(positions)
     q = apply_rope(self.q_proj(x), cos, sin)
     k = apply_rope(self.k_proj(x), cos, sin)
     v = self.v_proj(x)
@@ -95,7 +110,7 @@ class Attention(nn.Module):
     return q, k, v
 
   def query(self, x, positions):
-    cos, sin = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta)
+    cos, sin = self._rope(positions)
     return apply_rope(self.q_proj(x), cos, sin)
 
   def attend(self, q, k, v, key_valid, cache=None, cache_index=None):

@@ -1,5 +1,6 @@
 """Architecture hyper-parameters of LLaVA-1.5 (CLIP ViT + mlp2x_gelu projector + Llama), read from
-a Hugging Face `config.json` or built from an ml_collections preset."""
+a Hugging Face `config.json` or built from an ml_collections preset; and what every model family
+shares: the decoder's shape (TextConfig) and the numeric policy (Numerics, RuntimeFields)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,23 @@ class Numerics:
   param_dtype: jnp.dtype = jnp.dtype("float32")
   remat: bool = False
   attention: str = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeFields:
+  """The fields a model config carries that its checkpoint does not (set by train/eval configs), and
+  the Numerics they make. `dtype` is the compute dtype, `param_dtype` the storage dtype."""
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  remat: bool = False
+  attention: str = "auto"  # the prompt pass's attention kernel: auto | xla | blocked | splash (attention_kernels.py)
+
+  def __post_init__(self):
+    check_implementation(self.attention)
+
+  @property
+  def numerics(self) -> Numerics:
+    return Numerics(jnp.dtype(self.dtype), jnp.dtype(self.param_dtype), self.remat, self.attention)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +70,9 @@ class VisionConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TextConfig:
+  """The Llama-family decoder (llama.py): LLaVA's Vicuna, and Qwen2.5-VL's Qwen2 with q/k/v biases
+  (`attention_bias`) and multimodal RoPE (`mrope_section`: how many of the head_dim / 2 rotary
+  frequencies follow the temporal, height and width position; empty for 1-D RoPE)."""
   vocab_size: int = 32064
   hidden_size: int = 4096
   intermediate_size: int = 11008
@@ -63,11 +84,18 @@ class TextConfig:
   rms_norm_eps: float = 1e-5
   max_position_embeddings: int = 4096
   tie_word_embeddings: bool = False
+  attention_bias: bool = False
+  mrope_section: tuple[int, ...] = ()
+
+  def __post_init__(self):
+    if self.mrope_section and (len(self.mrope_section) != 3 or sum(self.mrope_section) * 2 != self.head_dim):
+      raise ValueError(f"mrope_section={self.mrope_section}: expected three sections summing to head_dim / 2 "
+                       f"= {self.head_dim // 2}")
 
 
 @dataclasses.dataclass(frozen=True)
-class LlavaConfig:
-  """The whole model; `dtype` is the compute dtype, `param_dtype` the storage dtype."""
+class LlavaConfig(RuntimeFields):
+  """The whole model (with the runtime fields of RuntimeFields)."""
   vision: VisionConfig = VisionConfig()
   text: TextConfig = TextConfig()
   image_token_id: int = 32000
@@ -77,13 +105,6 @@ class LlavaConfig:
   bos_token_id: int = 1
   eos_token_id: int = 2
   pad_token_id: int = 0
-  dtype: str = "float32"
-  param_dtype: str = "float32"
-  remat: bool = False
-  attention: str = "auto"  # the prompt pass's attention kernel: auto | xla | blocked | splash (attention_kernels.py)
-
-  def __post_init__(self):
-    check_implementation(self.attention)
 
   @property
   def num_image_tokens(self) -> int:
@@ -98,10 +119,6 @@ class LlavaConfig:
     if not 0 <= used <= n:
       raise ValueError(f"vision_feature_layer={k} is outside [-{n + 1}, {n}]")
     return used
-
-  @property
-  def numerics(self) -> Numerics:
-    return Numerics(jnp.dtype(self.dtype), jnp.dtype(self.param_dtype), self.remat, self.attention)
 
   def replace(self, **kw: Any) -> "LlavaConfig":
     return dataclasses.replace(self, **kw)
@@ -177,17 +194,22 @@ def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", **runtime:
   )
 
 
-def read_hf_config(ckpt_dir: str | os.PathLike, **runtime: Any) -> LlavaConfig:
-  """The config.json of a checkpoint directory (local or any fsspec URL, e.g. gs://)."""
+def config_json(ckpt_dir: str | os.PathLike) -> tuple[dict[str, Any], str]:
+  """(the parsed config.json of a checkpoint directory (local or any fsspec URL, e.g. gs://), its path)."""
   path = f"{str(ckpt_dir).rstrip('/')}/config.json"
   fs, fs_path = fsspec.core.url_to_fs(path)
   if not fs.exists(fs_path):
-    raise FileNotFoundError(f"{path}: no config.json; expected a Hugging Face LLaVA checkpoint directory")
+    raise FileNotFoundError(f"{path}: no config.json; expected a Hugging Face checkpoint directory")
   try:
-    hf = json.loads(fs.cat_file(fs_path))
+    return json.loads(fs.cat_file(fs_path)), path
   except json.JSONDecodeError as e:
     raise ValueError(f"{path}: not valid JSON ({e})") from e
-  return from_hf_config(hf, where=str(path), **runtime)
+
+
+def read_hf_config(ckpt_dir: str | os.PathLike, **runtime: Any) -> LlavaConfig:
+  """The LlavaConfig of a checkpoint directory's config.json."""
+  hf, path = config_json(ckpt_dir)
+  return from_hf_config(hf, where=path, **runtime)
 
 
 def from_preset(preset: Mapping[str, Any], **runtime: Any) -> LlavaConfig:

@@ -1,0 +1,146 @@
+"""Architecture hyper-parameters of Qwen2.5-VL (its window-attention ViT with the 2x2 patch merger, and
+the Qwen2 decoder with multimodal RoPE), read from a Hugging Face `config.json`: the hub's flat layout
+(`Qwen/Qwen2.5-VL-7B-Instruct`: text fields at the top level, `rope_scaling`) and transformers 5's
+(`text_config`, `rope_parameters`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from blink_jax.models.llava_config import RuntimeFields, TextConfig, _pick
+
+
+@dataclasses.dataclass(frozen=True)
+class QwenVisionConfig:
+  depth: int = 32
+  hidden_size: int = 1280
+  intermediate_size: int = 3420
+  num_heads: int = 16
+  num_channels: int = 3
+  patch_size: int = 14
+  temporal_patch_size: int = 2
+  spatial_merge_size: int = 2
+  window_size: int = 112            # pixels: windows of window_size / patch_size patches a side
+  out_hidden_size: int = 3584       # the merger's output: the decoder's width
+  fullatt_block_indexes: tuple[int, ...] = (7, 15, 23, 31)
+  hidden_act: str = "silu"
+  rope_theta: float = 10000.0
+  rms_norm_eps: float = 1e-6
+
+  def __post_init__(self):
+    bad = [i for i in self.fullatt_block_indexes if not 0 <= i < self.depth]
+    if bad:
+      raise ValueError(f"fullatt_block_indexes {bad} outside the {self.depth} vision blocks")
+    if self.window_size % (self.patch_size * self.spatial_merge_size):
+      raise ValueError(f"window_size={self.window_size} must be a multiple of patch_size x spatial_merge_size "
+                       f"= {self.patch_size * self.spatial_merge_size} pixels")
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+  @property
+  def unit(self) -> int:
+    """Pixels a side of one merged visual token (28): image sides must be multiples of it."""
+    return self.patch_size * self.spatial_merge_size
+
+  @property
+  def window(self) -> int:
+    """Merged tokens a side of one attention window (4 at the default 112 px)."""
+    return self.window_size // self.unit
+
+
+QWEN2_5_VL_7B_TEXT = TextConfig(
+    vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_layers=28, num_heads=28, num_kv_heads=4,
+    head_dim=128, rope_theta=1e6, rms_norm_eps=1e-6, max_position_embeddings=128000, attention_bias=True,
+    mrope_section=(16, 24, 24))
+
+
+@dataclasses.dataclass(frozen=True)
+class Qwen2_5_VLConfig(RuntimeFields):
+  """The whole model (with the runtime fields of RuntimeFields); defaults are Qwen2.5-VL-7B's."""
+  vision: QwenVisionConfig = QwenVisionConfig()
+  text: TextConfig = QWEN2_5_VL_7B_TEXT
+  image_token_id: int = 151655
+  video_token_id: int = 151656
+  vision_start_token_id: int = 151652
+  vision_end_token_id: int = 151653
+  bos_token_id: int = 151643
+  eos_token_id: int = 151645
+  pad_token_id: int = 151643
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.vision.out_hidden_size != self.text.hidden_size:
+      raise ValueError(f"vision out_hidden_size={self.vision.out_hidden_size} must equal the decoder's "
+                       f"hidden_size={self.text.hidden_size}")
+    if not self.text.mrope_section:
+      raise ValueError("Qwen2.5-VL's decoder needs mrope_section (multimodal RoPE)")
+
+  def replace(self, **kw: Any) -> "Qwen2_5_VLConfig":
+    return dataclasses.replace(self, **kw)
+
+
+def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", **runtime: Any) -> Qwen2_5_VLConfig:
+  """Maps a `Qwen2_5_VLForConditionalGeneration` config.json onto Qwen2_5_VLConfig; `runtime` sets the
+  fields the checkpoint does not have (dtype, param_dtype, remat, attention)."""
+  if hf.get("model_type") != "qwen2_5_vl":
+    raise ValueError(f"{where}: model_type={hf.get('model_type')!r}; expected a Qwen2.5-VL checkpoint "
+                     "(model_type 'qwen2_5_vl')")
+  t = hf.get("text_config") or hf        # transformers 5 nests the decoder; the hub's files are flat
+  v = hf.get("vision_config") or {}
+  if _pick(t, "use_sliding_window", default=False):
+    raise ValueError(f"{where}: use_sliding_window=True is not supported (Qwen2.5-VL's released "
+                     "checkpoints attend to the whole sequence)")
+  rope = t.get("rope_parameters") or t.get("rope_scaling") or {}
+  if rope.get("rope_type", rope.get("type", "default")) not in ("default", "mrope"):
+    raise ValueError(f"{where}: rope type {rope.get('rope_type', rope.get('type'))!r} is not supported "
+                     "(only Qwen2.5-VL's multimodal RoPE)")
+  n_heads = _pick(t, "num_attention_heads", default=28)
+  hidden = _pick(t, "hidden_size", default=3584)
+  text = TextConfig(
+      vocab_size=_pick(t, "vocab_size", default=152064),
+      hidden_size=hidden,
+      intermediate_size=_pick(t, "intermediate_size", default=18944),
+      num_layers=_pick(t, "num_hidden_layers", default=28),
+      num_heads=n_heads,
+      num_kv_heads=_pick(t, "num_key_value_heads", default=n_heads),
+      head_dim=hidden // n_heads,
+      rope_theta=float(_pick(rope, "rope_theta", default=_pick(t, "rope_theta", default=1e6))),
+      rms_norm_eps=float(_pick(t, "rms_norm_eps", default=1e-6)),
+      max_position_embeddings=_pick(t, "max_position_embeddings", default=128000),
+      tie_word_embeddings=bool(_pick(hf, "tie_word_embeddings", default=_pick(t, "tie_word_embeddings",
+                                                                             default=False))),
+      attention_bias=True,
+      mrope_section=tuple(_pick(rope, "mrope_section", default=(16, 24, 24))),
+  )
+  v_rope = v.get("rope_parameters") or {}
+  vision = QwenVisionConfig(
+      depth=_pick(v, "depth", "num_hidden_layers", default=32),
+      hidden_size=_pick(v, "hidden_size", default=1280),
+      intermediate_size=_pick(v, "intermediate_size", default=3420),
+      num_heads=_pick(v, "num_heads", "num_attention_heads", default=16),
+      num_channels=_pick(v, "in_channels", "in_chans", default=3),
+      patch_size=_pick(v, "patch_size", "spatial_patch_size", default=14),
+      temporal_patch_size=_pick(v, "temporal_patch_size", default=2),
+      spatial_merge_size=_pick(v, "spatial_merge_size", default=2),
+      window_size=_pick(v, "window_size", default=112),
+      out_hidden_size=_pick(v, "out_hidden_size", default=hidden),
+      fullatt_block_indexes=tuple(_pick(v, "fullatt_block_indexes", default=(7, 15, 23, 31))),
+      hidden_act=_pick(v, "hidden_act", default="silu"),
+      rope_theta=float(_pick(v_rope, "rope_theta", default=10000.0)),
+  )
+  eos = _pick(t, "eos_token_id", default=_pick(hf, "eos_token_id", default=151645))
+  bos = _pick(t, "bos_token_id", default=_pick(hf, "bos_token_id", default=151643))
+  return Qwen2_5_VLConfig(
+      vision=vision, text=text,
+      image_token_id=_pick(hf, "image_token_id", default=151655),
+      video_token_id=_pick(hf, "video_token_id", default=151656),
+      vision_start_token_id=_pick(hf, "vision_start_token_id", default=151652),
+      vision_end_token_id=_pick(hf, "vision_end_token_id", default=151653),
+      bos_token_id=bos,
+      eos_token_id=eos[0] if isinstance(eos, (list, tuple)) else eos,
+      pad_token_id=_pick(hf, "pad_token_id", default=_pick(t, "pad_token_id", default=bos)),
+      **runtime,
+  )
