@@ -24,7 +24,7 @@ from absl import app, flags
 from bench import common
 from bench.easydel_baseline import EasyDeL, checked
 from blink_jax.data.prompt_batch import PromptBatch
-from blink_jax.generate import decode_step
+from blink_jax.generate import decode_step, first_positions
 from blink_jax.models import token_sr
 from blink_jax.pipeline import LlavaPipeline
 
@@ -52,14 +52,16 @@ def decode_step_call(pipe: LlavaPipeline, mode: str, batch: PromptBatch, room: i
     logits, cache, valid, _ = jax.jit(pipe.prefill_fn(mode, batch.image_start), static_argnums=4)(
         params, ids, pixels, lengths, room)
   s0 = cache.k.shape[3] - room
-  step = jax.jit(lambda p, tok, t, ln, c, v: decode_step(pipe.model, p, tok, t, s0, ln, c, v), donate_argnums=4)
+  step = jax.jit(lambda p, tok, t, first, c, v: decode_step(pipe.model, p, tok, t, s0, first, c, v),
+                 donate_argnums=4)
+  first = first_positions(pipe.model, params, ids, pixels, lengths)
   tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)
   state = {"cache": cache, "valid": valid}
   positions = itertools.cycle(range(1, room))
 
   def call():
     with pipe.partitioner.activated():
-      out, state["cache"], state["valid"] = step(params, tokens, jnp.int32(next(positions)), lengths,
+      out, state["cache"], state["valid"] = step(params, tokens, jnp.int32(next(positions)), first,
                                                  state["cache"], state["valid"])
     return out
   return call

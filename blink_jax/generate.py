@@ -36,13 +36,19 @@ def vanilla_prefill(model: Llava) -> PrefillFn:
   return prefill
 
 
-def decode_step(model: Llava, params, tokens, t, s0: int, lengths, cache: KVCache, valid):
+def first_positions(model: Llava, params, ids, pixels, lengths) -> jax.Array:
+  """[B] the RoPE position of each example's first new token: its prompt length, plus the model's
+  rope_offset (Qwen2.5-VL's multimodal RoPE)."""
+  return lengths + model.apply({"params": params}, ids, pixels, method=Llava.rope_offset)
+
+
+def decode_step(model: Llava, params, tokens, t, s0: int, first, cache: KVCache, valid):
   """Feeds the (t-1)-th new token of every example [B] after its prompt: it is written at sequence index
-  s0 + t - 1 of the cache (made a key there) at RoPE position length + t - 1. Returns (next-token
-  logits [B, V], cache, key validity)."""
+  s0 + t - 1 of the cache (made a key there) at RoPE position first + t - 1 (first: first_positions).
+  Returns (next-token logits [B, V], cache, key validity)."""
   index = s0 + t - 1
   valid = jax.lax.dynamic_update_slice_in_dim(valid, jnp.ones(valid.shape[:2] + (1,), bool), index, 2)
-  logits, cache = model.apply({"params": params}, tokens, lengths + t - 1, cache, valid, index,
+  logits, cache = model.apply({"params": params}, tokens, first + t - 1, cache, valid, index,
                               method=Llava.decode)
   return logits, cache, valid
 
@@ -53,6 +59,7 @@ def greedy_generate(model: Llava, prefill: PrefillFn, params, ids, pixels, lengt
   b = ids.shape[0]
   logits, cache, valid, expansions = prefill(params, ids, pixels, lengths, max_new_tokens)
   s0 = cache.k.shape[3] - max_new_tokens
+  start = first_positions(model, params, ids, pixels, lengths)
   first = jnp.argmax(logits, axis=-1).astype(jnp.int32)
   out = jnp.full((b, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
   done = first == eos_id
@@ -63,7 +70,7 @@ def greedy_generate(model: Llava, prefill: PrefillFn, params, ids, pixels, lengt
 
   def body(state):
     t, out, done, cache, valid = state
-    logits, cache, valid = decode_step(model, params, out[:, t - 1], t, s0, lengths, cache, valid)
+    logits, cache, valid = decode_step(model, params, out[:, t - 1], t, s0, start, cache, valid)
     nxt = jnp.where(done, pad_id, jnp.argmax(logits, axis=-1).astype(jnp.int32))
     out = jax.lax.dynamic_update_slice_in_dim(out, nxt[:, None], t, 1)
     return t + 1, out, done | (nxt == eos_id), cache, valid

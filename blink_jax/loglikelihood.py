@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from blink_jax.generate import PrefillFn, decode_step
+from blink_jax.generate import PrefillFn, decode_step, first_positions
 from blink_jax.models.llava import Llava
 
 CONTINUATION_BUCKETS = (8, 16, 32, 64, 128, 256, 512)
@@ -49,6 +49,7 @@ def score_continuations(model: Llava, prefill: PrefillFn, params, ids, pixels, l
   c = tokens.shape[1]
   logits, cache, valid, expansions = prefill(params, ids, pixels, lengths, c)
   s0 = cache.k.shape[3] - c
+  start = first_positions(model, params, ids, pixels, lengths)
 
   def token_score(logits, t):
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
@@ -60,7 +61,7 @@ def score_continuations(model: Llava, prefill: PrefillFn, params, ids, pixels, l
 
   def body(state):
     t, logprob, greedy, cache, valid = state
-    logits, cache, valid = decode_step(model, params, tokens[:, t - 1], t, s0, lengths, cache, valid)
+    logits, cache, valid = decode_step(model, params, tokens[:, t - 1], t, s0, start, cache, valid)
     lp, g = token_score(logits, t)
     return t + 1, logprob + lp, greedy & g, cache, valid
 

@@ -1,5 +1,6 @@
 """The checkpoint's tokenizer (`tokenizer.json`, read with the `tokenizers` library) and the expansion
-of the `<image>` placeholder into one token per visual patch."""
+of the image placeholder (LLaVA's `<image>`, Qwen2.5-VL's `<|image_pad|>`) into one token per visual
+token."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from blink_jax.data.prompt import IMAGE_PLACEHOLDER
 class Tokenizer:
 
   def __init__(self, tokenizer_json: str | os.PathLike | None = None, *,
-               backend: tokenizers.Tokenizer | None = None):
+               backend: tokenizers.Tokenizer | None = None, image_placeholder: str = IMAGE_PLACEHOLDER):
+    self.image_placeholder = image_placeholder
     if backend is not None:
       self._tok, self.path = backend, "<in-memory>"
-      self.image_token_id = backend.token_to_id(IMAGE_PLACEHOLDER)
+      self.image_token_id = backend.token_to_id(image_placeholder)
       return
     path = str(tokenizer_json).rstrip("/")  # a file or a checkpoint directory, local or fsspec URL
     fs, fs_path = fsspec.core.url_to_fs(path)
@@ -32,7 +34,7 @@ class Tokenizer:
     except Exception as e:  # the tokenizers library raises a bare Exception on bad JSON
       raise ValueError(f"{path}: not a valid tokenizer.json ({e})") from e
     self.path = path
-    self.image_token_id = self._tok.token_to_id(IMAGE_PLACEHOLDER)
+    self.image_token_id = self._tok.token_to_id(image_placeholder)
 
   def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
     return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
@@ -41,19 +43,22 @@ class Tokenizer:
     return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
 
   def encode_prompt(self, prompt: str, num_image_tokens: int) -> np.ndarray:
-    """Token ids of a prompt with its single `<image>` expanded to num_image_tokens copies.
+    """Token ids of a prompt with its single image placeholder expanded to num_image_tokens copies.
 
     As LLaVA's `tokenizer_image_token`: the text before and after `<image>` is encoded separately
     (each with the tokenizer's special tokens) and the second part's leading BOS dropped. Encoding
     the whole prompt instead would depend on how the tokenizer.json was saved: a Metaspace
     pre-tokenizer with prepend_scheme="first" (transformers 5.x) drops the "▁" that LLaVA-1.5 saw
-    after the image.
+    after the image. Qwen2.5-VL's `<|image_pad|>` is a special token that splits the text anyway
+    and its tokenizer adds no BOS, so the same encoding equals its processor's (one pass over the
+    prompt with the placeholder repeated).
     """
+    placeholder = self.image_placeholder
     if self.image_token_id is None:
-      raise ValueError(f"{self.path}: the tokenizer has no {IMAGE_PLACEHOLDER!r} token")
-    chunks = prompt.split(IMAGE_PLACEHOLDER)
+      raise ValueError(f"{self.path}: the tokenizer has no {placeholder!r} token")
+    chunks = prompt.split(placeholder)
     if len(chunks) != 2:
-      raise ValueError(f"prompt has {len(chunks) - 1} {IMAGE_PLACEHOLDER!r} placeholders; expected exactly 1: "
+      raise ValueError(f"prompt has {len(chunks) - 1} {placeholder!r} placeholders; expected exactly 1: "
                        f"{prompt[:80]!r}")
     before, after = (self.encode(c) for c in chunks)
     # LLaVA strips the first token of every later chunk when the first chunk starts with BOS.

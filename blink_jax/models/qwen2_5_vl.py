@@ -56,3 +56,9 @@ class Qwen2_5_VL(VisionLanguageModel):
 
   def prompt_positions(self, ids, pixels):
     return mrope_positions(ids, self.cfg.image_token_id, merged_grid(self.cfg, pixels.shape))
+
+  def rope_offset(self, ids, pixels):
+    """max(rows, columns) - rows x columns for a prompt with the image (transformers' rope_deltas)."""
+    rows, cols = merged_grid(self.cfg, pixels.shape)
+    has_image = (ids == self.cfg.image_token_id).any(axis=1)
+    return jnp.where(has_image, max(rows, cols) - rows * cols, 0).astype(jnp.int32)

@@ -37,6 +37,11 @@ class VisionLanguageModel(nn.Module):
     embeds = self.language_model.embed(safe_ids)
     return merge_image_features(embeds, ids, self.encode_images(pixels), self.cfg.image_token_id)
 
+  def rope_offset(self, ids, pixels):
+    """[B] int32: how far the RoPE position of the text after the prompt runs from its sequence index
+    (a generated token's position is length + offset + t); 0 with 1-D RoPE."""
+    return jnp.zeros(ids.shape[:1], jnp.int32)
+
   def run_layers(self, h, inputs: LayerInputs, key_valid, cache=None, *, start=0, stop=None, kv_room=0):
     return self.language_model.run_layers(h, inputs, key_valid, cache, start=start, stop=stop, kv_room=kv_room)
 

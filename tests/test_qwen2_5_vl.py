@@ -1,0 +1,180 @@
+"""Our Flax Qwen2.5-VL equals transformers' Qwen2_5_VLForConditionalGeneration on the same checkpoint:
+its config.json reader and strict loader (both key layouts), the vision encoder over several grids,
+logits and multimodal RoPE positions of a padded batch, greedy generation, and the processor's
+preprocessing, chat template and tokenization."""
+
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file, save_file
+from transformers import Qwen2_5_VLForConditionalGeneration
+
+import hf_fixtures
+import qwen_fixtures
+from blink_jax.convert.hf_qwen2_5_vl import load_hf_qwen2_5_vl
+from blink_jax.data.prompt import QWEN_IMAGE_PLACEHOLDER, qwen_chat_prompt
+from blink_jax.data.qwen_preprocessing import (DEFAULT_GRID_BUCKETS, choose_bucket, preprocess_qwen_image,
+                                               smart_resize)
+from blink_jax.generate import greedy_generate, vanilla_prefill
+from blink_jax.models.qwen2_5_vl import Qwen2_5_VL, mrope_positions
+from blink_jax.models.qwen2_5_vl_config import from_hf_config
+from blink_jax.tokenizer import Tokenizer
+
+# The hub's Qwen/Qwen2.5-VL-7B-Instruct config.json (flat: text fields at the top level, rope_scaling).
+HUB_7B_CONFIG = {
+    "architectures": ["Qwen2_5_VLForConditionalGeneration"], "attention_dropout": 0.0, "bos_token_id": 151643,
+    "eos_token_id": 151645, "vision_start_token_id": 151652, "vision_end_token_id": 151653,
+    "vision_token_id": 151654, "image_token_id": 151655, "video_token_id": 151656, "hidden_act": "silu",
+    "hidden_size": 3584, "initializer_range": 0.02, "intermediate_size": 18944, "max_position_embeddings": 128000,
+    "max_window_layers": 28, "model_type": "qwen2_5_vl", "num_attention_heads": 28, "num_hidden_layers": 28,
+    "num_key_value_heads": 4, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "sliding_window": 32768,
+    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.41.2", "use_cache": True,
+    "use_sliding_window": False,
+    "vision_config": {"depth": 32, "hidden_act": "silu", "hidden_size": 1280, "intermediate_size": 3420,
+                      "num_heads": 16, "in_chans": 3, "out_hidden_size": 3584, "patch_size": 14,
+                      "spatial_merge_size": 2, "spatial_patch_size": 14, "window_size": 112,
+                      "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2, "temporal_patch_size": 2},
+    "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}, "vocab_size": 152064,
+}
+
+
+@pytest.fixture(scope="module")
+def qwen_ckpt(tmp_path_factory):
+  path = tmp_path_factory.mktemp("qwen")
+  qwen_fixtures.build_checkpoint(path, seed=0)
+  return path
+
+
+def _hf(ckpt):
+  return Qwen2_5_VLForConditionalGeneration.from_pretrained(ckpt, dtype=torch.float32).eval()
+
+
+def test_config_of_the_hub_7b_and_of_transformers_5(qwen_ckpt):
+  cfg = from_hf_config(HUB_7B_CONFIG)
+  t, v = cfg.text, cfg.vision
+  assert (t.hidden_size, t.num_layers, t.num_heads, t.num_kv_heads, t.head_dim) == (3584, 28, 28, 4, 128)
+  assert (t.mrope_section, t.rope_theta, t.attention_bias, t.tie_word_embeddings) == ((16, 24, 24), 1e6, True, False)
+  assert (v.depth, v.hidden_size, v.num_heads, v.out_hidden_size, v.window) == (32, 1280, 16, 3584, 4)
+  assert v.fullatt_block_indexes == (7, 15, 23, 31)
+  assert (cfg.image_token_id, cfg.eos_token_id, cfg.bos_token_id) == (151655, 151645, 151643)
+  nested = from_hf_config(json.loads((qwen_ckpt / "config.json").read_text()))
+  assert (nested.text.num_layers, nested.text.num_kv_heads, nested.text.mrope_section) == (3, 2, (2, 3, 3))
+  assert nested.vision.fullatt_block_indexes == (1, 3)
+  with pytest.raises(ValueError, match="expected a Qwen2.5-VL checkpoint"):
+    from_hf_config({"model_type": "llava"})
+  with pytest.raises(ValueError, match="use_sliding_window"):
+    from_hf_config({**HUB_7B_CONFIG, "use_sliding_window": True})
+
+
+def _prompts(tok, grid, question_words, seed=0):
+  """Chat prompts with one image of `grid` merged tokens, questions of the given word counts."""
+  rng = np.random.default_rng(seed)
+  words = [w for w in hf_fixtures.WORDS if w.isalpha()]
+  n = grid[0] * grid[1]
+  return [tok.encode_prompt(qwen_chat_prompt(" ".join(rng.choice(words, k))), n) for k in question_words]
+
+
+@pytest.mark.parametrize("attention", ["xla", "blocked", "splash"])
+def test_logits_positions_and_generation_match_transformers(qwen_ckpt, attention):
+  hf = _hf(qwen_ckpt)
+  hf.generation_config.eos_token_id = None   # both generate 6 tokens, EOS (here <|im_end|>) included
+  cfg, params = load_hf_qwen2_5_vl(qwen_ckpt, attention=attention)
+  model = Qwen2_5_VL(cfg)
+  tok = Tokenizer(qwen_ckpt, image_placeholder=QWEN_IMAGE_PLACEHOLDER)
+  photos = list(hf_fixtures.sample_photos().values())
+  # grids: square over 2 x 2 windows, non-square with partial windows (11 x 16 merged), less than a window.
+  for grid in [(8, 8), (11, 16), (2, 3)]:
+    pixels = np.stack([preprocess_qwen_image(p, [grid]) for p in photos[:3]])
+    rows = _prompts(tok, grid, [3, 12, 30])
+    t = max(len(r) for r in rows) + 5
+    ids = np.full((3, t), cfg.pad_token_id, np.int32)
+    for i, r in enumerate(rows):
+      ids[i, :len(r)] = r
+    lengths = np.array([len(r) for r in rows], np.int32)
+    positions = mrope_positions(jnp.asarray(ids), cfg.image_token_id, grid)
+    valid = jnp.arange(t)[None] < lengths[:, None]
+    logits = np.asarray(jax.jit(model.apply)({"params": params}, jnp.asarray(ids), jnp.asarray(pixels), positions,
+                                             valid))
+    generated = np.asarray(jax.jit(lambda p, i, x, ln: greedy_generate(
+        model, vanilla_prefill(model), p, i, x, ln, max_new_tokens=6, eos_id=-1, pad_id=cfg.pad_token_id).tokens)(
+            params, jnp.asarray(ids), jnp.asarray(pixels), jnp.asarray(lengths)))
+    thw = torch.tensor([[1, 2 * grid[0], 2 * grid[1]]])
+    for i in range(3):
+      n = int(lengths[i])
+      inp = torch.from_numpy(ids[i:i + 1, :n]).long()
+      kw = dict(input_ids=inp, attention_mask=torch.ones_like(inp), image_grid_thw=thw,
+                pixel_values=torch.from_numpy(qwen_fixtures.hf_patches(pixels[i])),
+                mm_token_type_ids=(inp == cfg.image_token_id).int())
+      with torch.no_grad():
+        ref = hf(**kw).logits[0].numpy()
+        gen = hf.generate(**kw, do_sample=False, max_new_tokens=6)[0, n:].numpy()
+      hf_positions, _ = hf.model.get_rope_index(inp, kw["mm_token_type_ids"], image_grid_thw=thw)
+      np.testing.assert_array_equal(np.asarray(positions[i, :n]), hf_positions[:, 0].numpy().T)
+      assert np.abs(ref - logits[i, :n]).max() <= 1e-4 * max(1.0, np.abs(ref).max()), (grid, i)
+      np.testing.assert_array_equal(gen, generated[i], err_msg=f"grid {grid}, example {i}")
+
+
+def test_transformers_4_layout_and_tied_head_load_to_the_same_params(qwen_ckpt, tmp_path):
+  """transformers 4.5x exported `model.visual.*` / `model.language_model.*`; the hub and transformers 5
+  write `visual.*` / `model.*`. Both load to identical params; a missing tensor is named."""
+  _, params = load_hf_qwen2_5_vl(qwen_ckpt)
+  old = tmp_path / "v4"
+  old.mkdir()
+  for f in ["config.json", "tokenizer.json"]:
+    shutil.copy(qwen_ckpt / f, old / f)
+  tensors = {}
+  for f in qwen_ckpt.glob("*.safetensors"):
+    tensors.update(load_file(f))
+  renamed = {("model." + k if k.startswith("visual.") else
+              k.replace("model.", "model.language_model.", 1) if k.startswith("model.") else k): v
+             for k, v in tensors.items()}
+  save_file(renamed, old / "model.safetensors")
+  _, again = load_hf_qwen2_5_vl(old)
+  jax.tree.map(np.testing.assert_array_equal, params, again)
+  del renamed["model.visual.merger.ln_q.weight"]
+  save_file(renamed, old / "model.safetensors")
+  with pytest.raises(ValueError, match=r"missing tensors \(1\).*merger\.ln_q\.weight"):
+    load_hf_qwen2_5_vl(old)
+  tied = tmp_path / "tied"
+  qwen_fixtures.build_checkpoint(tied, tied=True, seed=1)
+  cfg, tied_params = load_hf_qwen2_5_vl(tied)
+  assert cfg.text.tie_word_embeddings and "lm_head" not in tied_params["language_model"]
+
+
+def test_preprocessing_prompt_and_tokens_equal_the_processor(qwen_ckpt):
+  tok = Tokenizer(qwen_ckpt, image_placeholder=QWEN_IMAGE_PLACEHOLDER)
+  photos = hf_fixtures.sample_photos()
+  for kwargs in [{}, {"min_pixels": 128 * 28 * 28, "max_pixels": 256 * 28 * 28}]:
+    proc = qwen_fixtures.HFProcessor(qwen_fixtures.build_tokenizer(), **kwargs)
+    for name, photo in photos.items():
+      question = "what is in this image ?"
+      ref = proc(photo, question)
+      ours = preprocess_qwen_image(photo, "native", **{{"min_pixels": "min_resize_pixels",
+                                                        "max_pixels": "max_resize_pixels"}[k]: v
+                                                       for k, v in kwargs.items()})
+      _, gh, gw = ref["image_grid_thw"][0]
+      assert ours.shape == (gh * 14, gw * 14, 3), name
+      np.testing.assert_allclose(qwen_fixtures.hf_patches(ours), ref["pixel_values"], atol=1e-6, err_msg=name)
+      assert qwen_chat_prompt(question) == proc.prompt(question)
+      ids = tok.encode_prompt(qwen_chat_prompt(question), gh * gw // 4)
+      np.testing.assert_array_equal(ids, ref["input_ids"][0], err_msg=name)
+
+
+def test_grid_buckets_keep_the_aspect_ratio_within_the_budget():
+  assert smart_resize(300, 400) == (308, 392) and smart_resize(20, 20) == (56, 56)
+  for rows, cols in DEFAULT_GRID_BUCKETS:
+    assert rows % 4 == 0 and cols % 4 == 0 and 768 <= rows * cols <= 1024
+  assert choose_bucket(480, 640) == (28, 36)        # 4:3
+  assert choose_bucket(1080, 1920) == (24, 40)      # 16:9
+  assert choose_bucket(1920, 1080) == (40, 24)
+  assert choose_bucket(500, 500) == (32, 32)
+  assert choose_bucket(100, 1000) == (20, 40)       # wider than any bucket: the widest
+  photo = hf_fixtures.sample_photos()["chelsea"]     # 300 x 451
+  assert preprocess_qwen_image(photo).shape == (24 * 28, 36 * 28, 3)
+  with pytest.raises(ValueError, match="expected 'native'"):
+    preprocess_qwen_image(photo, "dynamic")
