@@ -18,7 +18,7 @@ from absl import flags
 
 from blink_jax.blink.config import BlinkConfig
 from blink_jax.models import presets
-from blink_jax.pipeline import LlavaPipeline
+from blink_jax.pipeline import Pipeline
 
 flags.DEFINE_string("results_dir", str(pathlib.Path(__file__).resolve().parent / "results"),
                     "Where <name>.json and <name>.png are written.")
@@ -46,7 +46,7 @@ def prompt(n_tokens: int) -> str:
   return f"USER: <image>\n{question} ASSISTANT:"
 
 
-def blink_for(pipe: LlavaPipeline) -> BlinkConfig:
+def blink_for(pipe: Pipeline) -> BlinkConfig:
   """The spec's setting scaled to the model: scan layers 12..18 of 32, p = 4, C = width / 8;
   tau_exp = 0 so every example expands (the live-slot worst case; dead slots cost the same)."""
   n = pipe.cfg.text.num_layers

@@ -17,7 +17,7 @@ from bench import common
 from blink_jax import backbone
 from blink_jax import sharding as shd
 from blink_jax.blink.config import from_mapping
-from blink_jax.pipeline import LlavaPipeline
+from blink_jax.pipeline import Pipeline
 from blink_jax.tokenizer import byte_level_tokenizer
 from configs import tokensr
 
@@ -42,7 +42,7 @@ def main(_):
   cfg, params = backbone.build(c.model, partitioner, 0)
   tok = byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id)
   buckets = (256, 320, 384, 448, 512, 640)
-  pipe = LlavaPipeline(cfg, params, tok, partitioner, buckets=buckets).with_blink(from_mapping(c.blink.to_dict()))
+  pipe = Pipeline(cfg, params, tok, partitioner, buckets=buckets).with_blink(from_mapping(c.blink.to_dict()))
   from skimage import data
   photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.camera()]
   rng = np.random.default_rng(0)

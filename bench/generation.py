@@ -2,7 +2,7 @@
 environment is given, EasyDeL's LLaVA on the same checkpoint and inputs (bench/easydel_baseline.py).
 
 Decode speed is measured two ways: end to end, ms per step = (time of N tokens - time of 1) / (N - 1)
-through LlavaPipeline.generate_tokens (tokens/s over the batch); and one compiled decode step alone
+through Pipeline.generate_tokens (tokens/s over the batch); and one compiled decode step alone
 (generate.decode_step on the cache of the mode's own prefill, the modes timed in turns, median of
 `--step_repeats` steps), which is not a difference of two timings and so carries far less noise: the
 Blink / vanilla decode ratios are taken from it.
@@ -26,7 +26,7 @@ from bench.easydel_baseline import EasyDeL, checked
 from blink_jax.data.prompt_batch import PromptBatch
 from blink_jax.generate import decode_step, first_positions
 from blink_jax.models import token_sr
-from blink_jax.pipeline import LlavaPipeline
+from blink_jax.pipeline import Pipeline
 
 flags.DEFINE_enum("shape", "medium", list(common.SHAPES), "Model shape (7b needs an accelerator; tiny only checks the script runs).")
 flags.DEFINE_list("batches", ["1", "8"], "Batch sizes.")
@@ -41,7 +41,7 @@ flags.DEFINE_string("ckpt_dir", os.path.join(tempfile.gettempdir(), "blink_bench
 FLAGS = flags.FLAGS
 
 
-def decode_step_call(pipe: LlavaPipeline, mode: str, batch: PromptBatch, room: int):
+def decode_step_call(pipe: Pipeline, mode: str, batch: PromptBatch, room: int):
   """A zero-argument call running one compiled decode step of `mode` (what greedy_generate's loop body
   runs) on the cache of the mode's prefill, its cache donated and carried from call to call; it writes
   the new token at the room's positions 1 .. room - 1 in turn."""
@@ -69,9 +69,9 @@ def decode_step_call(pipe: LlavaPipeline, mode: str, batch: PromptBatch, room: i
 
 def main(_):
   ckpt = common.hf_checkpoint(FLAGS.shape, FLAGS.ckpt_dir)
-  pipe = LlavaPipeline.from_hf(ckpt, dtype=FLAGS.dtype)
+  pipe = Pipeline.from_hf(ckpt, dtype=FLAGS.dtype)
   # No EOS: every example generates exactly new_tokens, so runs are comparable.
-  pipe = LlavaPipeline(dataclasses.replace(pipe.cfg, eos_token_id=-1), pipe.params, pipe.tokenizer, pipe.partitioner)
+  pipe = Pipeline(dataclasses.replace(pipe.cfg, eos_token_id=-1), pipe.params, pipe.tokenizer, pipe.partitioner)
   blink = common.blink_for(pipe)
   tsr = token_sr.init_for(blink, pipe.cfg, jax.random.key(1))
   pipe = pipe.with_blink(blink, tsr)

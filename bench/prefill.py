@@ -29,7 +29,7 @@ from blink_jax.models.attention_kernels import IMPLEMENTATIONS, resolve
 from blink_jax.models.llama import LayerInputs
 from blink_jax.models.llava import Llava, decoder_layer, text_layer_params
 from blink_jax.models.token_sr import init_for
-from blink_jax.pipeline import LlavaPipeline
+from blink_jax.pipeline import Pipeline
 
 flags.DEFINE_enum("shape", "medium", list(common.SHAPES), "Model shape (7b needs an accelerator; tiny only checks the script runs).")
 flags.DEFINE_list("batches", ["1", "8", "32"], "Batch sizes.")
@@ -48,7 +48,7 @@ FLAGS = flags.FLAGS
 
 
 
-def saliency_share(pipe: LlavaPipeline, blink: BlinkConfig, batch) -> tuple[float, float]:
+def saliency_share(pipe: Pipeline, blink: BlinkConfig, batch) -> tuple[float, float]:
   """(seconds of one scanning layer on the full layout, seconds of its saliency side product)."""
   cfg = pipe.cfg
   layout = slot_layout(pipe.model, blink, batch.image_start, batch.ids.shape[1])
@@ -81,7 +81,7 @@ def main(_):
   torch.set_num_threads(os.cpu_count())
   shape = common.SHAPES[FLAGS.shape]
   ckpt = common.hf_checkpoint(FLAGS.shape, FLAGS.ckpt_dir)
-  pipe = LlavaPipeline.from_hf(ckpt, dtype=FLAGS.dtype, attention=FLAGS.attention)  # default length buckets
+  pipe = Pipeline.from_hf(ckpt, dtype=FLAGS.dtype, attention=FLAGS.attention)  # default length buckets
   kernel = resolve(FLAGS.attention)
   blink = common.blink_for(pipe)
   params = {**pipe.params, "token_sr": init_for(blink, pipe.cfg, jax.random.key(1))}

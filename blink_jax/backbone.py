@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from blink_jax import families
 from blink_jax import sharding as shd
 from blink_jax.convert.hf_llava import abstract_params, load_hf_llava
 from blink_jax.data.prompt import vicuna_v1_prompt
@@ -26,6 +27,11 @@ def model_config(model_cfg: ml_collections.ConfigDict) -> LlavaConfig:
   runtime = dict(dtype=model_cfg.dtype, param_dtype=model_cfg.param_dtype, remat=model_cfg.remat,
                  attention=model_cfg.attention)
   if model_cfg.hf_checkpoint:
+    family = families.of_checkpoint(model_cfg.hf_checkpoint)
+    if family.name != "llava":
+      raise ValueError(f"{model_cfg.hf_checkpoint}: a {family.name} checkpoint; training TokenSR and the aot "
+                       f"command run LLaVA-1.5 only so far (eval.py and Pipeline run {family.name} in vanilla "
+                       "mode)")
     return read_hf_config(model_cfg.hf_checkpoint, **runtime)
   return presets.get(model_cfg.preset, **runtime)
 

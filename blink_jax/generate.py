@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from blink_jax.models.llama import KVCache
-from blink_jax.models.llava import Llava
+from blink_jax.models.vision_language import VisionLanguageModel
 
 # prefill(params, ids, pixels, lengths, room) ->
 #   (logits [B, V], KVCache [L, B, K, S0 + room, D], key_valid [L, B, S0 + room], expansions [B] int32)
@@ -29,31 +29,31 @@ class Generation(NamedTuple):
   expansions: jax.Array    # [B] Blink regions expanded in the prefill (0 for vanilla)
 
 
-def vanilla_prefill(model: Llava) -> PrefillFn:
+def vanilla_prefill(model: VisionLanguageModel) -> PrefillFn:
   def prefill(params, ids, pixels, lengths, room=0):
-    logits, kv, key_valid = model.apply({"params": params}, ids, pixels, lengths, room, method=Llava.prefill)
+    logits, kv, key_valid = model.apply({"params": params}, ids, pixels, lengths, room, method="prefill")
     return logits, kv, key_valid, jnp.zeros(ids.shape[:1], jnp.int32)
   return prefill
 
 
-def first_positions(model: Llava, params, ids, pixels, lengths) -> jax.Array:
+def first_positions(model: VisionLanguageModel, params, ids, pixels, lengths) -> jax.Array:
   """[B] the RoPE position of each example's first new token: its prompt length, plus the model's
   rope_offset (Qwen2.5-VL's multimodal RoPE)."""
-  return lengths + model.apply({"params": params}, ids, pixels, method=Llava.rope_offset)
+  return lengths + model.apply({"params": params}, ids, pixels, method="rope_offset")
 
 
-def decode_step(model: Llava, params, tokens, t, s0: int, first, cache: KVCache, valid):
+def decode_step(model: VisionLanguageModel, params, tokens, t, s0: int, first, cache: KVCache, valid):
   """Feeds the (t-1)-th new token of every example [B] after its prompt: it is written at sequence index
   s0 + t - 1 of the cache (made a key there) at RoPE position first + t - 1 (first: first_positions).
   Returns (next-token logits [B, V], cache, key validity)."""
   index = s0 + t - 1
   valid = jax.lax.dynamic_update_slice_in_dim(valid, jnp.ones(valid.shape[:2] + (1,), bool), index, 2)
   logits, cache = model.apply({"params": params}, tokens, first + t - 1, cache, valid, index,
-                              method=Llava.decode)
+                              method="decode")
   return logits, cache, valid
 
 
-def greedy_generate(model: Llava, prefill: PrefillFn, params, ids, pixels, lengths, *,
+def greedy_generate(model: VisionLanguageModel, prefill: PrefillFn, params, ids, pixels, lengths, *,
                     max_new_tokens: int, eos_id: int, pad_id: int) -> Generation:
   """Greedy tokens after the prompt pass `prefill`, and the regions Blink expanded in it."""
   b = ids.shape[0]

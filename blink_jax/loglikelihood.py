@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from blink_jax.generate import PrefillFn, decode_step, first_positions
-from blink_jax.models.llava import Llava
+from blink_jax.models.vision_language import VisionLanguageModel
 
 CONTINUATION_BUCKETS = (8, 16, 32, 64, 128, 256, 512)
 
@@ -44,7 +44,7 @@ def pad_continuations(continuations: Sequence[Sequence[int]], pad_id: int,
   return tokens, counts
 
 
-def score_continuations(model: Llava, prefill: PrefillFn, params, ids, pixels, lengths, tokens, counts) -> Scores:
+def score_continuations(model: VisionLanguageModel, prefill: PrefillFn, params, ids, pixels, lengths, tokens, counts) -> Scores:
   """Scores of continuations `tokens` [B, C] (true lengths `counts` [B]) after the prompts."""
   c = tokens.shape[1]
   logits, cache, valid, expansions = prefill(params, ids, pixels, lengths, c)

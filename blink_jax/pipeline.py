@@ -1,6 +1,7 @@
-"""The user-facing inference API: a loaded LLaVA model with its tokenizer and preprocessing.
+"""The user-facing inference API: a loaded vision-language model (LLaVA-1.5 or Qwen2.5-VL, by the
+checkpoint's family: families.py) with its tokenizer, preprocessing and prompt template.
 
-    pipe = LlavaPipeline.from_hf("/ckpts/llava-1.5-7b-hf", dtype="bfloat16")
+    pipe = Pipeline.from_hf("/ckpts/llava-1.5-7b-hf", dtype="bfloat16")
     batch = pipe.prepare(["cat.jpg"], ["What is in the image?"])
     logits = pipe.logits(batch)              # [B, T, V]
     texts = pipe.generate(batch, max_new_tokens=32)                  # vanilla
@@ -19,18 +20,15 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from blink_jax import families
 from blink_jax import sharding as shd
 from blink_jax.blink.config import BlinkConfig, defaults_for, from_mapping
 from blink_jax.blink.prefill import BlinkOutput, blink_prefill, blink_prefill_fn
 from blink_jax.checkpoint import load_token_sr
-from blink_jax.convert.hf_llava import load_hf_llava
-from blink_jax.data.image_preprocessing import ImageLike, preprocess_image
-from blink_jax.data.prompt import vicuna_v1_prompt
+from blink_jax.data.image_preprocessing import ImageLike, load_image
 from blink_jax.data.prompt_batch import PromptBatch, fit_slots, pad_prompts
 from blink_jax.generate import greedy_generate, vanilla_prefill
 from blink_jax.loglikelihood import Scores, pad_continuations, score_continuations
-from blink_jax.models.llava import Llava
-from blink_jax.models.llava_config import LlavaConfig
 from blink_jax.models import token_sr as token_sr_lib
 from blink_jax.tokenizer import Tokenizer
 
@@ -40,30 +38,33 @@ DEFAULT_BUCKETS = (64, 128, 192) + tuple(range(256, 1025, 64)) + (1280, 1536, 20
 
 
 @dataclasses.dataclass
-class LlavaPipeline:
-  cfg: LlavaConfig
+class Pipeline:
+  cfg: Any                   # LlavaConfig | Qwen2_5_VLConfig: the family follows from it
   params: Any
   tokenizer: Tokenizer
   partitioner: shd.Partitioner
-  preprocessing: str = "pad"
+  preprocessing: str = "auto"   # the family's (families.py); "auto": its default
   buckets: Sequence[int] = DEFAULT_BUCKETS
   blink: BlinkConfig = BlinkConfig()
   token_sr: Any = None   # trained TokenSR params; None: untrained (equal to interp)
 
   def __post_init__(self):
-    self.model = Llava(self.cfg)
-    self._logits = jax.jit(lambda p, ids, px, pos, valid: self.model.apply(
-        {"params": p}, ids, px, pos, valid))
+    self.family = families.of_config(self.cfg)
+    self.preprocessing = self.family.preprocessing(self.preprocessing)
+    self.model = self.family.model(self.cfg)
+    self._logits = jax.jit(lambda p, ids, px, valid: self.model.apply(
+        {"params": p}, ids, px, self.model.apply({"params": p}, ids, px, method="prompt_positions"), valid))
     self._generate_fns: dict[Any, Any] = {}
     self._score_fns: dict[Any, Any] = {}
     self._blink_fns: dict[Any, Any] = {}
 
-  def with_blink(self, blink: BlinkConfig, token_sr: Any = None) -> "LlavaPipeline":
+  def with_blink(self, blink: BlinkConfig, token_sr: Any = None) -> "Pipeline":
     """The same loaded model with other Blink settings / TokenSR weights (params are shared)."""
-    blink.validate(self.cfg.vision.grid, self.cfg.text.num_layers)
+    if self.family.name == "llava":   # other families run vanilla only (_blink_for)
+      blink.validate(self.cfg.vision.grid, self.cfg.text.num_layers)
     return dataclasses.replace(self, blink=blink, token_sr=token_sr)
 
-  def with_blink_for_checkpoint(self, token_sr: str | None = None, overrides: dict | None = None) -> "LlavaPipeline":
+  def with_blink_for_checkpoint(self, token_sr: str | None = None, overrides: dict | None = None) -> "Pipeline":
     """Blink as a user of this checkpoint expects it: the spec's settings carried to its depth and
     grid (blink.config.defaults_for), or the settings a TokenSR export was trained with (its weights
     loaded from the directory `token_sr`), then `overrides` of any field."""
@@ -73,6 +74,8 @@ class LlavaPipeline:
     return self.with_blink(from_mapping({**dataclasses.asdict(blink), **(overrides or {})}), trained)
 
   def _blink_for(self, mode: str) -> BlinkConfig:
+    if self.family.name != "llava":
+      raise ValueError(f"mode {mode!r}: Blink runs on LLaVA only so far; {self.family.name} has mode 'vanilla'")
     return dataclasses.replace(self.blink, mode=mode).validate(self.cfg.vision.grid,
                                                                self.cfg.text.num_layers)
 
@@ -98,26 +101,42 @@ class LlavaPipeline:
 
   @classmethod
   def from_hf(cls, ckpt_dir: str | epath.PathLike, *, partitioner: shd.Partitioner | None = None,
-              dtype: str = "float32", param_dtype: str | None = None, preprocessing: str = "pad",
-              buckets: Sequence[int] = DEFAULT_BUCKETS, attention: str = "auto") -> "LlavaPipeline":
-    """An HF LLaVA directory (local or gs://) loaded in `partitioner`'s shardings (default: all on
-    the first device; e.g. shd.Partitioner(shd.make_mesh({"fsdp": -1})) shards over every device)."""
+              dtype: str = "float32", param_dtype: str | None = None, preprocessing: str = "auto",
+              buckets: Sequence[int] = DEFAULT_BUCKETS, attention: str = "auto") -> "Pipeline":
+    """An HF LLaVA or Qwen2.5-VL directory (local or gs://; the family from its config.json) loaded in
+    `partitioner`'s shardings (default: all on the first device; e.g.
+    shd.Partitioner(shd.make_mesh({"fsdp": -1})) shards over every device)."""
     partitioner = partitioner or shd.Partitioner.single_device()
-    cfg, params = load_hf_llava(ckpt_dir, partitioner=partitioner, dtype=dtype,
-                                param_dtype=param_dtype or dtype, attention=attention)
-    return cls(cfg, params, Tokenizer(ckpt_dir), partitioner, preprocessing, buckets)
+    family = families.of_checkpoint(ckpt_dir)
+    cfg, params = family.load(ckpt_dir, partitioner=partitioner, dtype=dtype, param_dtype=param_dtype or dtype,
+                              attention=attention)
+    tokenizer = Tokenizer(ckpt_dir, image_placeholder=family.image_placeholder)
+    return cls(cfg, params, tokenizer, partitioner, preprocessing, buckets)
+
+  def grid_of(self, image: ImageLike) -> tuple[int, int]:
+    """The (H, W) pixels `prepare` resizes `image` to (one for every LLaVA image; Qwen2.5-VL's by
+    the image's aspect ratio): the images of one batch must share it."""
+    img = load_image(image)
+    return self.family.resized_shape(img.height, img.width, self.cfg, self.preprocessing)
 
   def prepare(self, images: Sequence[ImageLike], questions: Sequence[str] | None = None, *,
               prompts: Sequence[str] | None = None) -> PromptBatch:
-    """Images + questions (wrapped in the vicuna_v1 template) or full prompts -> a PromptBatch."""
+    """Images + questions (wrapped in the family's template: LLaVA's vicuna_v1, Qwen2.5-VL's chat
+    template) or full prompts -> a PromptBatch. The images of one batch must share a shape: with
+    Qwen2.5-VL's grid buckets, group them by `grid_of` first."""
     if (questions is None) == (prompts is None):
       raise ValueError("pass either questions (templated) or prompts (used as given)")
-    texts = list(prompts) if prompts is not None else [vicuna_v1_prompt(q) for q in questions]
+    texts = list(prompts) if prompts is not None else [self.family.prompt(q) for q in questions]
     if len(texts) != len(images):
       raise ValueError(f"{len(images)} images but {len(texts)} prompts")
-    ids = [self.tokenizer.encode_prompt(t, self.cfg.num_image_tokens) for t in texts]
-    pixels = np.stack([preprocess_image(im, self.cfg.vision.image_size, self.preprocessing)
-                       for im in images])
+    arrays = [self.family.preprocess(im, self.cfg, self.preprocessing) for im in images]
+    shapes = sorted({a.shape[:2] for a in arrays})
+    if len(shapes) > 1:
+      raise ValueError(f"one batch holds images of one shape; these were resized to {shapes} (Qwen2.5-VL's "
+                       "grid buckets: group the images by Pipeline.grid_of, or use one bucket)")
+    pixels = np.stack(arrays)
+    n = self.family.image_tokens(self.cfg, pixels.shape)
+    ids = [self.tokenizer.encode_prompt(t, n) for t in texts]
     batch = pad_prompts(ids, pixels, self.buckets, self.cfg.pad_token_id, self.cfg.image_token_id)
     return dataclasses.replace(batch, texts=tuple(texts))
 
@@ -131,11 +150,9 @@ class LlavaPipeline:
   def logits(self, batch: PromptBatch) -> jax.Array:
     """Logits [B, T, V] of every prompt position (positions past an example's length are padding)."""
     ids, pixels, lengths = self._device_batch(batch)
-    t = ids.shape[1]
-    positions = jnp.broadcast_to(jnp.arange(t), ids.shape)
-    valid = jnp.arange(t)[None, :] < lengths[:, None]
+    valid = jnp.arange(ids.shape[1])[None, :] < lengths[:, None]
     with self.partitioner.activated():
-      return self._logits(self.params, ids, pixels, positions, valid)
+      return self._logits(self.params, ids, pixels, valid)
 
   def prefill_fn(self, mode: str, image_start: int):
     """The prompt pass of `mode` in greedy_generate's shape (generate.PrefillFn), not jitted."""
@@ -183,7 +200,8 @@ class LlavaPipeline:
       if batch.texts is None:
         raise ValueError("text continuations are tokenized after their prompts' text, which this batch does "
                          "not carry (make it with prepare(), or pass token ids)")
-      continuations = [self.tokenizer.encode_continuation(p, c, self.cfg.num_image_tokens)
+      n = self.family.image_tokens(self.cfg, batch.pixels.shape)
+      continuations = [self.tokenizer.encode_continuation(p, c, n)
                        if isinstance(c, str) else c for p, c in zip(batch.texts, continuations)]
     tokens, counts = pad_continuations(continuations, self.cfg.pad_token_id)
     batch = self.layout_for(batch, mode)

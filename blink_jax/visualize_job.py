@@ -10,12 +10,12 @@ import numpy as np
 from blink_jax.blink.config import parse_overrides
 from blink_jax.blink.visualize import model_view, render
 from blink_jax.data.image_preprocessing import load_image
-from blink_jax.pipeline import LlavaPipeline
+from blink_jax.pipeline import Pipeline
 
 
 def run(*, checkpoint: str, image: str, question: str, out: str, token_sr: str | None,
         modes: Sequence[str], max_new_tokens: int, dtype: str, blink_overrides: Sequence[str]):
-  pipe = LlavaPipeline.from_hf(checkpoint, dtype=dtype)
+  pipe = Pipeline.from_hf(checkpoint, dtype=dtype)
   if not token_sr and "tokensr" in modes:
     modes = [m for m in modes if m != "tokensr"]
     print("no --token_sr given: showing vanilla and interp only")

@@ -24,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.param_dtype = "float32"
   c.model.remat = False
   c.model.attention = "auto"    # prompt-pass attention kernel: auto (blocked on CPU, splash on TPU, xla elsewhere) | xla | blocked | splash
-  c.model.preprocessing = "pad"    # pad (LLaVA-1.5) | crop (HF CLIPImageProcessor)
+  c.model.preprocessing = "auto"   # the family's default (blink_jax/families.py): LLaVA pad | crop; Qwen buckets | native
 
   c.blink = ml_collections.ConfigDict(dataclasses.asdict(BlinkConfig(
       first_scan_layer=2, last_scan_layer=4, region_size=2, token_sr_channels=32)))

@@ -11,7 +11,7 @@ import pytest
 import hf_fixtures
 from blink_jax.blink.config import BlinkConfig
 from blink_jax.models.token_sr import TokenSRLayer, init_token_sr
-from blink_jax.pipeline import LlavaPipeline
+from blink_jax.pipeline import Pipeline
 from blink_reference import reference_blink
 
 BASE = BlinkConfig(mode="interp", first_scan_layer=1, last_scan_layer=6, region_size=2, max_regions=1,
@@ -21,19 +21,19 @@ QUESTIONS = ["what is in this image ?", "describe it", "how many cat are there ?
 
 @pytest.fixture(scope="module")
 def pipe(blink_ckpt):
-  return LlavaPipeline.from_hf(blink_ckpt, buckets=(96, 128))
+  return Pipeline.from_hf(blink_ckpt, buckets=(96, 128))
 
 
 @pytest.fixture(scope="module")
 def xla_pipe(blink_ckpt):
   """The same model with XLA's attention kernel (the accelerators' default; `pipe` gets the CPU's)."""
-  return LlavaPipeline.from_hf(blink_ckpt, buckets=(96, 128), attention="xla")
+  return Pipeline.from_hf(blink_ckpt, buckets=(96, 128), attention="xla")
 
 
 @pytest.fixture(scope="module")
 def splash_pipe(blink_ckpt):
   """The same model with the TPU's splash kernel (Pallas interpret mode on CPU)."""
-  return LlavaPipeline.from_hf(blink_ckpt, buckets=(96, 128), attention="splash")
+  return Pipeline.from_hf(blink_ckpt, buckets=(96, 128), attention="splash")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from blink_jax.data.image_preprocessing import ImageError, preprocess_image
 from blink_jax.eval import benchmarks, hrbench, runner, sample_benchmarks, vstar
 from blink_jax.eval.example import EvalExample
 from blink_jax.eval.readers import ParquetCell, read_rows
-from blink_jax.pipeline import LlavaPipeline
+from blink_jax.pipeline import Pipeline
 
 
 def test_vstar_folder_layout_gives_a_scored_and_a_letter_question(tmp_path):
@@ -77,7 +77,7 @@ def test_vstar_scores_overall_and_per_category_for_both_scorings():
 def test_vstar_options_scored_by_mean_log_probability_through_the_runner(mha_ckpt, tmp_path):
   """The runner's prediction is the option of highest mean per-token log-probability, each option
   scored as the assistant's reply after the question alone (V*'s vstar_bench_eval.py)."""
-  pipe = LlavaPipeline.from_hf(mha_ckpt)   # one device: any batch size
+  pipe = Pipeline.from_hf(mha_ckpt)   # one device: any batch size
   source = sample_benchmarks.write_samples(tmp_path / "s")["vstar"]
   examples, _ = runner.collect_examples(benchmarks.get("vstar"), read_rows(source), "vstar")
   path = tmp_path / "vstar" / "vanilla.jsonl"

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 import hf_fixtures
-from blink_jax.pipeline import LlavaPipeline
+from blink_jax.pipeline import Pipeline
 
 
 def _batch(pipe, n_words):
@@ -16,11 +16,11 @@ def _batch(pipe, n_words):
 
 
 def test_eos_stops_each_example_on_its_own(mha_ckpt):
-  pipe = LlavaPipeline.from_hf(mha_ckpt, buckets=(64, 128))
+  pipe = Pipeline.from_hf(mha_ckpt, buckets=(64, 128))
   batch = _batch(pipe, [3, 10, 20])
   free = pipe.generate_tokens(batch, max_new_tokens=6)
   eos = int(free[0, 2])  # pretend the third token of example 0 is EOS
-  pipe_eos = LlavaPipeline(dataclasses.replace(pipe.cfg, eos_token_id=eos), pipe.params, pipe.tokenizer,
+  pipe_eos = Pipeline(dataclasses.replace(pipe.cfg, eos_token_id=eos), pipe.params, pipe.tokenizer,
                            pipe.partitioner, buckets=pipe.buckets)
   out = pipe_eos.generate_tokens(batch, max_new_tokens=6)
   for i in range(3):
@@ -32,7 +32,7 @@ def test_eos_stops_each_example_on_its_own(mha_ckpt):
 
 
 def test_prompt_stream_compiles_once_per_bucket(mha_ckpt):
-  pipe = LlavaPipeline.from_hf(mha_ckpt, buckets=(64, 128, 256))
+  pipe = Pipeline.from_hf(mha_ckpt, buckets=(64, 128, 256))
   lengths_seen = set()
   for n in [1, 4, 9, 30, 44, 70, 100, 2, 55, 150]:
     batch = _batch(pipe, [n, max(1, n // 2)])
@@ -44,10 +44,10 @@ def test_prompt_stream_compiles_once_per_bucket(mha_ckpt):
 
 
 def test_bfloat16_load_and_run(gqa_ckpt):
-  pipe = LlavaPipeline.from_hf(gqa_ckpt, dtype="bfloat16")
+  pipe = Pipeline.from_hf(gqa_ckpt, dtype="bfloat16")
   leaf = pipe.params["language_model"]["embed_tokens"]["embedding"]
   assert leaf.dtype == jax.numpy.bfloat16
-  ref = LlavaPipeline.from_hf(gqa_ckpt)
+  ref = Pipeline.from_hf(gqa_ckpt)
   batch = _batch(ref, [5, 12])
   out = np.asarray(pipe.logits(batch)).astype(np.float32)
   full = np.asarray(ref.logits(batch))

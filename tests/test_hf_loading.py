@@ -9,7 +9,7 @@ import gcs_fixtures
 import hf_fixtures
 from blink_jax import sharding as shd
 from blink_jax.convert.safetensors_reader import SafetensorsCheckpoint
-from blink_jax.pipeline import LlavaPipeline
+from blink_jax.pipeline import Pipeline
 
 
 def test_transformers_key_layout_loads_the_same_params(gqa_ckpt, tmp_path):
@@ -26,8 +26,8 @@ def test_transformers_key_layout_loads_the_same_params(gqa_ckpt, tmp_path):
         break
     renamed[k] = v
   save_file(renamed, str(tmp_path / "c" / "model.safetensors"))
-  a = LlavaPipeline.from_hf(gqa_ckpt).params
-  b = LlavaPipeline.from_hf(tmp_path / "c").params
+  a = Pipeline.from_hf(gqa_ckpt).params
+  b = Pipeline.from_hf(tmp_path / "c").params
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
@@ -48,9 +48,9 @@ def test_checkpoint_from_gcs_equals_local(mha_ckpt, gcs_emulator, monkeypatch):
     return cat_file(path, start=start, end=end, **kw)
 
   monkeypatch.setattr(ckpt._fs, "cat_file", counting)
-  remote = LlavaPipeline.from_hf(url, partitioner=partitioner)
+  remote = Pipeline.from_hf(url, partitioner=partitioner)
   assert len(ranged_reads) == len(ckpt.keys())
-  local = LlavaPipeline.from_hf(mha_ckpt, partitioner=partitioner)
+  local = Pipeline.from_hf(mha_ckpt, partitioner=partitioner)
   jax.tree.map(np.testing.assert_array_equal, local.params, remote.params)
   batch = local.prepare(*_inputs(4))
   np.testing.assert_array_equal(remote.prepare(*_inputs(4)).ids, batch.ids)

@@ -9,7 +9,7 @@ import hf_fixtures
 from blink_jax.data.image_preprocessing import preprocess_image
 from blink_jax.data.prompt import vicuna_v1_prompt
 from blink_jax.models.llava import Llava
-from blink_jax.pipeline import LlavaPipeline
+from blink_jax.pipeline import Pipeline
 
 BUCKETS = (64, 128, 256, 512)
 
@@ -22,7 +22,7 @@ def _hf(ckpt):
                                                 ("gqa_ckpt", "xla"), ("gqa_ckpt", "splash")])
 def test_logits_and_greedy_generation_match_transformers(ckpt_name, attention, request):
   ckpt = request.getfixturevalue(ckpt_name)
-  hf, pipe = _hf(ckpt), LlavaPipeline.from_hf(ckpt, buckets=BUCKETS, attention=attention)
+  hf, pipe = _hf(ckpt), Pipeline.from_hf(ckpt, buckets=BUCKETS, attention=attention)
   size = pipe.cfg.vision.image_size
   processor = hf_fixtures.hf_processor(hf_fixtures.build_tokenizer(), size, "pad")
   photos = hf_fixtures.sample_photos()
@@ -45,7 +45,7 @@ def test_logits_and_greedy_generation_match_transformers(ckpt_name, attention, r
 
 @pytest.mark.parametrize("attention", ["blocked", "xla", "splash"])
 def test_vision_features_match_transformers(gqa_ckpt, attention):
-  hf, pipe = _hf(gqa_ckpt), LlavaPipeline.from_hf(gqa_ckpt, attention=attention)
+  hf, pipe = _hf(gqa_ckpt), Pipeline.from_hf(gqa_ckpt, attention=attention)
   size = pipe.cfg.vision.image_size
   pixels = np.stack([preprocess_image(p, size) for p in hf_fixtures.sample_photos().values()])
   with torch.no_grad():

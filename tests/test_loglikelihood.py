@@ -1,4 +1,4 @@
-"""LlavaPipeline.loglikelihood: vanilla equals transformers' log-probabilities on the same checkpoint;
+"""Pipeline.loglikelihood: vanilla equals transformers' log-probabilities on the same checkpoint;
 the greedy flag agrees with generation in every mode; Blink scores against its own prefill."""
 
 import dataclasses
@@ -10,7 +10,7 @@ from transformers import LlavaForConditionalGeneration
 
 import hf_fixtures
 from blink_jax.blink.config import BlinkConfig
-from blink_jax.pipeline import LlavaPipeline
+from blink_jax.pipeline import Pipeline
 
 QUESTIONS = ["what is in this image ?", "describe it", hf_fixtures.long_question(120)]
 CONTINUATIONS = [" red cat</s>", " a dog on the left", " yes</s>"]
@@ -23,7 +23,7 @@ def _images():
 
 def test_vanilla_equals_transformers_log_probs(gqa_ckpt):
   hf = LlavaForConditionalGeneration.from_pretrained(gqa_ckpt, dtype=torch.float32).eval()
-  pipe = LlavaPipeline.from_hf(gqa_ckpt, buckets=(64, 128, 256))
+  pipe = Pipeline.from_hf(gqa_ckpt, buckets=(64, 128, 256))
   batch = pipe.prepare(_images(), QUESTIONS)
   scores = pipe.loglikelihood(batch, CONTINUATIONS)
   for i, (text, cont) in enumerate(zip(batch.texts, CONTINUATIONS)):
@@ -47,7 +47,7 @@ def test_greedy_flag_agrees_with_generation(blink_ckpt, mode):
   change one token and the continuation is no longer greedy, and less likely."""
   blink = BlinkConfig(first_scan_layer=1, last_scan_layer=6, region_size=2, token_sr_channels=8, tau_exp=0.0,
                         tau_drop=0.0)
-  pipe = LlavaPipeline.from_hf(blink_ckpt, buckets=(96, 128, 192)).with_blink(blink)
+  pipe = Pipeline.from_hf(blink_ckpt, buckets=(96, 128, 192)).with_blink(blink)
   batch = pipe.prepare(_images(), QUESTIONS[:2] + ["how many cat are there ?"])
   tokens, expansions = pipe.generate_tokens(batch, max_new_tokens=5, mode=mode, with_expansions=True)
   # Score up to EOS (inclusive) when one is generated.
@@ -66,7 +66,7 @@ def test_greedy_flag_agrees_with_generation(blink_ckpt, mode):
 
 def test_blink_without_expansion_scores_as_vanilla(blink_ckpt):
   never = BlinkConfig(first_scan_layer=1, last_scan_layer=6, region_size=2, token_sr_channels=8, tau_exp=1.0)
-  pipe = LlavaPipeline.from_hf(blink_ckpt, buckets=(96, 128, 256)).with_blink(never)
+  pipe = Pipeline.from_hf(blink_ckpt, buckets=(96, 128, 256)).with_blink(never)
   batch = pipe.prepare(_images(), QUESTIONS)
   vanilla = pipe.loglikelihood(batch, CONTINUATIONS)
   interp = pipe.loglikelihood(batch, CONTINUATIONS, mode="interp")
@@ -75,7 +75,7 @@ def test_blink_without_expansion_scores_as_vanilla(blink_ckpt):
 
 
 def test_text_continuations_need_the_prompt_text(mha_ckpt):
-  pipe = LlavaPipeline.from_hf(mha_ckpt)
+  pipe = Pipeline.from_hf(mha_ckpt)
   batch = pipe.prepare(_images()[:1], QUESTIONS[:1])
   with pytest.raises(ValueError, match="do not carry|does not carry"):
     pipe.loglikelihood(dataclasses.replace(batch, texts=None), [" red"])

@@ -20,9 +20,10 @@ from blink_jax.convert.hf_qwen2_5_vl import load_hf_qwen2_5_vl
 from blink_jax.data.prompt import QWEN_IMAGE_PLACEHOLDER, qwen_chat_prompt
 from blink_jax.data.qwen_preprocessing import (DEFAULT_GRID_BUCKETS, choose_bucket, preprocess_qwen_image,
                                                smart_resize)
-from blink_jax.generate import greedy_generate, vanilla_prefill
+from blink_jax.generate import first_positions, greedy_generate, vanilla_prefill
 from blink_jax.models.qwen2_5_vl import Qwen2_5_VL, mrope_positions
 from blink_jax.models.qwen2_5_vl_config import from_hf_config
+from blink_jax.pipeline import Pipeline
 from blink_jax.tokenizer import Tokenizer
 
 # The hub's Qwen/Qwen2.5-VL-7B-Instruct config.json (flat: text fields at the top level, rope_scaling).
@@ -100,6 +101,7 @@ def test_logits_positions_and_generation_match_transformers(qwen_ckpt, attention
     valid = jnp.arange(t)[None] < lengths[:, None]
     logits = np.asarray(jax.jit(model.apply)({"params": params}, jnp.asarray(ids), jnp.asarray(pixels), positions,
                                              valid))
+    first = np.asarray(first_positions(model, params, jnp.asarray(ids), jnp.asarray(pixels), jnp.asarray(lengths)))
     generated = np.asarray(jax.jit(lambda p, i, x, ln: greedy_generate(
         model, vanilla_prefill(model), p, i, x, ln, max_new_tokens=6, eos_id=-1, pad_id=cfg.pad_token_id).tokens)(
             params, jnp.asarray(ids), jnp.asarray(pixels), jnp.asarray(lengths)))
@@ -113,8 +115,9 @@ def test_logits_positions_and_generation_match_transformers(qwen_ckpt, attention
       with torch.no_grad():
         ref = hf(**kw).logits[0].numpy()
         gen = hf.generate(**kw, do_sample=False, max_new_tokens=6)[0, n:].numpy()
-      hf_positions, _ = hf.model.get_rope_index(inp, kw["mm_token_type_ids"], image_grid_thw=thw)
+      hf_positions, deltas = hf.model.get_rope_index(inp, kw["mm_token_type_ids"], image_grid_thw=thw)
       np.testing.assert_array_equal(np.asarray(positions[i, :n]), hf_positions[:, 0].numpy().T)
+      assert first[i] == n + int(deltas[0, 0]), (grid, i)   # where generated tokens' positions start
       assert np.abs(ref - logits[i, :n]).max() <= 1e-4 * max(1.0, np.abs(ref).max()), (grid, i)
       np.testing.assert_array_equal(gen, generated[i], err_msg=f"grid {grid}, example {i}")
 
@@ -178,3 +181,66 @@ def test_grid_buckets_keep_the_aspect_ratio_within_the_budget():
   assert preprocess_qwen_image(photo).shape == (24 * 28, 36 * 28, 3)
   with pytest.raises(ValueError, match="expected 'native'"):
     preprocess_qwen_image(photo, "dynamic")
+
+
+def test_pipeline_logits_generation_and_scores_equal_transformers(qwen_ckpt):
+  """From the checkpoint directory through Pipeline (family from config.json, grid buckets, chat
+  template): logits, greedy tokens and continuation log-probabilities equal transformers' on the
+  same pixels; images of different buckets are refused in one batch."""
+  hf = _hf(qwen_ckpt)
+  hf.generation_config.eos_token_id = None
+  pipe = Pipeline.from_hf(qwen_ckpt, buckets=(256, 512, 1024))
+  assert pipe.family.name == "qwen2_5_vl" and pipe.preprocessing == "buckets"
+  photos = hf_fixtures.sample_photos()
+  images = [photos["chelsea"], photos["coffee"], photos["rocket"]]   # all 3:2: one bucket, 24 x 36
+  assert {pipe.grid_of(im) for im in images} == {(24 * 28, 36 * 28)}
+  questions = ["what is in this image ?", "describe it", "how many cat are there ?"]
+  batch = pipe.prepare(images, questions)
+  logits = np.asarray(pipe.logits(batch))
+  tokens = pipe.generate_tokens(batch, max_new_tokens=5)
+  scores = pipe.loglikelihood(batch, [" a cat<|im_end|>", " red<|im_end|>", " two<|im_end|>"])
+  thw = torch.tensor([[1, 48, 72]])
+  for i in range(3):
+    n = int(batch.lengths[i])
+    inp = torch.from_numpy(batch.ids[i:i + 1, :n]).long()
+    kw = dict(input_ids=inp, attention_mask=torch.ones_like(inp), image_grid_thw=thw,
+              pixel_values=torch.from_numpy(qwen_fixtures.hf_patches(batch.pixels[i])),
+              mm_token_type_ids=(inp == pipe.cfg.image_token_id).int())
+    with torch.no_grad():
+      ref = hf(**kw).logits[0].numpy()
+      gen = hf.generate(**kw, do_sample=False, max_new_tokens=5)[0, n:].numpy()
+    assert np.abs(ref - logits[i, :n]).max() <= 1e-4 * max(1.0, np.abs(ref).max()), i
+    eos = list(gen).index(pipe.cfg.eos_token_id) + 1 if pipe.cfg.eos_token_id in gen else len(gen)
+    gen[eos:] = pipe.cfg.pad_token_id   # ours stops each example at its EOS (<|im_end|>) and pads
+    np.testing.assert_array_equal(gen, tokens[i], err_msg=f"example {i}")
+    cont = pipe.tokenizer.encode_continuation(batch.texts[i], [" a cat<|im_end|>", " red<|im_end|>",
+                                                               " two<|im_end|>"][i], 864)
+    whole = torch.cat([inp, torch.from_numpy(np.asarray(cont))[None].long()], dim=1)
+    with torch.no_grad():
+      out = hf(**{**kw, "input_ids": whole, "attention_mask": torch.ones_like(whole),
+                  "mm_token_type_ids": (whole == pipe.cfg.image_token_id).int()}).logits[0]
+    logp = torch.log_softmax(out[n - 1:-1].double(), -1).numpy()
+    np.testing.assert_allclose(scores.logprob[i], logp[np.arange(len(cont)), cont].sum(), rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="one batch holds images of one shape"):
+    pipe.prepare([photos["chelsea"], photos["astronaut"]], questions[:2])
+  with pytest.raises(ValueError, match="Blink runs on LLaVA only"):
+    pipe.generate_tokens(batch, 2, mode="interp")
+
+
+def test_eval_runs_the_benchmarks_on_qwen_in_vanilla_mode(qwen_ckpt, tmp_path):
+  """eval.py's job on a Qwen2.5-VL checkpoint: generated and multiple-choice benchmarks whose images
+  fall in several grid buckets, every question answered and scored; Blink modes refused up front."""
+  from blink_jax.eval import runner
+  from configs import eval as eval_config
+  from train_fixtures import set_fields
+  c = set_fields(eval_config.get_config(), {
+      "model.hf_checkpoint": str(qwen_ckpt), "modes": "vanilla", "benchmarks": "pope,vstar",
+      "model.preprocessing": "8x8,8x12,12x8",   # small buckets: a quick run, still several of them
+      "batch_size": 8, "max_new_tokens": 3, "token_sr": "", "output_dir": str(tmp_path / "out"),
+      "prompt_buckets": "256"})
+  results = runner.evaluate(c)
+  for name in ("pope", "vstar"):
+    assert results[name]["vanilla"]["answered"] == results[name]["questions"] > 0, name
+    assert results[name]["vanilla"]["scores"], name
+  with pytest.raises(ValueError, match="Blink runs on LLaVA only so far"):
+    runner.evaluate(set_fields(c, {"modes": "vanilla,interp", "output_dir": str(tmp_path / "b")}))

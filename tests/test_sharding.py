@@ -5,15 +5,15 @@ import numpy as np
 
 import hf_fixtures
 from blink_jax import sharding as shd
-from blink_jax.pipeline import LlavaPipeline
+from blink_jax.pipeline import Pipeline
 
 
 def test_sharded_load_and_logits_equal_single_device(gqa_ckpt):
   assert jax.device_count() == 8
   photos = hf_fixtures.sample_photos()
-  single = LlavaPipeline.from_hf(gqa_ckpt)
+  single = Pipeline.from_hf(gqa_ckpt)
   partitioner = shd.Partitioner(shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))
-  sharded = LlavaPipeline.from_hf(gqa_ckpt, partitioner=partitioner)
+  sharded = Pipeline.from_hf(gqa_ckpt, partitioner=partitioner)
 
   q = sharded.params["language_model"]["layers"]["layers"]["self_attn"]["q_proj"]["kernel"]
   assert q.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)

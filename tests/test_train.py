@@ -146,10 +146,10 @@ def test_saliency_guided_regions_follow_blinks_own_scanning(blink_ckpt, tmp_path
   expansion), and the chosen region is their mean's arg-max; without one the region is random."""
   from blink_jax.blink.config import BlinkConfig
   from blink_jax.data.train_pipeline import QuestionSuffix
-  from blink_jax.pipeline import LlavaPipeline
+  from blink_jax.pipeline import Pipeline
   from blink_jax.train.distill import choose_regions, scan_layer_visual_states
   import hf_fixtures
-  pipe = LlavaPipeline.from_hf(blink_ckpt, buckets=(96, 128))
+  pipe = Pipeline.from_hf(blink_ckpt, buckets=(96, 128))
   blink = BlinkConfig(mode="interp", first_scan_layer=1, last_scan_layer=6, region_size=2, tau_exp=1.0,
                       tau_drop=0.0, token_sr_channels=8)
   photos = list(hf_fixtures.sample_photos().values())[:3]

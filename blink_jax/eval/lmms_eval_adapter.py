@@ -30,7 +30,7 @@ from PIL import Image
 from blink_jax import sharding as shd
 from blink_jax.blink.config import MODES, parse_overrides
 from blink_jax.data.prompt import IMAGE_PLACEHOLDER, vicuna_v1_prompt
-from blink_jax.pipeline import LlavaPipeline
+from blink_jax.pipeline import Pipeline
 
 
 def manifest():
@@ -54,7 +54,7 @@ class BlinkJax(lmms):
     if unused:
       logging.warning("blink_jax: ignoring model_args %s", sorted(unused))
     partitioner = shd.Partitioner(shd.make_mesh({"data": 1, "fsdp": -1, "tensor": 1}))
-    pipe = LlavaPipeline.from_hf(str(checkpoint), partitioner=partitioner, dtype=dtype, preprocessing=preprocessing,
+    pipe = Pipeline.from_hf(str(checkpoint), partitioner=partitioner, dtype=dtype, preprocessing=preprocessing,
                                  attention=attention)
     overrides = parse_overrides([i for i in str(blink).split(";") if i.strip()], sep=":")
     self.pipe = pipe.with_blink_for_checkpoint(token_sr or None, overrides)

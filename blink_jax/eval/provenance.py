@@ -47,7 +47,7 @@ def record(config, model, mode: str, source: dict, examples) -> dict[str, Any]:
     prompts.update(json.dumps(asked, ensure_ascii=False).encode())
   out = {
       "mode": mode, "model": identity, "dtype": m.dtype, "param_dtype": m.param_dtype,
-      "preprocessing": m.preprocessing, "attention": m.attention, "max_new_tokens": config.max_new_tokens,
+      "preprocessing": model.pipe.preprocessing, "attention": m.attention, "max_new_tokens": config.max_new_tokens,
       "source": source, "questions_and_prompts_sha256": prompts.hexdigest(),
   }
   if mode != "vanilla":

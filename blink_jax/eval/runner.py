@@ -28,12 +28,11 @@ from blink_jax import sharding as shd
 from blink_jax.blink.config import from_mapping
 from blink_jax.checkpoint import load_token_sr, params_sha256, token_sr_settings
 from blink_jax.data.image_preprocessing import ImageError, load_image
-from blink_jax.data.prompt import vicuna_v1_answer
 from blink_jax.eval import benchmarks, mmvet, paired, provenance
 from blink_jax.eval.example import EvalExample
 from blink_jax.eval.readers import LazyFile, ParquetCell, read_rows
 from blink_jax.eval.sample_benchmarks import write_samples
-from blink_jax.pipeline import LlavaPipeline
+from blink_jax.pipeline import Pipeline
 from blink_jax.tokenizer import Tokenizer, byte_level_tokenizer
 
 STRUCTURAL_FIELDS = ("first_scan_layer", "last_scan_layer", "region_size", "token_sr_channels")
@@ -49,7 +48,7 @@ class NothingAnswered(RuntimeError):
 @dataclasses.dataclass
 class Evaluated:
   """The loaded model in every mode, and where its TokenSR came from."""
-  pipe: LlavaPipeline
+  pipe: Pipeline
   token_sr_source: str       # what a reader of the results needs to know
   token_sr_digest: str       # "" when untrained
 
@@ -74,7 +73,7 @@ def build_pipeline(config: ml_collections.ConfigDict, partitioner: shd.Partition
   buckets = tuple(config_lists.ints(config.prompt_buckets, "prompt_buckets"))
   ckpt = config.model.hf_checkpoint
   if ckpt and not abstract:
-    pipe = LlavaPipeline.from_hf(ckpt, partitioner=partitioner, dtype=config.model.dtype,
+    pipe = Pipeline.from_hf(ckpt, partitioner=partitioner, dtype=config.model.dtype,
                                  param_dtype=config.model.param_dtype,
                                  preprocessing=config.model.preprocessing, buckets=buckets,
                                  attention=config.model.attention)
@@ -82,7 +81,7 @@ def build_pipeline(config: ml_collections.ConfigDict, partitioner: shd.Partition
     cfg, params = backbone.build(config.model, partitioner, config.seed, abstract=abstract)
     tokenizer = Tokenizer(ckpt) if ckpt else byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id,
                                                                   cfg.eos_token_id, cfg.pad_token_id)
-    pipe = LlavaPipeline(cfg, params, tokenizer, partitioner, config.model.preprocessing, buckets)
+    pipe = Pipeline(cfg, params, tokenizer, partitioner, config.model.preprocessing, buckets)
   token_sr, blink = None, from_mapping(config.blink.to_dict())
   path, source = _token_sr_path(config)
   digest = ""
@@ -152,7 +151,7 @@ def decode_image(e: EvalExample, max_pixels: int | None):
   return load_image(e.image, name=f"of question {e.question_id}", max_pixels=max_pixels)
 
 
-def _generated(pipe: LlavaPipeline, chunk: list[EvalExample], images: list, mode: str, batch_size: int,
+def _generated(pipe: Pipeline, chunk: list[EvalExample], images: list, mode: str, batch_size: int,
                max_new_tokens: int) -> list[dict]:
   fill = batch_size - len(chunk)  # static batch shape: repeat the last question
   batch = pipe.prepare(images + [images[-1]] * fill, [e.question for e in chunk] + [chunk[-1].question] * fill)
@@ -161,7 +160,7 @@ def _generated(pipe: LlavaPipeline, chunk: list[EvalExample], images: list, mode
           for e, t, n in zip(chunk, texts, expansions)]
 
 
-def _chosen(pipe: LlavaPipeline, chunk: list[EvalExample], images: list, mode: str, batch_size: int) -> list[dict]:
+def _chosen(pipe: Pipeline, chunk: list[EvalExample], images: list, mode: str, batch_size: int) -> list[dict]:
   """Each example's choices scored as the assistant's reply; the prediction is the choice of highest
   mean log-probability per token (V* Bench: the least mean cross-entropy). One row per (question,
   choice), `batch_size` rows a call."""
@@ -171,7 +170,7 @@ def _chosen(pipe: LlavaPipeline, chunk: list[EvalExample], images: list, mode: s
     part = pairs[start:start + batch_size]
     part += [part[-1]] * (batch_size - len(part))
     batch = pipe.prepare([images[i] for i, _ in part], [chunk[i].question for i, _ in part])
-    scores = pipe.loglikelihood(batch, [vicuna_v1_answer(c) for _, c in part], mode=mode)
+    scores = pipe.loglikelihood(batch, [pipe.family.answer(c) for _, c in part], mode=mode)
     logprob += scores.logprob.tolist()
     length += scores.length.tolist()
     expansions += scores.expansions.tolist()
@@ -186,7 +185,7 @@ def _chosen(pipe: LlavaPipeline, chunk: list[EvalExample], images: list, mode: s
   return rows
 
 
-def answer(pipe: LlavaPipeline, examples: list[EvalExample], mode: str, path: epath.Path, *,
+def answer(pipe: Pipeline, examples: list[EvalExample], mode: str, path: epath.Path, *,
            batch_size: int, max_new_tokens: int, desc: str, max_pixels: int | None = None) -> list[dict]:
   """Answers the examples not yet in `path`, appending as it goes: generated, or (examples with
   choices) the choice the model finds most likely. Returns the questions skipped ({'question_id',
@@ -213,14 +212,17 @@ def answer(pipe: LlavaPipeline, examples: list[EvalExample], mode: str, path: ep
           skipped.append({"question_id": e.question_id, "reason": str(err)})
           logging.warning("%s: question %s skipped: %s", desc, e.question_id, err)
       bar.update(len(group) - len(chunk))
-      if not chunk:
-        continue
-      rows = (_generated(pipe, chunk, images, mode, batch_size, max_new_tokens) if kind
-              else _chosen(pipe, chunk, images, mode, batch_size))
-      for row in rows:
-        f.write(json.dumps(row, ensure_ascii=False) + "\n")
-      f.flush()
-      bar.update(len(chunk))
+      # One image shape a batch (Qwen2.5-VL's grid buckets): a group of several is answered in parts.
+      shapes = [pipe.grid_of(im) for im in images]
+      for shape in dict.fromkeys(shapes):
+        part = [i for i, s in enumerate(shapes) if s == shape]
+        sub, sub_images = [chunk[i] for i in part], [images[i] for i in part]
+        rows = (_generated(pipe, sub, sub_images, mode, batch_size, max_new_tokens) if kind
+                else _chosen(pipe, sub, sub_images, mode, batch_size))
+        for row in rows:
+          f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        bar.update(len(sub))
   return skipped
 
 
@@ -273,6 +275,9 @@ def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
                      f"{ways} (mesh {dict(partitioner.mesh.shape)})")
   model = build_pipeline(config, partitioner)
   pipe = model.pipe
+  if pipe.family.name != "llava" and set(modes) != {"vanilla"}:
+    raise ValueError(f"modes={modes}: Blink runs on LLaVA only so far; a {pipe.family.name} checkpoint is "
+                     "evaluated with --config.modes=vanilla")
   if "tokensr" in modes and jax.process_index() == 0:
     print(f"tokensr: {model.token_sr_source}")
   sources = resolve_sources(config, names, output)
@@ -307,7 +312,9 @@ def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return results
 
 
-def is_llava_7b(pipe: LlavaPipeline) -> bool:
+def is_llava_7b(pipe: Pipeline) -> bool:
+  if pipe.family.name != "llava":
+    return False
   t, v = pipe.cfg.text, pipe.cfg.vision
   return (t.num_layers, t.hidden_size, v.image_size, v.num_layers) == (32, 4096, 336, 24)
 
@@ -340,7 +347,7 @@ def paired_table(results: dict, modes: list[str]) -> list[str]:
   return out
 
 
-def write_results(results: dict, modes: list[str], pipe: LlavaPipeline, output: epath.Path):
+def write_results(results: dict, modes: list[str], pipe: Pipeline, output: epath.Path):
   """results.json, and results.md: a metric per row, a mode per column (the paper's beside them for
   LLaVA-1.5-7B); per benchmark the answered count and Blink's expansions. A score over an incomplete
   set of answers carries a '*', a benchmark without answers shows '-'."""

@@ -21,10 +21,10 @@ from etils import epath
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
+from blink_jax import families
 from blink_jax import sharding as shd
 from blink_jax.checkpoint import TrainCheckpoints, export_token_sr, params_sha256
 from blink_jax.data.image_folder_builder import build_image_folder_dataset, dataset_name
-from blink_jax.data.image_preprocessing import check_mode
 from blink_jax.data.sample_images import write_sample_images
 from blink_jax.data.train_pipeline import (QuestionSuffix, data_source, skipped_count, to_global,
                                            train_dataset)
@@ -104,7 +104,7 @@ def resolve_dataset(config: ml_collections.ConfigDict, workdir: epath.Path):
 
 def check_settings(config: ml_collections.ConfigDict):
   """Settings that would otherwise surface only once data flows (and look like bad images)."""
-  check_mode(config.model.preprocessing)
+  families.get("llava").preprocessing(config.model.preprocessing)   # TokenSR trains on LLaVA-1.5
   if config.data.region not in ("saliency", "random"):
     raise ValueError(f"data.region={config.data.region!r}; expected 'saliency' or 'random'")
   if config.data.max_consecutive_skips < 1:
@@ -129,7 +129,8 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
     questions = QuestionSuffix(tokenizer, cfg.num_image_tokens, config.data.max_question_tokens,
                                cfg.pad_token_id)
   iterator = iter(train_dataset(source, global_batch=t.batch_size, image_key=config.data.image_key,
-                                image_size=cfg.vision.image_size, preprocessing=config.model.preprocessing,
+                                image_size=cfg.vision.image_size,
+                                preprocessing=families.get("llava").preprocessing(config.model.preprocessing),
                                 seed=config.seed, workers=config.data.workers, questions=questions,
                                 max_pixels=config.data.max_image_pixels or None,
                                 max_consecutive_skips=config.data.max_consecutive_skips, where=dataset))

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from blink_jax.eval import runner
-from blink_jax.pipeline import LlavaPipeline
+from blink_jax.pipeline import Pipeline
 from test_eval import _config
 
 pytestmark = pytest.mark.slow   # two whole evaluations: the full tier only
@@ -18,7 +18,7 @@ def test_crashed_run_resumes_to_one_prediction_per_question(tmp_path, monkeypatc
   config = _config(tmp_path, **settings)
   clean = runner.evaluate(_config(tmp_path / "clean", **settings))
   calls = {"n": 0}
-  real = LlavaPipeline.generate
+  real = Pipeline.generate
 
   def crashing(self, *a, **kw):
     calls["n"] += 1
@@ -26,14 +26,14 @@ def test_crashed_run_resumes_to_one_prediction_per_question(tmp_path, monkeypatc
       raise KeyboardInterrupt("killed")
     return real(self, *a, **kw)
 
-  monkeypatch.setattr(LlavaPipeline, "generate", crashing)
+  monkeypatch.setattr(Pipeline, "generate", crashing)
   with pytest.raises(KeyboardInterrupt):
     runner.evaluate(config)
   partial = tmp_path / "out" / "pope" / "vanilla.jsonl"
   assert 0 < len(partial.read_text().splitlines()) < 12
   with partial.open("a") as f:
     f.write('{"question_id": "random-ast')  # a line torn by the kill
-  monkeypatch.setattr(LlavaPipeline, "generate", real)
+  monkeypatch.setattr(Pipeline, "generate", real)
   resumed = runner.evaluate(config)
   for bench, n in (("pope", 12), ("mmbench", 10)):
     for mode in ("vanilla", "interp"):

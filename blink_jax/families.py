@@ -1,0 +1,117 @@
+"""The base-model families blink-jax runs and the one switch between them: a checkpoint's config.json
+`model_type` ("llava", "qwen2_5_vl"; a random preset's `family`) picks the Flax model, its config
+reader and loader, its image preprocessing and its prompt template.
+
+Preprocessing is named per family; "auto" is the family's default:
+- llava: "pad" (default; LLaVA-1.5's pad-to-square, used for the published numbers) | "crop".
+- qwen2_5_vl: "buckets" (default; the fixed grid buckets of data/qwen_preprocessing.py, one compiled
+  program per bucket) | "native" (transformers' own smart_resize size: one program per image size)
+  | a comma list of grid buckets "ROWSxCOLS,..." in merged tokens (28 px), e.g. "24x24,24x32,32x24".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from blink_jax.convert import hf_llava, hf_qwen2_5_vl
+from blink_jax.data import image_preprocessing, qwen_preprocessing
+from blink_jax.data.prompt import (IMAGE_PLACEHOLDER, QWEN_IMAGE_PLACEHOLDER, qwen_chat_prompt, vicuna_v1_answer,
+                                   vicuna_v1_prompt)
+from blink_jax.models import llava_config, qwen2_5_vl_config
+from blink_jax.models.llava import Llava
+from blink_jax.models.qwen2_5_vl import Qwen2_5_VL
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  name: str                                   # config.json's model_type
+  model: type                                 # the Flax module (a VisionLanguageModel)
+  config: type                                # its config dataclass
+  from_hf_config: Callable[..., Any]          # (config.json dict, where=, **runtime) -> its config
+  load: Callable[..., tuple[Any, Any]]        # (ckpt_dir, partitioner=, dtype=, ...) -> (config, params)
+  abstract_params: Callable[[Any], Any]       # config -> boxed param shapes
+  prompt: Callable[[str], str]                # question -> the templated prompt with one image placeholder
+  answer: Callable[[str], str]                # answer -> the assistant's reply as the model was trained to end it
+  image_placeholder: str
+  preprocessings: tuple[str, ...]             # named modes; the first is the default
+
+  def preprocessing(self, name: str) -> str:
+    """`name` checked for this family ("auto": its default)."""
+    if name in ("auto", ""):
+      return self.preprocessings[0]
+    if name in self.preprocessings or (self.name == "qwen2_5_vl" and _grid_list(name)):
+      return name
+    raise ValueError(f"preprocessing mode {name!r} is not one of {self.name}'s: {self.preprocessings}"
+                     + (" or a grid-bucket list 'ROWSxCOLS,...'" if self.name == "qwen2_5_vl" else ""))
+
+  def _grids(self, mode: str):
+    return {"buckets": qwen_preprocessing.DEFAULT_GRID_BUCKETS, "native": "native"}.get(mode) or _grid_list(mode)
+
+  def preprocess(self, image, cfg, preprocessing: str, **kw) -> np.ndarray:
+    """One image -> float32 [H, W, 3] pixels for this family's vision encoder."""
+    mode = self.preprocessing(preprocessing)
+    if self.name == "llava":
+      return image_preprocessing.preprocess_image(image, cfg.vision.image_size, mode, **kw)
+    return qwen_preprocessing.preprocess_qwen_image(image, self._grids(mode), **kw)
+
+  def resized_shape(self, height: int, width: int, cfg, preprocessing: str) -> tuple[int, int]:
+    """(H, W) pixels `preprocess` gives an image of height x width."""
+    if self.name == "llava":
+      return cfg.vision.image_size, cfg.vision.image_size
+    rows, cols = qwen_preprocessing.image_grid(height, width, self._grids(self.preprocessing(preprocessing)))
+    return rows * cfg.vision.unit, cols * cfg.vision.unit
+
+  def image_tokens(self, cfg, pixels_shape: Sequence[int]) -> int:
+    """How many visual tokens an image of pixels_shape [..., H, W, C] becomes."""
+    if self.name == "llava":
+      return cfg.num_image_tokens
+    return (pixels_shape[-3] // cfg.vision.unit) * (pixels_shape[-2] // cfg.vision.unit)
+
+
+def _grid_list(name: str) -> tuple[tuple[int, int], ...] | None:
+  try:
+    grids = tuple(tuple(int(x) for x in item.lower().split("x")) for item in name.split(","))
+  except ValueError:
+    return None
+  if not grids or any(len(g) != 2 or min(g) < 1 for g in grids):
+    return None
+  return grids
+
+
+FAMILIES = {
+    "llava": Family("llava", Llava, llava_config.LlavaConfig, llava_config.from_hf_config, hf_llava.load_hf_llava, hf_llava.abstract_params,
+                    vicuna_v1_prompt, vicuna_v1_answer, IMAGE_PLACEHOLDER, image_preprocessing.MODES),
+    "qwen2_5_vl": Family("qwen2_5_vl", Qwen2_5_VL, qwen2_5_vl_config.Qwen2_5_VLConfig,
+                         qwen2_5_vl_config.from_hf_config, hf_qwen2_5_vl.load_hf_qwen2_5_vl,
+                         hf_qwen2_5_vl.abstract_params, qwen_chat_prompt, lambda a: f"{a}<|im_end|>",
+                         QWEN_IMAGE_PLACEHOLDER, ("buckets", "native")),
+}
+
+
+def get(name: str) -> Family:
+  if name not in FAMILIES:
+    raise ValueError(f"model family {name!r} is not supported; expected one of {sorted(FAMILIES)}")
+  return FAMILIES[name]
+
+
+def of_checkpoint(ckpt_dir) -> Family:
+  """The family of a Hugging Face checkpoint directory, from its config.json's model_type."""
+  hf, path = llava_config.config_json(ckpt_dir)
+  model_type = hf.get("model_type")
+  if model_type not in FAMILIES:
+    raise ValueError(f"{path}: model_type={model_type!r}; blink-jax runs {sorted(FAMILIES)} checkpoints")
+  return FAMILIES[model_type]
+
+
+def read_hf_config(ckpt_dir, **runtime: Any):
+  """The model config (its family's) of a checkpoint directory's config.json; `runtime` as RuntimeFields."""
+  hf, path = llava_config.config_json(ckpt_dir)
+  return of_checkpoint(ckpt_dir).from_hf_config(hf, where=path, **runtime)
+
+
+def of_config(cfg) -> Family:
+  """The family of a model config (LlavaConfig or Qwen2_5_VLConfig)."""
+  return next(f for f in FAMILIES.values() if isinstance(cfg, f.config))
