@@ -27,7 +27,8 @@ from blink_jax.blink.prefill import blink_prefill, slot_layout
 from blink_jax.blink.saliency import last_token_shares
 from blink_jax.models.attention_kernels import IMPLEMENTATIONS, resolve
 from blink_jax.models.llama import LayerInputs
-from blink_jax.models.llava import Llava, decoder_layer, text_layer_params
+from blink_jax.models.llava import Llava
+from blink_jax.models.vision_language import decoder_layer, text_layer_params
 from blink_jax.models.token_sr import init_for
 from blink_jax.pipeline import Pipeline
 
@@ -51,7 +52,7 @@ FLAGS = flags.FLAGS
 def saliency_share(pipe: Pipeline, blink: BlinkConfig, batch) -> tuple[float, float]:
   """(seconds of one scanning layer on the full layout, seconds of its saliency side product)."""
   cfg = pipe.cfg
-  layout = slot_layout(pipe.model, blink, batch.image_start, batch.ids.shape[1])
+  layout = slot_layout(pipe.model, blink, batch.image_start, batch.ids.shape[1], batch.pixels.shape)
   b, s, d = batch.ids.shape[0], layout.full_len, cfg.text.hidden_size
   h = jax.random.normal(jax.random.key(0), (b, s, d), jnp.dtype(cfg.dtype))
   positions = jnp.broadcast_to(jnp.arange(s, dtype=jnp.float32), (b, s))

@@ -64,6 +64,10 @@ class Family:
     rows, cols = qwen_preprocessing.image_grid(height, width, self._grids(self.preprocessing(preprocessing)))
     return rows * cfg.vision.unit, cols * cfg.vision.unit
 
+  def fixed_grid(self, cfg) -> tuple[int, int] | None:
+    """The visual grid every image gets (LLaVA's), or None when it follows the image (Qwen2.5-VL)."""
+    return (cfg.vision.grid, cfg.vision.grid) if self.name == "llava" else None
+
   def image_tokens(self, cfg, pixels_shape: Sequence[int]) -> int:
     """How many visual tokens an image of pixels_shape [..., H, W, C] becomes."""
     if self.name == "llava":

@@ -60,23 +60,21 @@ class Pipeline:
 
   def with_blink(self, blink: BlinkConfig, token_sr: Any = None) -> "Pipeline":
     """The same loaded model with other Blink settings / TokenSR weights (params are shared)."""
-    if self.family.name == "llava":   # other families run vanilla only (_blink_for)
-      blink.validate(self.cfg.vision.grid, self.cfg.text.num_layers)
+    blink.validate(self.family.fixed_grid(self.cfg), self.cfg.text.num_layers)
     return dataclasses.replace(self, blink=blink, token_sr=token_sr)
 
   def with_blink_for_checkpoint(self, token_sr: str | None = None, overrides: dict | None = None) -> "Pipeline":
     """Blink as a user of this checkpoint expects it: the spec's settings carried to its depth and
     grid (blink.config.defaults_for), or the settings a TokenSR export was trained with (its weights
     loaded from the directory `token_sr`), then `overrides` of any field."""
-    trained, blink = None, defaults_for(self.cfg.vision.grid, self.cfg.text.num_layers)
+    trained, blink = None, defaults_for(self.family.fixed_grid(self.cfg), self.cfg.text.num_layers)
     if token_sr:
       trained, blink = load_token_sr(token_sr, width=self.cfg.text.hidden_size, partitioner=self.partitioner)
     return self.with_blink(from_mapping({**dataclasses.asdict(blink), **(overrides or {})}), trained)
 
   def _blink_for(self, mode: str) -> BlinkConfig:
-    if self.family.name != "llava":
-      raise ValueError(f"mode {mode!r}: Blink runs on LLaVA only so far; {self.family.name} has mode 'vanilla'")
-    return dataclasses.replace(self.blink, mode=mode).validate(self.cfg.vision.grid,
+    # A grid that depends on the image (Qwen2.5-VL's buckets) is checked per batch, in the prefill.
+    return dataclasses.replace(self.blink, mode=mode).validate(self.family.fixed_grid(self.cfg),
                                                                self.cfg.text.num_layers)
 
   def layout_for(self, batch: PromptBatch, mode: str) -> PromptBatch:

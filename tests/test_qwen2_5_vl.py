@@ -3,6 +3,7 @@ its config.json reader and strict loader (both key layouts), the vision encoder 
 logits and multimodal RoPE positions of a padded batch, greedy generation, and the processor's
 preprocessing, chat template and tokenization."""
 
+import dataclasses
 import json
 import shutil
 
@@ -223,24 +224,57 @@ def test_pipeline_logits_generation_and_scores_equal_transformers(qwen_ckpt):
     np.testing.assert_allclose(scores.logprob[i], logp[np.arange(len(cont)), cont].sum(), rtol=1e-4, atol=1e-4)
   with pytest.raises(ValueError, match="one batch holds images of one shape"):
     pipe.prepare([photos["chelsea"], photos["astronaut"]], questions[:2])
-  with pytest.raises(ValueError, match="Blink runs on LLaVA only"):
-    pipe.generate_tokens(batch, 2, mode="interp")
 
 
-def test_eval_runs_the_benchmarks_on_qwen_in_vanilla_mode(qwen_ckpt, tmp_path):
+def test_eval_runs_the_benchmarks_on_qwen(qwen_ckpt, tmp_path):
   """eval.py's job on a Qwen2.5-VL checkpoint: generated and multiple-choice benchmarks whose images
-  fall in several grid buckets, every question answered and scored; Blink modes refused up front."""
+  fall in several grid buckets, every question answered and scored, in vanilla and Blink-interp."""
   from blink_jax.eval import runner
   from configs import eval as eval_config
   from train_fixtures import set_fields
   c = set_fields(eval_config.get_config(), {
-      "model.hf_checkpoint": str(qwen_ckpt), "modes": "vanilla", "benchmarks": "pope,vstar",
+      "model.hf_checkpoint": str(qwen_ckpt), "modes": "vanilla,interp", "benchmarks": "pope,vstar",
+      "blink.first_scan_layer": 1, "blink.last_scan_layer": 2, "blink.tau_exp": 0.02, "blink.tau_drop": 0.0,
       "model.preprocessing": "8x8,8x12,12x8",   # small buckets: a quick run, still several of them
       "batch_size": 8, "max_new_tokens": 3, "token_sr": "", "output_dir": str(tmp_path / "out"),
       "prompt_buckets": "256"})
   results = runner.evaluate(c)
   for name in ("pope", "vstar"):
-    assert results[name]["vanilla"]["answered"] == results[name]["questions"] > 0, name
-    assert results[name]["vanilla"]["scores"], name
-  with pytest.raises(ValueError, match="Blink runs on LLaVA only so far"):
-    runner.evaluate(set_fields(c, {"modes": "vanilla,interp", "output_dir": str(tmp_path / "b")}))
+    for mode in ("vanilla", "interp"):
+      assert results[name][mode]["answered"] == results[name]["questions"] > 0, (name, mode)
+      assert results[name][mode]["scores"], (name, mode)
+  assert results["pope"]["interp"]["questions_expanded"] > 0
+
+
+def test_blink_on_qwen_reduces_to_vanilla_and_interp_and_batches_exactly(qwen_ckpt):
+  """Blink over Qwen2.5-VL's non-square merged grid with multimodal-RoPE SR positions: with no
+  expansion it is vanilla; untrained TokenSR is interp; expansions change the answer's logits; each
+  example's result is the same batched as alone; a grid that p does not divide is named."""
+  from blink_jax.blink.config import defaults_for
+  pipe = Pipeline.from_hf(qwen_ckpt, preprocessing="8x12,12x8,8x8", buckets=(128, 256, 384))
+  blink = dataclasses.replace(defaults_for(None, pipe.cfg.text.num_layers), tau_exp=0.01, tau_drop=0.0,
+                              max_regions=2)
+  assert (blink.first_scan_layer, blink.last_scan_layer, blink.region_size) == (1, 2, 4)
+  photos = hf_fixtures.sample_photos()
+  images, questions = [photos["chelsea"], photos["coffee"]], ["what is in this image ?", "describe it"]
+  for scheme in ("parent", "fractional"):
+    p = pipe.with_blink(dataclasses.replace(blink, position_ids=scheme))
+    batch = p.prepare(images, questions)
+    assert batch.pixels.shape[1:3] == (8 * 28, 12 * 28)
+    vanilla = np.asarray(p.logits(batch))
+    interp = p.blink_forward(batch, mode="interp", trace=True)
+    assert (np.asarray(interp.expansions) > 0).all()
+    assert np.asarray(interp.trace.saliency).shape[2:] == (8, 12)
+    tokensr = p.blink_forward(batch, mode="tokensr")
+    np.testing.assert_array_equal(np.asarray(tokensr.logits), np.asarray(interp.logits))
+    none = p.with_blink(dataclasses.replace(p.blink, tau_exp=1.0)).blink_forward(batch, mode="interp")
+    for i, n in enumerate(batch.lengths):
+      np.testing.assert_allclose(np.asarray(none.logits)[i, :n], vanilla[i, :n], atol=2e-5, rtol=1e-5)
+      assert np.abs(np.asarray(interp.logits)[i, n - 1] - vanilla[i, n - 1]).max() > 1e-3
+  together = p.generate_tokens(batch, 4, mode="interp")      # fractional positions
+  for i in range(2):
+    alone = p.generate_tokens(p.prepare(images[i:i + 1], questions[i:i + 1]), 4, mode="interp")
+    np.testing.assert_array_equal(alone[0], together[i])
+  odd = Pipeline.from_hf(qwen_ckpt, preprocessing="6x9", buckets=(128, 256)).with_blink(blink)
+  with pytest.raises(ValueError, match=r"region_size=4 must divide both sides of the 6x9 visual grid"):
+    odd.generate_tokens(odd.prepare(images[:1], questions[:1]), 2, mode="interp")

@@ -38,8 +38,9 @@ class BlinkConfig:
   def num_slots(self) -> int:
     return self.max_regions * self.block_size
 
-  def validate(self, grid: int, num_layers: int) -> "BlinkConfig":
-    """Checks the settings against the model (visual grid side, decoder depth)."""
+  def validate(self, grid: int | tuple[int, int] | None, num_layers: int) -> "BlinkConfig":
+    """Checks the settings against the model: its visual grid (a side, or (rows, columns); None when
+    it depends on the image, as Qwen2.5-VL's buckets: checked per batch) and decoder depth."""
     def need(ok, what):
       if not ok:
         raise ValueError(f"blink config: {what}")
@@ -51,8 +52,11 @@ class BlinkConfig:
          f"saliency_norm={self.saliency_norm!r}; expected one of {SALIENCY_NORMS}")
     need(0 <= self.first_scan_layer <= self.last_scan_layer < num_layers,
          f"scan layers {self.first_scan_layer}..{self.last_scan_layer} must lie in 0..{num_layers - 1}")
-    need(self.region_size >= 1 and grid % self.region_size == 0,
-         f"region_size={self.region_size} must divide the {grid}x{grid} visual grid")
+    need(self.region_size >= 1, f"region_size={self.region_size} must be >= 1")
+    if grid is not None:
+      rows, cols = as_grid(grid)
+      need(rows % self.region_size == 0 and cols % self.region_size == 0,
+           f"region_size={self.region_size} must divide both sides of the {rows}x{cols} visual grid")
     need(self.max_regions >= 1, f"max_regions={self.max_regions} must be >= 1")
     need(0.0 <= self.tau_drop <= self.tau_exp <= 1.0,
          f"thresholds need 0 <= tau_drop ({self.tau_drop}) <= tau_exp ({self.tau_exp}) <= 1")
@@ -60,14 +64,22 @@ class BlinkConfig:
     return self
 
 
-def defaults_for(grid: int, num_layers: int) -> BlinkConfig:
+def as_grid(grid: int | tuple[int, int]) -> tuple[int, int]:
+  """(rows, columns) of a visual grid given as its side (LLaVA's square grid) or as the pair."""
+  return (grid, grid) if isinstance(grid, int) else (int(grid[0]), int(grid[1]))
+
+
+def defaults_for(grid: int | tuple[int, int] | None, num_layers: int) -> BlinkConfig:
   """The spec's defaults carried to another model: scanning layers at the same relative depth as
-  12..18 of 32 (15..22 of LLaVA-1.5-13B's 40), and p = 4, or the largest size <= 4 dividing the
-  grid. For LLaVA-1.5-7B (32 layers, 24x24) this is BlinkConfig() exactly."""
+  12..18 of 32 (15..22 of LLaVA-1.5-13B's 40; 10..16 of Qwen2.5-VL-7B's 28), and p = 4, or the
+  largest size <= 4 dividing both sides of the grid (None: a grid per image, as Qwen2.5-VL's
+  buckets, whose sides are multiples of 4). For LLaVA-1.5-7B (32 layers, 24x24) this is
+  BlinkConfig() exactly."""
   spec = BlinkConfig()
   first = round(spec.first_scan_layer * num_layers / 32)
   last = max(first, min(num_layers - 1, round(spec.last_scan_layer * num_layers / 32)))
-  p = max(s for s in range(1, spec.region_size + 1) if grid % s == 0)
+  rows, cols = as_grid(grid) if grid is not None else (spec.region_size, spec.region_size)
+  p = max(s for s in range(1, spec.region_size + 1) if rows % s == 0 and cols % s == 0)
   return dataclasses.replace(spec, first_scan_layer=first, last_scan_layer=last, region_size=p)
 
 

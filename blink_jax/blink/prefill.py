@@ -1,5 +1,5 @@
-"""Blink's prefill: the LLaVA forward pass with saliency-guided scanning and dynamic token resolution
-on the fixed-capacity slot layout (BLINK_SPEC §2-4).
+"""Blink's prefill: the model's forward pass (LLaVA-1.5 or Qwen2.5-VL) with saliency-guided scanning
+and dynamic token resolution on the fixed-capacity slot layout (BLINK_SPEC §2-4).
 
 Every layer runs the full layout [prefix | visual | SR slots | text]; the slots are dead (not keys)
 until a scanning layer fills them. One `lax.scan` runs all the layers, as the plain model's prefill
@@ -29,13 +29,13 @@ from blink_jax.blink.saliency import last_token_shares
 from blink_jax.blink.slots import SlotLayout
 from blink_jax.models.layer_stack import detached, layer_at
 from blink_jax.models.llama import KVCache, LayerInputs
-from blink_jax.models.llava import Llava, decoder_layer, text_layer_params
+from blink_jax.models.vision_language import VisionLanguageModel, decoder_layer, text_layer_params
 from blink_jax.models.token_sr import TokenSRLayer, bilinear_2x
 
 
 class BlinkTrace(NamedTuple):
   """Per example and scanning layer (axis 1): what SGS saw and what DTR did."""
-  saliency: jax.Array      # [B, n, grid, grid] visual saliency
+  saliency: jax.Array      # [B, n, rows, columns] visual saliency
   shares: jax.Array        # [B, n, R] region shares
   rho: jax.Array           # [B, n] max share
   region: jax.Array        # [B, n, K] region held by each block after the decision
@@ -52,26 +52,29 @@ class BlinkOutput(NamedTuple):
   trace: BlinkTrace | None
 
 
-def slot_layout(model: Llava, blink: BlinkConfig, image_start: int, prompt_len: int) -> SlotLayout:
-  return SlotLayout(image_start, model.cfg.vision.grid, prompt_len, blink)
+def slot_layout(model: VisionLanguageModel, blink: BlinkConfig, image_start: int, prompt_len: int,
+                pixels_shape) -> SlotLayout:
+  """The layout of a prompt of prompt_len tokens whose image (pixels_shape) starts at image_start."""
+  return SlotLayout(image_start, model.visual_grid(pixels_shape), prompt_len, blink,
+                    mrope=bool(model.cfg.text.mrope_section))
 
 
-def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, lengths, *,
+def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, ids, pixels, lengths, *,
                   image_start: int, all_logits: bool = False, trace: bool = False,
                   room: int = 0) -> BlinkOutput:
   """ids [B, T] right-padded, lengths [B]; every prompt's visual tokens start at `image_start`.
 
-  params holds the LLaVA params and, for mode "tokensr", `token_sr` (see models/token_sr.py). The
+  params holds the model's params and, for mode "tokensr", `token_sr` (see models/token_sr.py). The
   cache has `room` dead positions after the full layout, for the tokens generation will write.
   """
   cfg = model.cfg
-  blink.validate(cfg.vision.grid, cfg.text.num_layers)
+  blink.validate(model.visual_grid(pixels.shape), cfg.text.num_layers)
   if blink.mode == "vanilla":
     raise ValueError("blink_prefill runs interp/tokensr; mode 'vanilla' is the plain model's prefill")
   if blink.mode == "tokensr" and "token_sr" not in params:
     raise ValueError("mode 'tokensr' needs params['token_sr'] (trained TokenSR weights)")
   b, t = ids.shape
-  layout = slot_layout(model, blink, image_start, t)
+  layout = slot_layout(model, blink, image_start, t, pixels.shape)
   n_layers, first, last = cfg.text.num_layers, blink.first_scan_layer, blink.last_scan_layer
   s = layout.full_len
   text_layer = decoder_layer(cfg)
@@ -82,8 +85,9 @@ def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, le
 
   # The full layout throughout; the slots stay dead (not keys) until a scanning layer fills them.
   short_valid = jnp.arange(t)[None, :] < lengths[:, None]
-  h = layout.to_full(model.apply({"params": params}, ids, pixels, method=Llava.embed))
-  positions = layout.to_full(jnp.broadcast_to(jnp.arange(t, dtype=jnp.float32), (b, t)))
+  h = layout.to_full(model.apply({"params": params}, ids, pixels, method="embed"))
+  positions = layout.to_full(model.apply({"params": params}, ids, pixels, method="prompt_positions")
+                             .astype(jnp.float32))
   base_valid = layout.to_full(short_valid, fill=False)
   last_index = layout.full_index(lengths - 1)
   row_mask_causal = jnp.arange(s)[None, :] <= last_index[:, None]
@@ -104,9 +108,10 @@ def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, le
     sr = sr.reshape(b, layout.num_slots, d)
     fresh = layout.slot_live(decision.expanded)
     h_out = layout.with_slot_rows(h_out, jnp.where(fresh[..., None], sr, layout.slot_rows(h_out)))
+    fresh_rows = fresh[..., None] if layout.mrope else fresh
     positions = layout.with_slot_rows(positions, jnp.where(
-        fresh, layout.slot_positions(decision.state.region, blink.position_ids), layout.slot_rows(positions)))
-    seen = BlinkTrace(saliency.reshape(b, layout.grid, layout.grid), shares, shares.max(axis=1),
+        fresh_rows, layout.slot_positions(decision.state.region, blink.position_ids), layout.slot_rows(positions)))
+    seen = BlinkTrace(saliency.reshape(b, *layout.grid), shares, shares.max(axis=1),
                       decision.state.region, decision.state.live, decision.expanded, decision.dropped)
     return h_out, positions, decision.state, seen
 
@@ -137,16 +142,16 @@ def blink_prefill(model: Llava, blink: BlinkConfig, params: Any, ids, pixels, le
   expansions = seen.expanded.sum(axis=(0, 2), dtype=jnp.int32)
 
   if all_logits:
-    logits = model.apply({"params": params}, layout.to_short(h), method=Llava.head)
+    logits = model.apply({"params": params}, layout.to_short(h), method="head")
   else:
     logits = model.apply({"params": params}, jnp.take_along_axis(h, last_index[:, None, None], axis=1),
-                         method=Llava.head)[:, 0]
+                         method="head")[:, 0]
   key_valid = jnp.pad(key_valid, [(0, 0), (0, 0), (0, room)])
   traced = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), seen) if trace else None
   return BlinkOutput(logits, cache, key_valid, expansions, traced)
 
 
-def blink_prefill_fn(model: Llava, blink: BlinkConfig, image_start: int):
+def blink_prefill_fn(model: VisionLanguageModel, blink: BlinkConfig, image_start: int):
   """Blink's prefill in the shape greedy_generate takes (see generate.PrefillFn)."""
   def prefill(params, ids, pixels, lengths, room=0):
     out = blink_prefill(model, blink, params, ids, pixels, lengths, image_start=image_start, room=room)

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from blink_jax.blink.config import as_grid
 from blink_jax.models.llama import DecoderLayer
 
 
@@ -38,23 +39,25 @@ def saliency_from_last_query(q_last: jax.Array, k: jax.Array, row_mask: jax.Arra
   return probs[:, visual_start:visual_start + num_visual]
 
 
-def region_shares(saliency: jax.Array, grid: int, region_size: int) -> jax.Array:
-  """S(r_i) / sum_i S(r_i) for the non-overlapping p x p regions, row-major: [B, (grid/p)^2]."""
+def region_shares(saliency: jax.Array, grid: int | tuple[int, int], region_size: int) -> jax.Array:
+  """S(r_i) / sum_i S(r_i) for the non-overlapping p x p regions of the rows x columns grid (a side:
+  square), row-major: [B, (rows / p) (columns / p)]."""
   b = saliency.shape[0]
-  n = grid // region_size
-  s = saliency.reshape(b, n, region_size, n, region_size).sum(axis=(2, 4)).reshape(b, n * n)
+  rows, cols = as_grid(grid)
+  n, m = rows // region_size, cols // region_size
+  s = saliency.reshape(b, n, region_size, m, region_size).sum(axis=(2, 4)).reshape(b, n * m)
   return s / jnp.maximum(s.sum(axis=-1, keepdims=True), 1e-30)
 
 
 def last_token_shares(layer: DecoderLayer, layer_params: Any, h_in: jax.Array, positions: jax.Array,
                       last_index: jax.Array, k: jax.Array, row_mask: jax.Array, visual_start: int,
-                      num_visual: int, grid: int, blink) -> tuple[jax.Array, jax.Array]:
+                      num_visual: int, grid: int | tuple[int, int], blink) -> tuple[jax.Array, jax.Array]:
   """SGS at one decoder layer: (visual saliency [B, N], region shares [B, R]) seen from the token at
   last_index [B], its query made by `layer` from the layer's input h_in [B, S, D] at its position,
   against the layer's keys k; row_mask, visual_start, num_visual as saliency_from_last_query; the
   region size and normalisation from `blink` (a BlinkConfig)."""
   h_last = jnp.take_along_axis(h_in, last_index[:, None, None], axis=1)
-  pos_last = jnp.take_along_axis(positions, last_index[:, None], axis=1)
+  pos_last = positions[jnp.arange(positions.shape[0]), last_index][:, None]   # [B, 1] or [B, 1, 3]
   q = layer.apply({"params": layer_params}, h_last, pos_last, method=DecoderLayer.query)
   saliency = saliency_from_last_query(q[:, 0], k, row_mask, visual_start, num_visual, blink.saliency_norm)
   return saliency, region_shares(saliency, grid, blink.region_size)

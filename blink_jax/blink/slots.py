@@ -3,7 +3,14 @@
     [prefix | visual N | K blocks of 4p^2 SR slots | text (padded)]
 
 Every slot is a real row; a per-(example, block) live bit says whether its rows are keys. A block
-holds one expanded region's 2p x 2p SR tokens. Shapes never depend on the data.
+holds one expanded region's 2p x 2p SR tokens. Shapes never depend on the data. The visual grid is
+rows x columns (LLaVA's is square; Qwen2.5-VL's follows the image's bucket), regions are numbered
+row-major over its (rows / p) x (columns / p) regions.
+
+SR token positions ("parent": its parent visual token's; "fractional": within the parent): with 1-D
+RoPE (LLaVA) a position index, the fractional one parent + (sub-row * 2 + sub-column) / 4 (BLINK_SPEC);
+with multimodal RoPE (Qwen2.5-VL, ours) the parent's (temporal, height, width) position, the
+fractional one + sub-row / 2 on the height axis and + sub-column / 2 on the width axis.
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ from blink_jax.blink.config import BlinkConfig
 @dataclasses.dataclass(frozen=True)
 class SlotLayout:
   image_start: int     # index of the first visual token in the prompt
-  grid: int            # visual grid side (24 for LLaVA-1.5)
+  grid: tuple[int, int]   # visual grid (rows, columns): (24, 24) for LLaVA-1.5
   prompt_len: int      # T: the short (slot-free) prompt length
   blink: BlinkConfig   # region size p, K blocks of 4p^2 slots
+  mrope: bool = False  # positions are [.., 3] (temporal, height, width): multimodal RoPE
 
   @property
   def region_size(self) -> int:
@@ -29,7 +37,7 @@ class SlotLayout:
 
   @property
   def num_visual(self) -> int:
-    return self.grid * self.grid
+    return self.grid[0] * self.grid[1]
 
   @property
   def block_size(self) -> int:
@@ -48,8 +56,8 @@ class SlotLayout:
     return self.prompt_len + self.num_slots
 
   @property
-  def regions_per_side(self) -> int:
-    return self.grid // self.region_size
+  def region_columns(self) -> int:
+    return self.grid[1] // self.region_size
 
   def to_full(self, x: jax.Array, axis: int = 1, fill=0) -> jax.Array:
     """Inserts the (dead) slot rows into a short-layout array along `axis`."""
@@ -83,7 +91,7 @@ class SlotLayout:
 
   def region_origin(self, region: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Top-left visual-grid (row, col) of region ids."""
-    n = self.regions_per_side
+    n = self.region_columns
     return (region // n) * self.region_size, (region % n) * self.region_size
 
   def region_token_index(self, region: jax.Array) -> jax.Array:
@@ -92,20 +100,27 @@ class SlotLayout:
     a = jnp.arange(self.region_size)
     rows = r0[..., None, None] + a[:, None]
     cols = c0[..., None, None] + a[None, :]
-    return self.image_start + rows * self.grid + cols
+    return self.image_start + rows * self.grid[1] + cols
 
   def slot_positions(self, region: jax.Array, scheme: str) -> jax.Array:
-    """RoPE positions [B, K*4p^2] of each block's SR tokens for regions [B, K].
-
-    "parent": the position of the visual token the SR token subdivides; "fractional": that plus
-    (sub-row * 2 + sub-col) / 4, so the four children of a parent get distinct positions in [pos, pos+1).
-    """
+    """RoPE positions [B, K*4p^2] (with mrope [B, K*4p^2, 3]) of each block's SR tokens for regions
+    [B, K] (see the module docstring for the schemes)."""
     r0, c0 = self.region_origin(region)
     two_p = 2 * self.region_size
     i = jnp.arange(two_p)
     rows = r0[..., None, None] + i[:, None] // 2
     cols = c0[..., None, None] + i[None, :] // 2
-    pos = (self.image_start + rows * self.grid + cols).astype(jnp.float32)
+    sub_row, sub_col = (i[:, None] % 2).astype(jnp.float32), (i[None, :] % 2).astype(jnp.float32)
+    b = region.shape[0]
+    if self.mrope:
+      rows, cols = jnp.broadcast_arrays(rows, cols)
+      start = jnp.full(rows.shape, self.image_start, jnp.float32)
+      height = (self.image_start + rows).astype(jnp.float32)
+      width = (self.image_start + cols).astype(jnp.float32)
+      if scheme == "fractional":
+        height, width = height + sub_row / 2, width + sub_col / 2
+      return jnp.stack([start, height, width], axis=-1).reshape(b, -1, 3)
+    pos = (self.image_start + rows * self.grid[1] + cols).astype(jnp.float32)
     if scheme == "fractional":
-      pos = pos + ((i[:, None] % 2) * 2 + (i[None, :] % 2)) / 4.0
-    return pos.reshape(region.shape[0], -1)
+      pos = pos + (sub_row * 2 + sub_col) / 4.0
+    return pos.reshape(b, -1)

@@ -275,9 +275,6 @@ def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
                      f"{ways} (mesh {dict(partitioner.mesh.shape)})")
   model = build_pipeline(config, partitioner)
   pipe = model.pipe
-  if pipe.family.name != "llava" and set(modes) != {"vanilla"}:
-    raise ValueError(f"modes={modes}: Blink runs on LLaVA only so far; a {pipe.family.name} checkpoint is "
-                     "evaluated with --config.modes=vanilla")
   if "tokensr" in modes and jax.process_index() == 0:
     print(f"tokensr: {model.token_sr_source}")
   sources = resolve_sources(config, names, output)

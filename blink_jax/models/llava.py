@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax.numpy as jnp
 
 from blink_jax.models.clip_vit import ClipVisionTower, activation
 from blink_jax.models.linear import Linear
-from blink_jax.models.layer_stack import detached, layer_at
-from blink_jax.models.llama import DecoderLayer, Llama
+from blink_jax.models.llama import Llama
 from blink_jax.models.llava_config import LlavaConfig
 from blink_jax.models.vision_language import VisionLanguageModel
 
@@ -33,17 +30,6 @@ class Projector(nn.Module):
     return dense("linear_2", "mlp", "embed")(x)
 
 
-def decoder_layer(cfg: LlavaConfig) -> DecoderLayer:
-  """A parentless decoder layer of this model, to apply one layer's params by hand (Blink's scanning
-  layers, saliency queries)."""
-  return detached(DecoderLayer, cfg.text, cfg.numerics)
-
-
-def text_layer_params(params: Any, i: Any) -> Any:
-  """Decoder layer i's params from the whole model's params (i may be traced)."""
-  return layer_at(params["language_model"]["layers"]["layers"], i)
-
-
 class Llava(VisionLanguageModel):
   cfg: LlavaConfig
 
@@ -57,6 +43,9 @@ class Llava(VisionLanguageModel):
   def encode_images(self, pixels):
     """pixels [B, H, W, 3] -> visual tokens in the LLM width [B, N, D]."""
     return self.multi_modal_projector(self.vision_tower(pixels))
+
+  def visual_grid(self, pixels_shape):
+    return self.cfg.vision.grid, self.cfg.vision.grid
 
   def prompt_positions(self, ids, pixels):
     b, t = ids.shape

@@ -54,11 +54,14 @@ class Qwen2_5_VL(VisionLanguageModel):
     """pixels [B, H, W, 3] -> merged visual tokens [B, H W / 784, D] in raster order."""
     return self.visual(pixels)
 
+  def visual_grid(self, pixels_shape):
+    return merged_grid(self.cfg, pixels_shape)
+
   def prompt_positions(self, ids, pixels):
-    return mrope_positions(ids, self.cfg.image_token_id, merged_grid(self.cfg, pixels.shape))
+    return mrope_positions(ids, self.cfg.image_token_id, self.visual_grid(pixels.shape))
 
   def rope_offset(self, ids, pixels):
     """max(rows, columns) - rows x columns for a prompt with the image (transformers' rope_deltas)."""
-    rows, cols = merged_grid(self.cfg, pixels.shape)
+    rows, cols = self.visual_grid(pixels.shape)
     has_image = (ids == self.cfg.image_token_id).any(axis=1)
     return jnp.where(has_image, max(rows, cols) - rows * cols, 0).astype(jnp.int32)

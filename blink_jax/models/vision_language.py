@@ -6,11 +6,25 @@ RoPE positions (`prompt_positions`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from blink_jax.models.llama import KVCache, LayerInputs
+from blink_jax.models.layer_stack import detached, layer_at
+from blink_jax.models.llama import DecoderLayer, KVCache, LayerInputs
+
+
+def decoder_layer(cfg) -> DecoderLayer:
+  """A parentless decoder layer of a model (cfg: its config), to apply one layer's params by hand
+  (Blink's scanning layers, saliency queries)."""
+  return detached(DecoderLayer, cfg.text, cfg.numerics)
+
+
+def text_layer_params(params: Any, i: Any) -> Any:
+  """Decoder layer i's params from the whole model's params (i may be traced)."""
+  return layer_at(params["language_model"]["layers"]["layers"], i)
 
 
 def merge_image_features(embeds: jax.Array, ids: jax.Array, image_features: jax.Array,
@@ -28,8 +42,9 @@ def merge_image_features(embeds: jax.Array, ids: jax.Array, image_features: jax.
 class VisionLanguageModel(nn.Module):
   """The shared passes. A subclass has a `cfg` (image_token_id, text: TextConfig) and defines, in
   setup, `language_model` (a Llama); `encode_images(pixels)` -> visual tokens [B, N, D] in the
-  decoder's width; and `prompt_positions(ids, pixels)` -> RoPE positions [B, T] (or [B, T, 3] with
-  multimodal RoPE) of a prompt's tokens."""
+  decoder's width; `prompt_positions(ids, pixels)` -> RoPE positions [B, T] (or [B, T, 3] with
+  multimodal RoPE) of a prompt's tokens; and `visual_grid(pixels_shape)` -> (rows, columns) of the
+  visual tokens an image of that shape gives (a plain method: no params)."""
 
   def embed(self, ids, pixels):
     """Token embeddings with the image's visual tokens in place of the image tokens."""

@@ -21,7 +21,8 @@ from blink_jax.blink.config import BlinkConfig
 from blink_jax.blink.saliency import last_token_shares
 from blink_jax.models.layer_stack import detached
 from blink_jax.models.llama import LayerInputs
-from blink_jax.models.llava import Llava, decoder_layer, text_layer_params
+from blink_jax.models.llava import Llava
+from blink_jax.models.vision_language import decoder_layer, text_layer_params
 from blink_jax.models.token_sr import TokenSRLayer
 
 
