@@ -93,6 +93,47 @@ def build_hf_checkpoint(path: pathlib.Path, shape: dict, seed: int = 0) -> pathl
   return path
 
 
+def qwen_hf_config(*, vocab: int, token_ids: dict[str, int], text_layers: int = 3, text_hidden: int = 64,
+                   heads: int = 4, kv_heads: int = 2, vision_depth: int = 4, vision_hidden: int = 32,
+                   tied: bool = False):
+  """A small transformers Qwen2_5_VLConfig (window attention over 4x4-token windows, full attention at
+  block 1 and the last); token_ids: the ids of bos, eos, pad, image, video, vision_start, vision_end."""
+  import transformers
+  return transformers.Qwen2_5_VLConfig(
+      text_config=dict(vocab_size=vocab, hidden_size=text_hidden, intermediate_size=3 * text_hidden // 2,
+                       num_hidden_layers=text_layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                       rms_norm_eps=1e-6, max_position_embeddings=4096, bos_token_id=token_ids["bos"],
+                       eos_token_id=token_ids["eos"], pad_token_id=token_ids["pad"],
+                       rope_parameters={"rope_type": "default", "rope_theta": 1e6,
+                                        "mrope_section": [text_hidden // heads // 8, 3 * text_hidden // heads // 16,
+                                                          3 * text_hidden // heads // 16]}),
+      vision_config=dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=3 * vision_hidden // 2,
+                         num_heads=2, out_hidden_size=text_hidden, fullatt_block_indexes=[1, vision_depth - 1],
+                         window_size=112),
+      image_token_id=token_ids["image"], video_token_id=token_ids["video"],
+      vision_start_token_id=token_ids["vision_start"], vision_end_token_id=token_ids["vision_end"],
+      tie_word_embeddings=tied)
+
+
+def build_qwen_checkpoint(path: pathlib.Path, seed: int = 0) -> pathlib.Path:
+  """A small random Qwen2_5_VLForConditionalGeneration saved with save_pretrained, with a byte-level
+  tokenizer whose `<|image_pad|>` is the image token (the bench's Qwen2.5-VL)."""
+  import torch
+  import transformers
+  from blink_jax.tokenizer import byte_level_tokenizer
+  if (path / "config.json").exists():
+    return path
+  vocab = 512
+  ids = dict(pad=0, bos=1, eos=2, image=vocab - 64, video=vocab - 63, vision_start=vocab - 62, vision_end=vocab - 61)
+  torch.manual_seed(seed)
+  model = transformers.Qwen2_5_VLForConditionalGeneration(
+      qwen_hf_config(vocab=vocab, token_ids=ids, text_layers=4, text_hidden=128)).eval()
+  path.mkdir(parents=True, exist_ok=True)
+  model.save_pretrained(path)
+  byte_level_tokenizer(ids["image"], image_placeholder="<|image_pad|>")._tok.save(str(path / "tokenizer.json"))
+  return path
+
+
 def torch_forward(ckpt: pathlib.Path, batch, implementation: str, dtype: str):
   """A zero-argument call of transformers' LLaVA forward on the batch (next-token logits only), on
   the device JAX runs on (CPU or GPU); synchronised before returning."""

@@ -1,12 +1,17 @@
-"""Compilations over a stream of varied prompts and images: one program per (mode, length bucket),
-none after warm-up.
+"""Compilations over a stream of varied prompts and images: one program per (mode, image shape,
+length bucket), none after warm-up.
 
-  python -m bench.compiles [--prompts 200] [--batch 4]
+  python -m bench.compiles [--prompts 200] [--batch 4] [--family llava|qwen2_5_vl]
+
+llava: the embedded default's random model (one image shape). qwen2_5_vl: a small random Qwen2.5-VL
+(bench/common.py) whose images fall in grid buckets by their aspect ratio (--qwen_grids), so the
+programs are one per (grid bucket, prompt bucket) hit.
 """
 
 from __future__ import annotations
 
 import collections
+import pathlib
 
 import jax
 import jax.monitoring
@@ -23,6 +28,9 @@ from configs import tokensr
 
 flags.DEFINE_integer("prompts", 200, "Prompts in the stream.")
 flags.DEFINE_integer("batch", 4, "Batch size.")
+flags.DEFINE_enum("family", "llava", ["llava", "qwen2_5_vl"], "Base model family.")
+flags.DEFINE_string("qwen_grids", "8x8,8x12,12x8,4x12,12x4", "Qwen2.5-VL grid buckets (model.preprocessing).")
+flags.DEFINE_string("ckpt_dir", "/tmp/blink_bench_ckpt", "Where the random Qwen2.5-VL checkpoint is built.")
 FLAGS = flags.FLAGS
 
 _EVENTS = collections.Counter()
@@ -35,27 +43,39 @@ def _listen(name, seconds, **_):
     _SECONDS["compiles"] += seconds
 
 
-def main(_):
-  jax.monitoring.register_event_duration_secs_listener(_listen)
+def pipeline(buckets) -> Pipeline:
+  if FLAGS.family == "qwen2_5_vl":
+    ckpt = common.build_qwen_checkpoint(pathlib.Path(FLAGS.ckpt_dir) / "qwen2_5_vl_small")
+    pipe = Pipeline.from_hf(ckpt, preprocessing=FLAGS.qwen_grids, buckets=buckets)
+    return pipe.with_blink(common.blink_for(pipe))
   c = tokensr.get_config()
   partitioner = shd.Partitioner.single_device()
   cfg, params = backbone.build(c.model, partitioner, 0)
   tok = byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id)
-  buckets = (256, 320, 384, 448, 512, 640)
-  pipe = Pipeline(cfg, params, tok, partitioner, buckets=buckets).with_blink(from_mapping(c.blink.to_dict()))
+  return Pipeline(cfg, params, tok, partitioner, buckets=buckets).with_blink(from_mapping(c.blink.to_dict()))
+
+
+def main(_):
+  jax.monitoring.register_event_duration_secs_listener(_listen)
+  # Qwen2.5-VL's chat template is longer (and byte-level here): larger buckets.
+  buckets = (256, 320, 384, 448, 512, 640) if FLAGS.family == "llava" else (256, 384, 512, 640, 768, 1024)
+  pipe = pipeline(buckets)
   from skimage import data
   photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.camera()]
   rng = np.random.default_rng(0)
+  by_shape = collections.defaultdict(list)   # a batch holds one image shape (Qwen2.5-VL's grid buckets)
+  for _ in range(FLAGS.prompts):
+    p = photos[rng.integers(len(photos))]
+    h, w = p.shape[:2]
+    y, x = rng.integers(0, h // 3), rng.integers(0, w // 3)
+    crop = p[y:y + rng.integers(h // 2, h - y), x:x + rng.integers(w // 2, w - x)]
+    by_shape[pipe.grid_of(crop)].append((crop, "what is this " * int(rng.integers(1, 30))))
   stream = []
-  for i in range(0, FLAGS.prompts, FLAGS.batch):
-    images = []
-    for _ in range(FLAGS.batch):
-      p = photos[rng.integers(len(photos))]
-      h, w = p.shape[:2]
-      y, x = rng.integers(0, h // 3), rng.integers(0, w // 3)
-      images.append(p[y:y + rng.integers(h // 2, h - y), x:x + rng.integers(w // 2, w - x)])
-    questions = ["what is this " * int(rng.integers(1, 30)) for _ in range(FLAGS.batch)]
-    stream.append((images, questions))
+  for shape, items in by_shape.items():
+    for i in range(0, len(items), FLAGS.batch):
+      part = items[i:i + FLAGS.batch]
+      part += [part[-1]] * (FLAGS.batch - len(part))
+      stream.append(([im for im, _ in part], [q for _, q in part]))
 
   rows, record = [], {}
   for mode in ("vanilla", "tokensr"):
@@ -63,7 +83,7 @@ def main(_):
     before, secs = _EVENTS["compiles"], _SECONDS["compiles"]
     for images, questions in stream:
       batch = pipe.prepare(images, questions)
-      lengths.add(pipe.layout_for(batch, mode).ids.shape[1])
+      lengths.add((batch.pixels.shape[1:3], pipe.layout_for(batch, mode).ids.shape[1]))
       pipe.generate_tokens(batch, max_new_tokens=2, mode=mode)
     first_pass = _EVENTS["compiles"] - before
     compile_seconds = _SECONDS["compiles"] - secs
@@ -77,11 +97,12 @@ def main(_):
                     "compile_seconds": compile_seconds, "compiles_second_pass": again}
     rows.append([mode, len(lengths), programs, first_pass, f"{compile_seconds:.1f}", again,
                  "PASS" if programs == len(lengths) and again == 0 else "FAIL"])
-  common.write("compiles", {"prompts": FLAGS.prompts, "batch": FLAGS.batch, "buckets": buckets,
-                            "records": record}, rows,
-               ["mode", "buckets hit", "generate programs", "backend compiles (all)", "compile s",
+  name = "compiles" if FLAGS.family == "llava" else f"compiles_{FLAGS.family}"
+  common.write(name, {"family": FLAGS.family, "prompts": FLAGS.prompts, "batch": FLAGS.batch, "buckets": buckets,
+                      "records": record}, rows,
+               ["mode", "(image shape, bucket)s hit", "generate programs", "backend compiles (all)", "compile s",
                 "compiles on 2nd pass", "programs == buckets, 0 after warm-up"])
-  common.bar_plot("compiles", list(record), {"buckets hit": [r["buckets_hit"] for r in record.values()],
+  common.bar_plot(name, list(record), {"buckets hit": [r["buckets_hit"] for r in record.values()],
                                              "programs": [r["programs"] for r in record.values()]},
                   "count", f"Compilations over {FLAGS.prompts} prompts")
 

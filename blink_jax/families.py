@@ -6,20 +6,22 @@ Preprocessing is named per family; "auto" is the family's default:
 - llava: "pad" (default; LLaVA-1.5's pad-to-square, used for the published numbers) | "crop".
 - qwen2_5_vl: "buckets" (default; the fixed grid buckets of data/qwen_preprocessing.py, one compiled
   program per bucket) | "native" (transformers' own smart_resize size: one program per image size)
-  | a comma list of grid buckets "ROWSxCOLS,..." in merged tokens (28 px), e.g. "24x24,24x32,32x24".
+  | a list of grid buckets "ROWSxCOLS,..." in merged tokens (28 px), e.g. "24x24,24x32,32x24" (or
+  ";"-separated, where commas separate something else: lmms-eval's model_args).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from blink_jax.convert import hf_llava, hf_qwen2_5_vl
 from blink_jax.data import image_preprocessing, qwen_preprocessing
-from blink_jax.data.prompt import (IMAGE_PLACEHOLDER, QWEN_IMAGE_PLACEHOLDER, qwen_chat_prompt, vicuna_v1_answer,
-                                   vicuna_v1_prompt)
+from blink_jax.data.prompt import (IMAGE_PLACEHOLDER, QWEN_IMAGE_PLACEHOLDER, qwen_chat_answer, qwen_chat_prompt,
+                                   vicuna_v1_answer, vicuna_v1_prompt)
 from blink_jax.models import llava_config, qwen2_5_vl_config
 from blink_jax.models.llava import Llava
 from blink_jax.models.qwen2_5_vl import Qwen2_5_VL
@@ -35,6 +37,7 @@ class Family:
   abstract_params: Callable[[Any], Any]       # config -> boxed param shapes
   prompt: Callable[[str], str]                # question -> the templated prompt with one image placeholder
   answer: Callable[[str], str]                # answer -> the assistant's reply as the model was trained to end it
+  reply_prefix: str                           # what the reply starts with after the prompt (no end of turn)
   image_placeholder: str
   preprocessings: tuple[str, ...]             # named modes; the first is the default
 
@@ -77,7 +80,7 @@ class Family:
 
 def _grid_list(name: str) -> tuple[tuple[int, int], ...] | None:
   try:
-    grids = tuple(tuple(int(x) for x in item.lower().split("x")) for item in name.split(","))
+    grids = tuple(tuple(int(x) for x in item.lower().split("x")) for item in re.split("[,;]", name))
   except ValueError:
     return None
   if not grids or any(len(g) != 2 or min(g) < 1 for g in grids):
@@ -87,10 +90,10 @@ def _grid_list(name: str) -> tuple[tuple[int, int], ...] | None:
 
 FAMILIES = {
     "llava": Family("llava", Llava, llava_config.LlavaConfig, llava_config.from_hf_config, hf_llava.load_hf_llava, hf_llava.abstract_params,
-                    vicuna_v1_prompt, vicuna_v1_answer, IMAGE_PLACEHOLDER, image_preprocessing.MODES),
+                    vicuna_v1_prompt, vicuna_v1_answer, " ", IMAGE_PLACEHOLDER, image_preprocessing.MODES),
     "qwen2_5_vl": Family("qwen2_5_vl", Qwen2_5_VL, qwen2_5_vl_config.Qwen2_5_VLConfig,
                          qwen2_5_vl_config.from_hf_config, hf_qwen2_5_vl.load_hf_qwen2_5_vl,
-                         hf_qwen2_5_vl.abstract_params, qwen_chat_prompt, lambda a: f"{a}<|im_end|>",
+                         hf_qwen2_5_vl.abstract_params, qwen_chat_prompt, qwen_chat_answer, "",
                          QWEN_IMAGE_PLACEHOLDER, ("buckets", "native")),
 }
 

@@ -74,11 +74,13 @@ class Tokenizer:
     return whole[len(self.encode_prompt(prompt, num_image_tokens)):]
 
 
-def byte_level_tokenizer(image_token_id: int, bos_id: int = 1, eos_id: int = 2, pad_id: int = 0) -> Tokenizer:
+def byte_level_tokenizer(image_token_id: int, bos_id: int = 1, eos_id: int = 2, pad_id: int = 0,
+                         image_placeholder: str = IMAGE_PLACEHOLDER) -> Tokenizer:
   """A tokenizer over UTF-8 bytes (any text, no file), for the random models of the embedded
-  defaults: specials at the model's ids, the 256 bytes on the ids left between 0 and 259+."""
+  defaults and the benches: specials at the model's ids, the 256 bytes on the ids left between 0
+  and 259+."""
   from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
-  specials = {"<pad>": pad_id, "<s>": bos_id, "</s>": eos_id, IMAGE_PLACEHOLDER: image_token_id}
+  specials = {"<pad>": pad_id, "<s>": bos_id, "</s>": eos_id, image_placeholder: image_token_id}
   free = (i for i in range(1 << 20) if i not in specials.values())
   # alphabet() comes in hash order, which changes between processes: sort it for stable ids.
   vocab = {ch: next(free) for ch in sorted(pre_tokenizers.ByteLevel.alphabet())}
@@ -88,4 +90,4 @@ def byte_level_tokenizer(image_token_id: int, bos_id: int = 1, eos_id: int = 2, 
   tok.decoder = decoders.ByteLevel()
   tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
   tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos_id)])
-  return Tokenizer(backend=tok)
+  return Tokenizer(backend=tok, image_placeholder=image_placeholder)

@@ -44,20 +44,14 @@ def build_checkpoint(path: pathlib.Path, *, text_layers: int = 3, kv_heads: int 
                      tied: bool = False, seed: int = 0, max_shard_size: str | None = "300KB"):
   """Saves a tiny random Qwen2_5_VLForConditionalGeneration + tokenizer.json under `path`; returns it."""
   import torch
-  from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+  from transformers import Qwen2_5_VLForConditionalGeneration
+  from bench.common import qwen_hf_config
   tok = build_tokenizer()
   ids = {t: tok.token_to_id(t) for t in SPECIALS}
-  cfg = Qwen2_5_VLConfig(
-      text_config=dict(vocab_size=160, hidden_size=64, intermediate_size=96, num_hidden_layers=text_layers,
-                       num_attention_heads=4, num_key_value_heads=kv_heads, rms_norm_eps=1e-6,
-                       rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
-                       max_position_embeddings=4096, bos_token_id=ids["<|endoftext|>"],
-                       eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]),
-      vision_config=dict(depth=vision_depth, hidden_size=32, intermediate_size=48, num_heads=2, out_hidden_size=64,
-                         fullatt_block_indexes=[1, vision_depth - 1], window_size=112),
-      image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-      vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-      tie_word_embeddings=tied)
+  cfg = qwen_hf_config(vocab=160, text_layers=text_layers, kv_heads=kv_heads, vision_depth=vision_depth, tied=tied,
+                       token_ids=dict(bos=ids["<|endoftext|>"], eos=ids["<|im_end|>"], pad=ids["<|endoftext|>"],
+                                      image=ids["<|image_pad|>"], video=ids["<|video_pad|>"],
+                                      vision_start=ids["<|vision_start|>"], vision_end=ids["<|vision_end|>"]))
   assert tok.get_vocab_size() <= 160
   torch.manual_seed(seed)
   model = Qwen2_5_VLForConditionalGeneration(cfg).eval()

@@ -278,3 +278,29 @@ def test_blink_on_qwen_reduces_to_vanilla_and_interp_and_batches_exactly(qwen_ck
   odd = Pipeline.from_hf(qwen_ckpt, preprocessing="6x9", buckets=(128, 256)).with_blink(blink)
   with pytest.raises(ValueError, match=r"region_size=4 must divide both sides of the 6x9 visual grid"):
     odd.generate_tokens(odd.prepare(images[:1], questions[:1]), 2, mode="interp")
+
+
+def test_lmms_eval_adapter_on_qwen_groups_by_bucket_and_equals_the_pipeline(qwen_ckpt):
+  from lmms_eval.api.instance import Instance
+  from lmms_eval.models import get_model
+  from PIL import Image
+  photos = hf_fixtures.sample_photos()
+  docs = [{"image": Image.fromarray(photos[k]), "question": q} for k, q in
+          [("chelsea", "what is in this image ?"), ("astronaut", "describe it"), ("coffee", "how many cat are there ?")]]
+  m = get_model("blink_jax").create_from_arg_string(f"checkpoint={qwen_ckpt},mode=vanilla,preprocessing=8x12;8x8",
+                                                    {"batch_size": 8})
+  m.task_dict = {"toy": {"test": docs}}
+  pipe = m.pipe
+  assert len({pipe.grid_of(d["image"]) for d in docs}) == 2   # 3:2 and 1:1: two buckets, two batches
+  reqs = [Instance("generate_until", (d["question"], {"max_new_tokens": 3, "until": []}, lambda doc: [doc["image"]],
+                                      i, "toy", "test"), idx=0, metadata={"task": "toy", "doc_id": i, "repeats": 1})
+          for i, d in enumerate(docs)]
+  out = m.generate_until(reqs)
+  alone = [pipe.prepare([d["image"]] * 8, [d["question"]] * 8) for d in docs]
+  for batch, text in zip(alone, out):
+    assert text == pipe.generate(batch, 3)[0]
+  reqs = [Instance("loglikelihood", (d["question"], "a cat", lambda doc: [doc["image"]], i, "toy", "test"), idx=0,
+                   metadata={"task": "toy", "doc_id": i, "repeats": 1}) for i, d in enumerate(docs)]
+  scores = m.loglikelihood(reqs)
+  for batch, (logprob, _) in zip(alone, scores):
+    np.testing.assert_allclose(logprob, pipe.loglikelihood(batch, ["a cat"] * 8).logprob[0], rtol=1e-5, atol=1e-5)

@@ -18,6 +18,7 @@ def vicuna_v1_answer(answer: str) -> str:
 
 
 QWEN_SYSTEM = "You are a helpful assistant."
+QWEN_END_OF_TURN = "<|im_end|>"
 QWEN_IMAGE_PLACEHOLDER = "<|image_pad|>"
 
 
@@ -28,3 +29,9 @@ def qwen_chat_prompt(question: str, system: str = QWEN_SYSTEM, with_image: bool 
   image = f"<|vision_start|>{QWEN_IMAGE_PLACEHOLDER}<|vision_end|>" if with_image else ""
   return (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{image}{question}<|im_end|>\n"
           "<|im_start|>assistant\n")
+
+
+def qwen_chat_answer(answer: str) -> str:
+  """The assistant turn that follows qwen_chat_prompt: `"{answer}<|im_end|>"` (the template opens the
+  turn with "assistant\n", so no space before the answer)."""
+  return f"{answer}{QWEN_END_OF_TURN}"

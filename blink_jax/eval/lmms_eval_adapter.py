@@ -7,13 +7,16 @@ group `lmms_eval.models` (pyproject.toml); needs `pip install -r requirements-lm
 
 - `mode`: vanilla | interp | tokensr. `blink`: `;`-separated `field:value` overrides of the Blink
   settings (the spec's carried to the checkpoint, or the TokenSR export's when `token_sr` is given).
-- Prompts: the task's context as the user turn of LLaVA-1.5's vicuna_v1 template, `<image>` first
-  unless the context places it. One image per request (LLaVA-1.5); greedy decoding only.
-- `generate_until`: batched through the pipeline (`batch_size`, rounded up to what the mesh splits),
+- The checkpoint's family (LLaVA-1.5 or Qwen2.5-VL, from its config.json) sets the prompt: the
+  task's context as the user turn of LLaVA-1.5's vicuna_v1 template, `<image>` first unless the
+  context places it; or of Qwen2.5-VL's chat template, the image first (a `<image>` in the context
+  is dropped). One image per request; greedy decoding only.
+- `generate_until`: batched through the pipeline (`batch_size`, rounded up to what the mesh splits;
+  requests grouped by the image shape their images are resized to, Qwen2.5-VL's grid buckets),
   stopped at `max_new_tokens` and cut at the first `until` string.
-- `loglikelihood`: the continuation scored as the assistant's reply after `ASSISTANT:` (a space
-  between them, as the template writes it, no end-of-turn token), against the mode's own prefill:
-  (summed log-probability, whether greedy).
+- `loglikelihood`: the continuation scored as the assistant's reply (LLaVA: after `ASSISTANT:` and a
+  space, as the template writes it; Qwen2.5-VL: right after `assistant\n`; no end-of-turn token),
+  against the mode's own prefill: (summed log-probability, whether greedy).
 - One host: all its devices, params sharded over them (mesh fsdp=-1). For a pod, use eval.py.
 """
 
@@ -39,14 +42,12 @@ def manifest():
   return ModelManifest(model_id="blink_jax", simple_class_path=f"{__name__}.BlinkJax")
 
 
-def _prompt(context: str) -> str:
-  return vicuna_v1_prompt(context, with_image=False) if IMAGE_PLACEHOLDER in context else vicuna_v1_prompt(context)
 
 
 class BlinkJax(lmms):
 
   def __init__(self, checkpoint: str, mode: str = "vanilla", dtype: str = "float32", token_sr: str = "",
-               blink: str = "", batch_size: int | str = 1, max_new_tokens: int = 128, preprocessing: str = "pad",
+               blink: str = "", batch_size: int | str = 1, max_new_tokens: int = 128, preprocessing: str = "auto",
                attention: str = "auto", **unused: Any):
     super().__init__()
     if mode not in MODES:
@@ -73,12 +74,23 @@ class BlinkJax(lmms):
                        f"{len(visuals)} visuals of types {sorted({type(v).__name__ for v in visuals})}")
     return visuals[0].convert("RGB")
 
+  def _prompt(self, context: str) -> str:
+    if self.pipe.family.name == "llava":
+      return vicuna_v1_prompt(context, with_image=IMAGE_PLACEHOLDER not in context)
+    return self.pipe.family.prompt(context.replace(IMAGE_PLACEHOLDER, "").strip())
+
   def _batches(self, requests: list[Instance]):
-    """(indices, images, prompts) per batch, the last one padded by repeating its last request."""
-    for start in range(0, len(requests), self.batch_size):
-      idx = list(range(start, min(start + self.batch_size, len(requests))))
-      idx += [idx[-1]] * (self.batch_size - len(idx))
-      yield idx, [self._doc_image(requests[i]) for i in idx], [_prompt(requests[i].args[0]) for i in idx]
+    """(indices, images, prompts) per batch of one image shape, the last of each shape padded by
+    repeating its last request."""
+    images = [self._doc_image(r) for r in requests]
+    shapes: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(images):
+      shapes.setdefault(self.pipe.grid_of(image), []).append(i)
+    for members in shapes.values():
+      for start in range(0, len(members), self.batch_size):
+        idx = members[start:start + self.batch_size]
+        idx += [idx[-1]] * (self.batch_size - len(idx))
+        yield idx, [images[i] for i in idx], [self._prompt(requests[i].args[0]) for i in idx]
 
   def generate_until(self, requests: list[Instance]) -> list[str]:
     out: list[str | None] = [None] * len(requests)
@@ -96,7 +108,7 @@ class BlinkJax(lmms):
       group = [requests[i] for i in members]
       for idx, images, prompts in self._batches(group):
         texts = self.pipe.generate(self.pipe.prepare(images, prompts=prompts), new_tokens, mode=self.mode)
-        for i, text in zip(idx, texts):
+        for i, text in zip(idx, texts):   # idx indexes `group`
           for stop in until:
             text = text.split(stop, 1)[0] if stop else text
           out[members[i]] = text
@@ -109,7 +121,7 @@ class BlinkJax(lmms):
       for i in idx:
         _, target, _, doc_id, task, split = requests[i].args
         text = target if isinstance(target, str) else target(self.task_dict[task][split][doc_id])
-        replies.append(" " + str(text).lstrip())
+        replies.append(self.pipe.family.reply_prefix + str(text).lstrip())
       scores = self.pipe.loglikelihood(self.pipe.prepare(images, prompts=prompts), replies, mode=self.mode)
       for k, i in enumerate(idx):
         out[i] = (float(scores.logprob[k]), bool(scores.greedy[k]))
