@@ -17,7 +17,9 @@ import re
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from PIL import Image
 
+from blink_jax.blink.visualize import model_view
 from blink_jax.convert import hf_llava, hf_qwen2_5_vl
 from blink_jax.data import image_preprocessing, qwen_preprocessing
 from blink_jax.data.prompt import (IMAGE_PLACEHOLDER, QWEN_IMAGE_PLACEHOLDER, qwen_chat_answer, qwen_chat_prompt,
@@ -66,6 +68,14 @@ class Family:
       return cfg.vision.image_size, cfg.vision.image_size
     rows, cols = qwen_preprocessing.image_grid(height, width, self._grids(self.preprocessing(preprocessing)))
     return rows * cfg.vision.unit, cols * cfg.vision.unit
+
+  def view(self, image, cfg, preprocessing: str) -> Image.Image:
+    """The image as the vision encoder sees it (resized, padded or cropped), un-normalised."""
+    if self.name == "llava":
+      return model_view(image, cfg.vision.image_size, self.preprocessing(preprocessing))
+    img = image_preprocessing.load_image(image)
+    h, w = self.resized_shape(img.height, img.width, cfg, preprocessing)
+    return img.resize((w, h), Image.Resampling.BICUBIC)
 
   def fixed_grid(self, cfg) -> tuple[int, int] | None:
     """The visual grid every image gets (LLaVA's), or None when it follows the image (Qwen2.5-VL)."""

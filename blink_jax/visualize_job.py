@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 from blink_jax.blink.config import parse_overrides
-from blink_jax.blink.visualize import model_view, render
+from blink_jax.blink.visualize import render
 from blink_jax.data.image_preprocessing import load_image
 from blink_jax.pipeline import Pipeline
 
@@ -27,7 +27,7 @@ def run(*, checkpoint: str, image: str, question: str, out: str, token_sr: str |
   trace_mode = "tokensr" if "tokensr" in modes else "interp"
   trace = pipe.blink_forward(batch, mode=trace_mode, trace=True).trace
   one = {k: np.asarray(jax.device_get(v))[0] for k, v in trace._asdict().items()}
-  picture = render(model_view(img, 336, pipe.preprocessing), one, answers, question=question,
+  picture = render(pipe.family.view(img, pipe.cfg, pipe.preprocessing), one, answers, question=question,
                    first_scan_layer=blink.first_scan_layer, region_size=blink.region_size)
   picture.save(out)
   print(f"wrote {out}")

@@ -304,3 +304,17 @@ def test_lmms_eval_adapter_on_qwen_groups_by_bucket_and_equals_the_pipeline(qwen
   scores = m.loglikelihood(reqs)
   for batch, (logprob, _) in zip(alone, scores):
     np.testing.assert_allclose(logprob, pipe.loglikelihood(batch, ["a cat"] * 8).logprob[0], rtol=1e-5, atol=1e-5)
+
+
+def test_visualize_on_qwen_draws_the_bucket_grid(qwen_ckpt, tmp_path):
+  from PIL import Image
+  from blink_jax.visualize_job import run
+  photo = tmp_path / "rocket.png"
+  Image.fromarray(hf_fixtures.sample_photos()["rocket"]).save(photo)   # 427 x 640: the 24 x 36 bucket
+  out = tmp_path / "blink.png"
+  answers = run(checkpoint=str(qwen_ckpt), image=str(photo), question="what is in this image ?", out=str(out),
+                token_sr=None, modes=["vanilla", "interp"], max_new_tokens=3, dtype="float32",
+                blink_overrides=["tau_exp=0.02", "tau_drop=0.0"])
+  assert set(answers) == {"vanilla", "interp"}
+  img = Image.open(out)
+  assert img.size[0] > 3 * 224 and np.asarray(img).std() > 10

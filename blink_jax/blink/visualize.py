@@ -39,16 +39,18 @@ def model_view(image: ImageLike, size: int, mode: str = "pad") -> Image.Image:
 
 def render(view: Image.Image, trace: Mapping[str, np.ndarray], answers: Mapping[str, str], *,
            question: str, first_scan_layer: int, region_size: int, panel: int = 224) -> Image.Image:
-  """One example's trace (arrays without the batch axis) -> a PNG-ready image."""
-  saliency = np.asarray(trace["saliency"])            # [n, g, g]
+  """One example's trace (arrays without the batch axis) -> a PNG-ready image. Panels are `panel`
+  pixels wide and as tall as the visual grid's aspect ratio makes them."""
+  saliency = np.asarray(trace["saliency"])            # [n, grid rows, grid columns]
   region, live = np.asarray(trace["region"]), np.asarray(trace["live"])
   expanded = np.asarray(trace["expanded"])
-  n, grid = saliency.shape[0], saliency.shape[1]
+  n, grid_rows, grid_cols = saliency.shape
+  panel_h = round(panel * grid_rows / grid_cols)
   cols = min(n, 4)
   rows = -(-n // cols)
   font = ImageFont.load_default()
   text_h = 18 * (len(answers) + 3)
-  canvas = Image.new("RGB", (panel * (cols + 1) + 10 * (cols + 2), text_h + (panel + 24) * rows + 10), "white")
+  canvas = Image.new("RGB", (panel * (cols + 1) + 10 * (cols + 2), text_h + (panel_h + 24) * rows + 10), "white")
   draw = ImageDraw.Draw(canvas)
   draw.text((10, 6), f"Q: {question}"[:160], fill="black", font=font)
   for i, (mode, answer) in enumerate(answers.items()):
@@ -64,25 +66,25 @@ def render(view: Image.Image, trace: Mapping[str, np.ndarray], answers: Mapping[
     x_legend += 70
   draw.text((x_legend, y_legend), "(thick: expanded at this layer; thin: kept from before)", fill="black",
             font=font)
-  base = view.resize((panel, panel))
+  base = view.resize((panel, panel_h))
   canvas.paste(base, (10, text_h))
-  draw.text((10, text_h + panel + 4), "input (model view)", fill="black", font=font)
-  cell = panel / grid
-  n_side = grid // region_size
+  draw.text((10, text_h + panel_h + 4), "input (model view)", fill="black", font=font)
+  cell_w, cell_h = panel / grid_cols, panel_h / grid_rows
+  per_row = grid_cols // region_size
 
   def box(d, origin, r, colour, width):
-    r0, c0 = (r // n_side) * region_size, (r % n_side) * region_size
-    x0, y0 = origin[0] + c0 * cell, origin[1] + r0 * cell
-    d.rectangle([x0, y0, x0 + region_size * cell - 1, y0 + region_size * cell - 1], outline=colour, width=width)
+    r0, c0 = (r // per_row) * region_size, (r % per_row) * region_size
+    x0, y0 = origin[0] + c0 * cell_w, origin[1] + r0 * cell_h
+    d.rectangle([x0, y0, x0 + region_size * cell_w - 1, y0 + region_size * cell_h - 1], outline=colour, width=width)
 
   for j in range(n):
     x = 10 + (panel + 10) * (1 + j % cols)
-    y = text_h + (panel + 24) * (j // cols)
-    heat = Image.fromarray(_heat(saliency[j])).resize((panel, panel), Image.Resampling.NEAREST)
+    y = text_h + (panel_h + 24) * (j // cols)
+    heat = Image.fromarray(_heat(saliency[j])).resize((panel, panel_h), Image.Resampling.NEAREST)
     canvas.paste(Image.blend(base, heat, 0.55), (x, y))
     for k in range(region.shape[1]):
       if live[j, k]:
         box(draw, (x, y), int(region[j, k]), BLOCK_COLOURS[k % len(BLOCK_COLOURS)], 3 if expanded[j, k] else 1)
     rho = float(np.asarray(trace["rho"])[j])
-    draw.text((x, y + panel + 4), f"layer {first_scan_layer + j}  rho={rho:.3f}", fill="black", font=font)
+    draw.text((x, y + panel_h + 4), f"layer {first_scan_layer + j}  rho={rho:.3f}", fill="black", font=font)
   return canvas

@@ -19,6 +19,7 @@ from PIL import Image
 
 import gcs_fixtures
 import hf_fixtures
+import qwen_fixtures
 from blink_jax.blink.config import BlinkConfig
 from blink_jax.checkpoint import export_token_sr
 from blink_jax.data.sample_images import write_sample_images
@@ -37,7 +38,10 @@ SHRINK = {"train.py --config configs/tokensr_7b.py": [
               "--config.train.steps=2", "--config.train.batch_size=8", "--config.checkpoint.every=1",
               "--config.data.workers=0", "--config.distributed.enabled=False", "--config.blink.token_sr_channels=8"],
           # LLaVA-1.5-7B's programs compiled for a v5e-8 at a smaller batch, two of the three modes
-          "blink_jax.aot --config configs/eval_7b.py": ["--config.batch_size=8", "--config.modes=vanilla,interp"]}
+          "blink_jax.aot --config configs/eval_7b.py": ["--config.batch_size=8", "--config.modes=vanilla,interp"],
+          # Qwen2.5-VL on two benchmarks, its images in small grid buckets
+          "Qwen2.5-VL-7B-Instruct": ["--config.benchmarks=pope,vstar", "--config.model.preprocessing=8x8,8x12,12x8",
+                                     "--config.output_dir=runs/eval_qwen"]}
 UNSUBSTITUTED = ("$", "/ckpts/", "/data/", "/mnt/", "gs://")
 
 
@@ -80,6 +84,7 @@ def stand_ins(tmp_path_factory):
   export = root / "tokensr_7b_export"
   export_token_sr(export, init_token_sr(blink.num_scan_layers, 8, blink.region_size, 64, jax.random.key(0)),
                   blink, 64)
+  qwen_fixtures.build_checkpoint(root / "Qwen2.5-VL-7B-Instruct", seed=2)
   Image.fromarray(hf_fixtures.sample_photos()["chelsea"]).save(root / "cat.jpg")
   write_sample_images(root / "llava_train_images", 8)
   samples = sample_benchmarks.write_samples(root / "samples")
@@ -90,6 +95,7 @@ def stand_ins(tmp_path_factory):
 def _substitutes(s, bucket):
   return {
       "/mnt/ckpts/llava-1.5-7b-hf": str(s["ckpt"]), "/ckpts/llava-1.5-7b-hf": str(s["ckpt"]),
+      "/ckpts/Qwen2.5-VL-7B-Instruct": str(s["root"] / "Qwen2.5-VL-7B-Instruct"),
       "/ckpts/runs/tokensr_7b/export": str(s["export"]), "runs/tokensr_7b/export": str(s["export"]),
       "cat.jpg": str(s["root"] / "cat.jpg"),
       # orbax/TFDS reach GCS through tensorstore/gfile, which the emulator does not serve: local stand-ins
