@@ -135,12 +135,12 @@ def eval_records(config, partitioner: shd.Partitioner, topology: str, hbm: float
   from blink_jax.eval.runner import build_pipeline
   pipe = build_pipeline(config, partitioner, abstract=True).pipe
   cfg, b = pipe.cfg, config.batch_size
+  height, width = pipe.family.largest_image(cfg, pipe.preprocessing)   # Qwen2.5-VL: its largest bucket
+  pixels = np.zeros((b, height, width, cfg.vision.num_channels), np.float32)
   prompt = np.concatenate([backbone.prompt_prefix(config.model, cfg),
-                           np.full(cfg.num_image_tokens, cfg.image_token_id),
+                           np.full(pipe.family.image_tokens(cfg, pixels.shape), cfg.image_token_id),
                            np.full(config.aot.text_tokens, cfg.bos_token_id)]).astype(np.int32)
-  size = cfg.vision.image_size
-  prompts = pad_prompts([prompt] * b, np.zeros((b, size, size, cfg.vision.num_channels), np.float32),
-                        pipe.buckets, cfg.pad_token_id, cfg.image_token_id)
+  prompts = pad_prompts([prompt] * b, pixels, pipe.buckets, cfg.pad_token_id, cfg.image_token_id)
   kernel = _kernel(config, partitioner)
   records = []
   for mode in config_lists.names(config.modes, "modes"):

@@ -69,6 +69,17 @@ class Family:
     rows, cols = qwen_preprocessing.image_grid(height, width, self._grids(self.preprocessing(preprocessing)))
     return rows * cfg.vision.unit, cols * cfg.vision.unit
 
+  def largest_image(self, cfg, preprocessing: str) -> tuple[int, int]:
+    """(H, W) of the largest image `preprocess` gives (what the aot command sizes programs for)."""
+    if self.name == "llava":
+      return cfg.vision.image_size, cfg.vision.image_size
+    grids = self._grids(self.preprocessing(preprocessing))
+    if isinstance(grids, str):
+      raise ValueError("preprocessing 'native' has no largest image (one shape per image size); size the "
+                       "programs for grid buckets (preprocessing 'buckets' or a list)")
+    rows, cols = max(grids, key=lambda g: g[0] * g[1])
+    return rows * cfg.vision.unit, cols * cfg.vision.unit
+
   def view(self, image, cfg, preprocessing: str) -> Image.Image:
     """The image as the vision encoder sees it (resized, padded or cropped), un-normalised."""
     if self.name == "llava":

@@ -22,27 +22,14 @@ from blink_jax.data.prompt import QWEN_IMAGE_PLACEHOLDER, qwen_chat_prompt
 from blink_jax.data.qwen_preprocessing import (DEFAULT_GRID_BUCKETS, choose_bucket, preprocess_qwen_image,
                                                smart_resize)
 from blink_jax.generate import first_positions, greedy_generate, vanilla_prefill
+from blink_jax.models import presets
 from blink_jax.models.qwen2_5_vl import Qwen2_5_VL, mrope_positions
 from blink_jax.models.qwen2_5_vl_config import from_hf_config
 from blink_jax.pipeline import Pipeline
 from blink_jax.tokenizer import Tokenizer
 
 # The hub's Qwen/Qwen2.5-VL-7B-Instruct config.json (flat: text fields at the top level, rope_scaling).
-HUB_7B_CONFIG = {
-    "architectures": ["Qwen2_5_VLForConditionalGeneration"], "attention_dropout": 0.0, "bos_token_id": 151643,
-    "eos_token_id": 151645, "vision_start_token_id": 151652, "vision_end_token_id": 151653,
-    "vision_token_id": 151654, "image_token_id": 151655, "video_token_id": 151656, "hidden_act": "silu",
-    "hidden_size": 3584, "initializer_range": 0.02, "intermediate_size": 18944, "max_position_embeddings": 128000,
-    "max_window_layers": 28, "model_type": "qwen2_5_vl", "num_attention_heads": 28, "num_hidden_layers": 28,
-    "num_key_value_heads": 4, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "sliding_window": 32768,
-    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.41.2", "use_cache": True,
-    "use_sliding_window": False,
-    "vision_config": {"depth": 32, "hidden_act": "silu", "hidden_size": 1280, "intermediate_size": 3420,
-                      "num_heads": 16, "in_chans": 3, "out_hidden_size": 3584, "patch_size": 14,
-                      "spatial_merge_size": 2, "spatial_patch_size": 14, "window_size": 112,
-                      "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2, "temporal_patch_size": 2},
-    "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}, "vocab_size": 152064,
-}
+HUB_7B_CONFIG = presets.HF_CONFIGS["qwen2.5-vl-7b"]
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import jax
-import numpy as np
 from etils import epath
 
 from blink_jax import sharding as shd
@@ -18,6 +16,7 @@ from blink_jax.convert import strict_loading
 from blink_jax.convert.safetensors_reader import SafetensorsCheckpoint
 from blink_jax.convert.strict_loading import (Source, conv2d, dense, heads_bias, heads_in, heads_out, identity,
                                               layer_norm, llama_sources, per_layer)
+from blink_jax.models import vision_language
 from blink_jax.models.llava import Llava
 from blink_jax.models.llava_config import LlavaConfig, read_hf_config
 
@@ -74,13 +73,7 @@ def detect_prefixes(ckpt: SafetensorsCheckpoint) -> dict[str, str]:
 
 def abstract_params(cfg: LlavaConfig) -> Any:
   """Boxed (logically annotated) param shapes of the whole model, without allocating anything."""
-  model = Llava(cfg)
-  v = cfg.vision
-  ids = jax.ShapeDtypeStruct((1, 8), np.int32)
-  pixels = jax.ShapeDtypeStruct((1, v.image_size, v.image_size, v.num_channels), np.float32)
-  pos = jax.ShapeDtypeStruct((1, 8), np.int32)
-  valid = jax.ShapeDtypeStruct((1, 8), np.bool_)
-  return jax.eval_shape(model.init, jax.random.key(0), ids, pixels, pos, valid)["params"]
+  return vision_language.abstract_params(Llava(cfg))
 
 
 def load_hf_llava(ckpt_dir: str | epath.PathLike, *, partitioner: shd.Partitioner | None = None,

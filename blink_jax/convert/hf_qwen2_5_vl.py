@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import jax
-import numpy as np
 from etils import epath
 
 from blink_jax import sharding as shd
@@ -19,6 +17,7 @@ from blink_jax.convert import strict_loading
 from blink_jax.convert.safetensors_reader import SafetensorsCheckpoint
 from blink_jax.convert.strict_loading import Source, dense, heads_bias, heads_in, heads_out, identity, llama_sources, per_layer
 from blink_jax.models.llava_config import config_json
+from blink_jax.models import vision_language
 from blink_jax.models.qwen2_5_vl import Qwen2_5_VL
 from blink_jax.models.qwen2_5_vl_config import Qwen2_5_VLConfig, from_hf_config
 
@@ -67,11 +66,7 @@ def detect_prefixes(ckpt: SafetensorsCheckpoint) -> dict[str, str]:
 
 def abstract_params(cfg: Qwen2_5_VLConfig) -> Any:
   """Boxed (logically annotated) param shapes of the whole model, without allocating anything."""
-  side = cfg.vision.unit * 2
-  args = (jax.ShapeDtypeStruct((1, 8), np.int32),
-          jax.ShapeDtypeStruct((1, side, side, cfg.vision.num_channels), np.float32),
-          jax.ShapeDtypeStruct((1, 8, 3), np.int32), jax.ShapeDtypeStruct((1, 8), np.bool_))
-  return jax.eval_shape(Qwen2_5_VL(cfg).init, jax.random.key(0), *args)["params"]
+  return vision_language.abstract_params(Qwen2_5_VL(cfg))
 
 
 def read_hf_config(ckpt_dir: str | epath.PathLike, **runtime: Any) -> Qwen2_5_VLConfig:

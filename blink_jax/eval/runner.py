@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from blink_jax import backbone
 from blink_jax import config_lists
+from blink_jax import families
 from blink_jax import sharding as shd
 from blink_jax.blink.config import from_mapping
 from blink_jax.checkpoint import load_token_sr, params_sha256, token_sr_settings
@@ -79,8 +80,10 @@ def build_pipeline(config: ml_collections.ConfigDict, partitioner: shd.Partition
                                  attention=config.model.attention)
   else:
     cfg, params = backbone.build(config.model, partitioner, config.seed, abstract=abstract)
-    tokenizer = Tokenizer(ckpt) if ckpt else byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id,
-                                                                  cfg.eos_token_id, cfg.pad_token_id)
+    placeholder = families.of_config(cfg).image_placeholder
+    tokenizer = (Tokenizer(ckpt, image_placeholder=placeholder) if ckpt else
+                 byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id,
+                                      image_placeholder=placeholder))
     pipe = Pipeline(cfg, params, tokenizer, partitioner, config.model.preprocessing, buckets)
   token_sr, blink = None, from_mapping(config.blink.to_dict())
   path, source = _token_sr_path(config)
@@ -98,6 +101,8 @@ def build_pipeline(config: ml_collections.ConfigDict, partitioner: shd.Partition
       logging.warning("config.blink %s replaced by the TokenSR export's %s",
                       {k: getattr(blink, k) for k in STRUCTURAL_FIELDS}, structural)
     blink = dataclasses.replace(blink, **structural)
+  if set(config_lists.names(config.modes, "modes")) <= {"vanilla"}:
+    return Evaluated(pipe, source, digest)   # Blink's settings play no part (nor are they checked)
   return Evaluated(pipe.with_blink(blink, token_sr), source, digest)
 
 

@@ -44,6 +44,12 @@ class Llava(VisionLanguageModel):
     """pixels [B, H, W, 3] -> visual tokens in the LLM width [B, N, D]."""
     return self.multi_modal_projector(self.vision_tower(pixels))
 
+  def init_args(self):
+    """Small inputs of the right kinds to initialise (or eval_shape) the params with."""
+    v = self.cfg.vision
+    return (jnp.zeros((1, 8), jnp.int32), jnp.zeros((1, v.image_size, v.image_size, v.num_channels)),
+            jnp.zeros((1, 8), jnp.int32), jnp.ones((1, 8), bool))
+
   def visual_grid(self, pixels_shape):
     return self.cfg.vision.grid, self.cfg.vision.grid
 

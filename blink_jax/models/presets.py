@@ -1,12 +1,14 @@
 """Named model shapes, selectable without a checkpoint (`config.model.preset`): the embedded default's
-tiny model, bench's medium one, and LLaVA-1.5-7B / -13B as their published `config.json` has them
-(llava-hf/llava-1.5-{7b,13b}-hf), for random-weight runs and ahead-of-time sizing (blink_jax/aot.py)."""
+tiny model, bench's medium one, LLaVA-1.5-7B / -13B and Qwen2.5-VL-3B / -7B as their published
+`config.json` has them (llava-hf/llava-1.5-{7b,13b}-hf, Qwen/Qwen2.5-VL-{3B,7B}-Instruct), for
+random-weight runs and ahead-of-time sizing (blink_jax/aot.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from blink_jax.models.llava_config import LlavaConfig, from_hf_config, from_preset
+from blink_jax.models import qwen2_5_vl_config
+from blink_jax.models.llava_config import from_hf_config, from_preset
 
 # A LLaVA-shaped model small enough for a laptop CPU: 112 px images (8x8 visual grid), 6 layers.
 TINY = {
@@ -40,21 +42,46 @@ def _llava_hf(text: dict) -> dict:
           "vision_config": dict(_CLIP_L_336)}
 
 
+def _qwen2_5_vl_hf(hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, vocab: int,
+                   tied: bool) -> dict:
+  """The hub's flat Qwen2.5-VL config.json (text fields at the top level, rope_scaling)."""
+  return {
+      "architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl", "attention_dropout": 0.0,
+      "bos_token_id": 151643, "eos_token_id": 151645, "vision_start_token_id": 151652, "vision_end_token_id": 151653,
+      "vision_token_id": 151654, "image_token_id": 151655, "video_token_id": 151656, "hidden_act": "silu",
+      "hidden_size": hidden, "initializer_range": 0.02, "intermediate_size": intermediate,
+      "max_position_embeddings": 128000, "max_window_layers": layers, "num_attention_heads": heads,
+      "num_hidden_layers": layers, "num_key_value_heads": kv_heads, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+      "sliding_window": 32768, "tie_word_embeddings": tied, "torch_dtype": "bfloat16", "use_cache": True,
+      "use_sliding_window": False, "vocab_size": vocab,
+      "vision_config": {"depth": 32, "hidden_act": "silu", "hidden_size": 1280, "intermediate_size": 3420,
+                        "num_heads": 16, "in_chans": 3, "out_hidden_size": hidden, "patch_size": 14,
+                        "spatial_merge_size": 2, "spatial_patch_size": 14, "window_size": 112,
+                        "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2, "temporal_patch_size": 2},
+      "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+  }
+
+
 # config.json of the published checkpoints (fields transformers fills by default written out).
 HF_CONFIGS = {
     "llava-1.5-7b": _llava_hf({"hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32,
                                "num_hidden_layers": 32, "num_key_value_heads": 32}),
     "llava-1.5-13b": _llava_hf({"hidden_size": 5120, "intermediate_size": 13824, "num_attention_heads": 40,
                                 "num_hidden_layers": 40, "num_key_value_heads": 40}),
+    "qwen2.5-vl-3b": _qwen2_5_vl_hf(2048, 11008, 36, 16, 2, 151936, tied=True),
+    "qwen2.5-vl-7b": _qwen2_5_vl_hf(3584, 18944, 28, 28, 4, 152064, tied=False),
 }
 NATIVE = {"tiny": TINY, "medium": MEDIUM}
 NAMES = tuple(NATIVE) + tuple(HF_CONFIGS)
 
 
-def get(name: str, **runtime: Any) -> LlavaConfig:
-  """The preset's LlavaConfig; `runtime` sets dtype, param_dtype, remat, attention."""
+def get(name: str, **runtime: Any):
+  """The preset's model config (LlavaConfig or Qwen2_5_VLConfig); `runtime` sets dtype, param_dtype,
+  remat, attention."""
   if name in NATIVE:
     return from_preset(NATIVE[name], **runtime)
   if name in HF_CONFIGS:
-    return from_hf_config(HF_CONFIGS[name], where=f"preset {name}", **runtime)
+    hf = HF_CONFIGS[name]
+    read = qwen2_5_vl_config.from_hf_config if hf["model_type"] == "qwen2_5_vl" else from_hf_config
+    return read(hf, where=f"preset {name}", **runtime)
   raise ValueError(f"model.preset={name!r}; expected one of {NAMES}")

@@ -54,6 +54,12 @@ class Qwen2_5_VL(VisionLanguageModel):
     """pixels [B, H, W, 3] -> merged visual tokens [B, H W / 784, D] in raster order."""
     return self.visual(pixels)
 
+  def init_args(self):
+    """Small inputs of the right kinds to initialise (or eval_shape) the params with."""
+    side = 2 * self.cfg.vision.unit
+    return (jnp.zeros((1, 8), jnp.int32), jnp.zeros((1, side, side, self.cfg.vision.num_channels)),
+            jnp.zeros((1, 8, 3), jnp.int32), jnp.ones((1, 8), bool))
+
   def visual_grid(self, pixels_shape):
     return merged_grid(self.cfg, pixels_shape)
 

@@ -27,6 +27,11 @@ def text_layer_params(params: Any, i: Any) -> Any:
   return layer_at(params["language_model"]["layers"]["layers"], i)
 
 
+def abstract_params(model: "VisionLanguageModel") -> Any:
+  """Boxed (logically annotated) param shapes of a whole model, without allocating anything."""
+  return jax.eval_shape(model.init, jax.random.key(0), *model.init_args())["params"]
+
+
 def merge_image_features(embeds: jax.Array, ids: jax.Array, image_features: jax.Array,
                          image_token_id: int) -> jax.Array:
   """Writes image_features [B, N, D] into embeds [B, T, D] at the N positions where ids == image token.
@@ -43,8 +48,9 @@ class VisionLanguageModel(nn.Module):
   """The shared passes. A subclass has a `cfg` (image_token_id, text: TextConfig) and defines, in
   setup, `language_model` (a Llama); `encode_images(pixels)` -> visual tokens [B, N, D] in the
   decoder's width; `prompt_positions(ids, pixels)` -> RoPE positions [B, T] (or [B, T, 3] with
-  multimodal RoPE) of a prompt's tokens; and `visual_grid(pixels_shape)` -> (rows, columns) of the
-  visual tokens an image of that shape gives (a plain method: no params)."""
+  multimodal RoPE) of a prompt's tokens; and, plain methods (no params), `visual_grid(pixels_shape)`
+  -> (rows, columns) of the visual tokens an image of that shape gives and `init_args()` -> inputs
+  to initialise the params with (abstract_params)."""
 
   def embed(self, ids, pixels):
     """Token embeddings with the image's visual tokens in place of the image tokens."""

@@ -13,6 +13,7 @@ import ml_collections
 import optax
 
 from blink_jax import backbone
+from blink_jax import families
 from blink_jax import sharding as shd
 from blink_jax.blink.config import BlinkConfig, from_mapping
 from blink_jax.models.llava import Llava
@@ -102,6 +103,11 @@ def train_program(config: ml_collections.ConfigDict, partitioner: shd.Partitione
                   abstract: bool = False) -> TrainProgram:
   """The train step of `config` sharded by `partitioner`: the backbone loaded (or random from its preset), TokenSR
   and the optimizer initialised; with `abstract`, shapes only, nothing read but config.json."""
+  family = families.of_config(backbone.model_config(config.model))
+  if family.name != "llava":
+    raise ValueError(f"model {config.model.hf_checkpoint or config.model.preset}: a {family.name} model; TokenSR "
+                     f"training runs on LLaVA-1.5 only so far (eval.py, visualize.py and Pipeline run "
+                     f"{family.name}, Blink modes included)")
   cfg, backbone_params = backbone.build(config.model, partitioner, config.seed, abstract=abstract)
   blink = from_mapping(config.blink.to_dict()).validate(cfg.vision.grid, cfg.text.num_layers)
   if cfg.vision.grid % (2 * blink.region_size):

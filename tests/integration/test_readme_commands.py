@@ -41,7 +41,9 @@ SHRINK = {"train.py --config configs/tokensr_7b.py": [
           "blink_jax.aot --config configs/eval_7b.py": ["--config.batch_size=8", "--config.modes=vanilla,interp"],
           # Qwen2.5-VL on two benchmarks, its images in small grid buckets
           "Qwen2.5-VL-7B-Instruct": ["--config.benchmarks=pope,vstar", "--config.model.preprocessing=8x8,8x12,12x8",
-                                     "--config.output_dir=runs/eval_qwen"]}
+                                     "--config.batch_size=8", "--config.prompt_buckets=256,512",
+                                     "--config.blink.first_scan_layer=1", "--config.blink.last_scan_layer=2",
+                                     "--config.model.dtype=float32", "--config.model.param_dtype=float32"]}
 UNSUBSTITUTED = ("$", "/ckpts/", "/data/", "/mnt/", "gs://")
 
 
