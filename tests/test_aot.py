@@ -54,6 +54,21 @@ def test_blink_generation_compiles_for_v5e_and_fits(tmp_path):
              for r in records)
 
 
+def test_qwen_blink_generation_compiles_for_v5e_and_fits(tmp_path):
+  """Qwen2.5-VL's programs (window-attention ViT, multimodal RoPE, Blink over a non-square bucket) from a
+  small checkpoint's config.json: nothing else is read."""
+  import qwen_fixtures
+  ckpt = tmp_path / "qwen"
+  qwen_fixtures.build_checkpoint(ckpt)
+  proc, records = _aot(tmp_path, "configs/eval.py", "--config.modes=vanilla,interp", "--config.token_sr=",
+                       f"--config.model.hf_checkpoint={ckpt}", "--config.model.preprocessing=8x12",
+                       "--config.blink.first_scan_layer=1", "--config.blink.last_scan_layer=2")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert [r["program"].split(" ")[0] for r in records] == [
+      f"{program}_{mode}" for mode in ("vanilla", "interp") for program in ("prefill", "generate")]
+  assert all(r["fits"] and r["topology"] == "v5e:2x2" and r["attention"] == "splash" for r in records)
+
+
 def test_bad_topology_and_mesh_are_named(tmp_path):
   proc, _ = _aot(tmp_path, "configs/tokensr.py", "--topology=v5e:9x9")
   assert proc.returncode != 0 and "unknown TPU topology 'v5e:9x9'" in proc.stderr
