@@ -213,6 +213,7 @@ def test_pipeline_logits_generation_and_scores_equal_transformers(qwen_ckpt):
     pipe.prepare([photos["chelsea"], photos["astronaut"]], questions[:2])
 
 
+@pytest.mark.slow   # a whole job (the full tier)
 def test_eval_runs_the_benchmarks_on_qwen(qwen_ckpt, tmp_path):
   """eval.py's job on a Qwen2.5-VL checkpoint: generated and multiple-choice benchmarks whose images
   fall in several grid buckets, every question answered and scored, in vanilla and Blink-interp."""
@@ -293,6 +294,7 @@ def test_lmms_eval_adapter_on_qwen_groups_by_bucket_and_equals_the_pipeline(qwen
     np.testing.assert_allclose(logprob, pipe.loglikelihood(batch, ["a cat"] * 8).logprob[0], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow   # a whole job (the full tier)
 def test_visualize_on_qwen_draws_the_bucket_grid(qwen_ckpt, tmp_path):
   from PIL import Image
   from blink_jax.visualize_job import run
