@@ -170,7 +170,7 @@ def test_blink_generation_batched_equals_alone(pipe, batch):
 
 
 def test_bad_blink_configs_name_the_field(pipe):
-  with pytest.raises(ValueError, match="region_size=4 must divide the 6x6"):
+  with pytest.raises(ValueError, match="region_size=4 must divide both sides of the 6x6"):
     pipe.with_blink(dataclasses.replace(BASE, region_size=4))
   with pytest.raises(ValueError, match="scan layers 1..9"):
     pipe.with_blink(dataclasses.replace(BASE, last_scan_layer=9))
