@@ -31,6 +31,7 @@ from blink_jax.models.qwen2_5_vl import Qwen2_5_VL
 
 @dataclasses.dataclass(frozen=True)
 class Family:
+  """What differs between base-model families; LlavaFamily and QwenFamily fill in the methods."""
   name: str                                   # config.json's model_type
   model: type                                 # the Flax module (a VisionLanguageModel)
   config: type                                # its config dataclass
@@ -47,32 +48,98 @@ class Family:
     """`name` checked for this family ("auto": its default)."""
     if name in ("auto", ""):
       return self.preprocessings[0]
-    if name in self.preprocessings or (self.name == "qwen2_5_vl" and _grid_list(name)):
+    if name in self.preprocessings:
       return name
-    raise ValueError(f"preprocessing mode {name!r} is not one of {self.name}'s: {self.preprocessings}"
-                     + (" or a grid-bucket list 'ROWSxCOLS,...'" if self.name == "qwen2_5_vl" else ""))
+    raise ValueError(f"preprocessing mode {name!r} is not one of {self.name}'s: {self.preprocessings}")
+
+  def training_preprocessing(self, name: str) -> str:
+    """The preprocessing TokenSR training uses for `name`: one that gives every image the same shape
+    (the train step is one compiled program)."""
+    return self.preprocessing(name)
+
+  def preprocess(self, image, cfg, preprocessing: str, **kw) -> np.ndarray:
+    """One image -> float32 [H, W, 3] pixels for this family's vision encoder (kw: load_image's)."""
+    raise NotImplementedError
+
+  def resized_shape(self, height: int, width: int, cfg, preprocessing: str) -> tuple[int, int]:
+    """(H, W) pixels `preprocess` gives an image of height x width."""
+    raise NotImplementedError
+
+  def largest_image(self, cfg, preprocessing: str) -> tuple[int, int]:
+    """(H, W) of the largest image `preprocess` gives (what the aot command and training size programs for)."""
+    raise NotImplementedError
+
+  def view(self, image, cfg, preprocessing: str) -> Image.Image:
+    """The image as the vision encoder sees it (resized, padded or cropped), un-normalised."""
+    img = image_preprocessing.load_image(image)
+    h, w = self.resized_shape(img.height, img.width, cfg, preprocessing)
+    return img.resize((w, h), Image.Resampling.BICUBIC)
+
+  def fixed_grid(self, cfg) -> tuple[int, int] | None:
+    """The visual grid every image gets (LLaVA's), or None when it follows the image (Qwen2.5-VL)."""
+    return None
+
+  def image_tokens(self, cfg, pixels_shape: Sequence[int]) -> int:
+    """How many visual tokens an image of pixels_shape [..., H, W, C] becomes."""
+    raise NotImplementedError
+
+
+class LlavaFamily(Family):
+  """LLaVA-1.5: one fixed image size (the CLIP tower's), padded to square or centre-cropped."""
+
+  def preprocess(self, image, cfg, preprocessing: str, **kw) -> np.ndarray:
+    return image_preprocessing.preprocess_image(image, cfg.vision.image_size, self.preprocessing(preprocessing), **kw)
+
+  def resized_shape(self, height: int, width: int, cfg, preprocessing: str) -> tuple[int, int]:
+    return cfg.vision.image_size, cfg.vision.image_size
+
+  def largest_image(self, cfg, preprocessing: str) -> tuple[int, int]:
+    return cfg.vision.image_size, cfg.vision.image_size
+
+  def view(self, image, cfg, preprocessing: str) -> Image.Image:
+    return model_view(image, cfg.vision.image_size, self.preprocessing(preprocessing))
+
+  def fixed_grid(self, cfg) -> tuple[int, int] | None:
+    return cfg.vision.grid, cfg.vision.grid
+
+  def image_tokens(self, cfg, pixels_shape: Sequence[int]) -> int:
+    return cfg.num_image_tokens
+
+
+class QwenFamily(Family):
+  """Qwen2.5-VL: the image's own size resized to a grid bucket (or to transformers' size, "native")."""
+
+  def preprocessing(self, name: str) -> str:
+    if name not in ("auto", "") and name not in self.preprocessings and _grid_list(name):
+      return name
+    try:
+      return super().preprocessing(name)
+    except ValueError as e:
+      raise ValueError(f"{e} or a grid-bucket list 'ROWSxCOLS,...'") from None
+
+  def training_preprocessing(self, name: str) -> str:
+    """One grid bucket: the given one, or with "auto" the first default bucket (32x32)."""
+    if name in ("auto", ""):
+      rows, cols = qwen_preprocessing.DEFAULT_GRID_BUCKETS[0]
+      return f"{rows}x{cols}"
+    grids = self._grids(self.preprocessing(name))
+    if isinstance(grids, str) or len(grids) != 1:
+      raise ValueError(f"model.preprocessing={name!r}: TokenSR training runs one compiled step, so every image "
+                       "takes one grid bucket; name one, e.g. '32x32' (or 'auto': 32x32). The trained module "
+                       "works at every bucket (it acts on p x p regions of tokens)")
+    return name
 
   def _grids(self, mode: str):
     return {"buckets": qwen_preprocessing.DEFAULT_GRID_BUCKETS, "native": "native"}.get(mode) or _grid_list(mode)
 
   def preprocess(self, image, cfg, preprocessing: str, **kw) -> np.ndarray:
-    """One image -> float32 [H, W, 3] pixels for this family's vision encoder."""
-    mode = self.preprocessing(preprocessing)
-    if self.name == "llava":
-      return image_preprocessing.preprocess_image(image, cfg.vision.image_size, mode, **kw)
-    return qwen_preprocessing.preprocess_qwen_image(image, self._grids(mode), **kw)
+    return qwen_preprocessing.preprocess_qwen_image(image, self._grids(self.preprocessing(preprocessing)), **kw)
 
   def resized_shape(self, height: int, width: int, cfg, preprocessing: str) -> tuple[int, int]:
-    """(H, W) pixels `preprocess` gives an image of height x width."""
-    if self.name == "llava":
-      return cfg.vision.image_size, cfg.vision.image_size
     rows, cols = qwen_preprocessing.image_grid(height, width, self._grids(self.preprocessing(preprocessing)))
     return rows * cfg.vision.unit, cols * cfg.vision.unit
 
   def largest_image(self, cfg, preprocessing: str) -> tuple[int, int]:
-    """(H, W) of the largest image `preprocess` gives (what the aot command sizes programs for)."""
-    if self.name == "llava":
-      return cfg.vision.image_size, cfg.vision.image_size
     grids = self._grids(self.preprocessing(preprocessing))
     if isinstance(grids, str):
       raise ValueError("preprocessing 'native' has no largest image (one shape per image size); size the "
@@ -80,22 +147,7 @@ class Family:
     rows, cols = max(grids, key=lambda g: g[0] * g[1])
     return rows * cfg.vision.unit, cols * cfg.vision.unit
 
-  def view(self, image, cfg, preprocessing: str) -> Image.Image:
-    """The image as the vision encoder sees it (resized, padded or cropped), un-normalised."""
-    if self.name == "llava":
-      return model_view(image, cfg.vision.image_size, self.preprocessing(preprocessing))
-    img = image_preprocessing.load_image(image)
-    h, w = self.resized_shape(img.height, img.width, cfg, preprocessing)
-    return img.resize((w, h), Image.Resampling.BICUBIC)
-
-  def fixed_grid(self, cfg) -> tuple[int, int] | None:
-    """The visual grid every image gets (LLaVA's), or None when it follows the image (Qwen2.5-VL)."""
-    return (cfg.vision.grid, cfg.vision.grid) if self.name == "llava" else None
-
   def image_tokens(self, cfg, pixels_shape: Sequence[int]) -> int:
-    """How many visual tokens an image of pixels_shape [..., H, W, C] becomes."""
-    if self.name == "llava":
-      return cfg.num_image_tokens
     return (pixels_shape[-3] // cfg.vision.unit) * (pixels_shape[-2] // cfg.vision.unit)
 
 
@@ -110,12 +162,13 @@ def _grid_list(name: str) -> tuple[tuple[int, int], ...] | None:
 
 
 FAMILIES = {
-    "llava": Family("llava", Llava, llava_config.LlavaConfig, llava_config.from_hf_config, hf_llava.load_hf_llava, hf_llava.abstract_params,
-                    vicuna_v1_prompt, vicuna_v1_answer, " ", IMAGE_PLACEHOLDER, image_preprocessing.MODES),
-    "qwen2_5_vl": Family("qwen2_5_vl", Qwen2_5_VL, qwen2_5_vl_config.Qwen2_5_VLConfig,
-                         qwen2_5_vl_config.from_hf_config, hf_qwen2_5_vl.load_hf_qwen2_5_vl,
-                         hf_qwen2_5_vl.abstract_params, qwen_chat_prompt, qwen_chat_answer, "",
-                         QWEN_IMAGE_PLACEHOLDER, ("buckets", "native")),
+    "llava": LlavaFamily("llava", Llava, llava_config.LlavaConfig, llava_config.from_hf_config,
+                         hf_llava.load_hf_llava, hf_llava.abstract_params, vicuna_v1_prompt, vicuna_v1_answer,
+                         " ", IMAGE_PLACEHOLDER, image_preprocessing.MODES),
+    "qwen2_5_vl": QwenFamily("qwen2_5_vl", Qwen2_5_VL, qwen2_5_vl_config.Qwen2_5_VLConfig,
+                             qwen2_5_vl_config.from_hf_config, hf_qwen2_5_vl.load_hf_qwen2_5_vl,
+                             hf_qwen2_5_vl.abstract_params, qwen_chat_prompt, qwen_chat_answer, "",
+                             QWEN_IMAGE_PLACEHOLDER, ("buckets", "native")),
 }
 
 
