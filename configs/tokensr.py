@@ -17,14 +17,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.resume_despite_changes = False  # resume even if config/data differ from workdir/run.json (warns)
 
   c.model = ml_collections.ConfigDict()
-  c.model.hf_checkpoint = ""       # a llava-hf checkpoint directory; empty: random model from preset
-  c.model.preset = "tiny"          # models/presets.py: tiny | medium | llava-1.5-7b | llava-1.5-13b
+  c.model.hf_checkpoint = ""       # a llava-hf or Qwen2.5-VL checkpoint directory; empty: random model from preset
+  c.model.preset = "tiny"          # models/presets.py: tiny | medium | llava-1.5-7b | llava-1.5-13b | qwen2.5-vl-tiny | ...
   c.model.prefix_len = 8           # random model only: length of the stand-in system prompt
   c.model.dtype = "float32"
   c.model.param_dtype = "float32"
   c.model.remat = False
   c.model.attention = "auto"    # prompt-pass attention kernel: auto (blocked on CPU, splash on TPU, xla elsewhere) | xla | blocked | splash
-  c.model.preprocessing = "auto"   # the family's default (blink_jax/families.py): LLaVA pad | crop; Qwen buckets | native
+  c.model.preprocessing = "auto"   # blink_jax/families.py: LLaVA pad (auto) | crop; Qwen one grid bucket, e.g. 24x32 (auto: 32x32)
 
   c.blink = ml_collections.ConfigDict(dataclasses.asdict(BlinkConfig(
       first_scan_layer=2, last_scan_layer=4, region_size=2, token_sr_channels=32)))

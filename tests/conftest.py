@@ -44,6 +44,15 @@ def blink_ckpt(tmp_path_factory) -> pathlib.Path:
   return path
 
 
+@pytest.fixture(scope="session")
+def qwen_ckpt(tmp_path_factory) -> pathlib.Path:
+  """Tiny random Qwen2.5-VL (3 decoder layers, 4 vision blocks) with its tokenizer."""
+  import qwen_fixtures
+  path = tmp_path_factory.mktemp("qwen")
+  qwen_fixtures.build_checkpoint(path, seed=0)
+  return path
+
+
 @pytest.fixture()
 def gcs_emulator():
   """A fresh in-memory GCS for one test; yields its bucket URL, gs://bench."""

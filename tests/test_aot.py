@@ -1,5 +1,5 @@
 """Ahead-of-time compilation for TPU topologies (libtpu, no TPU): the tiny default train step and
-Blink's generation programs compile for v5e:2x2 and fit; the abstract programs are the jobs' own
+Blink's generation programs (LLaVA-1.5 and Qwen2.5-VL) compile for v5e:2x2 and fit; the abstract programs are the jobs' own
 (same shapes, dtypes and shardings as the materialised ones); bad topologies, meshes and a missing
 libtpu are named. libtpu is held by one process at a time, so it is only ever loaded in subprocesses."""
 
@@ -67,6 +67,16 @@ def test_qwen_blink_generation_compiles_for_v5e_and_fits(tmp_path):
   assert [r["program"].split(" ")[0] for r in records] == [
       f"{program}_{mode}" for mode in ("vanilla", "interp") for program in ("prefill", "generate")]
   assert all(r["fits"] and r["topology"] == "v5e:2x2" and r["attention"] == "splash" for r in records)
+
+
+def test_qwen_train_step_compiles_for_v5e_and_fits(tmp_path):
+  """The TokenSR train step on Qwen2.5-VL (the tiny preset, a non-square 8x12 bucket; the teacher's
+  crops re-encoded at 4x4 tokens) compiles for TPU like LLaVA's."""
+  proc, records = _aot(tmp_path, "configs/tokensr.py", "--config.model.preset=qwen2.5-vl-tiny",
+                       "--config.model.preprocessing=8x12")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  (step,) = records
+  assert step["program"] == "train_step" and step["fits"] and step["attention"] == "splash" and step["batch"] == 8
 
 
 def test_bad_topology_and_mesh_are_named(tmp_path):

@@ -8,7 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import train_fixtures
-from blink_jax import backbone
+import functools
+
+import pytest
+
+from blink_jax import backbone, families
 from blink_jax import sharding as shd
 from blink_jax.blink.config import from_mapping
 from blink_jax.data.train_pipeline import data_source, skipped_count, train_dataset
@@ -25,17 +29,20 @@ def _setup(config, devices):
   blink = from_mapping(config.blink.to_dict())
   tx = optimizer(config.train)
   state, frozen = init_train_state(cfg, blink, config.train, partitioner, config.seed, tx, params)
-  model = Llava(cfg)
+  model = families.of_config(cfg).model(cfg)
   prefix = jnp.asarray(backbone.prompt_prefix(config.model, cfg))
   step = jit_train_step(make_train_step(model, blink, config.train, tx, prefix, config.seed), state, frozen,
                         {"pixels": partitioner.batch(4)})
   return partitioner, cfg, blink, model, prefix, state, frozen, step
 
 
-def _fixed_batch(cfg, n, tmp_path):
+def _fixed_batch(cfg, n, tmp_path, preprocessing="auto"):
+  """n sample images as the training job preprocesses them for model config cfg."""
+  family = families.of_config(cfg)
   name, data_dir = train_fixtures.tiny_tfds(tmp_path, count=n)
+  preprocess = functools.partial(family.preprocess, cfg=cfg, preprocessing=family.training_preprocessing(preprocessing))
   it = iter(train_dataset(data_source(name, data_dir, "train"), global_batch=n, image_key="image",
-                          image_size=cfg.vision.image_size, preprocessing="pad", seed=0))
+                          preprocess=preprocess, seed=0))
   return next(it)["pixels"]
 
 
@@ -48,14 +55,17 @@ def test_default_job_runs_checkpoints_and_exports(tmp_path):
   assert json.loads((tmp_path / "run" / "summary_process0.json").read_text())["step"] == 6
 
 
-def test_loss_falls_on_a_fixed_batch_and_backbone_stays_frozen(tmp_path):
+@pytest.mark.parametrize("preset,preprocessing", [("tiny", "auto"), ("qwen2.5-vl-tiny", "8x12")])
+def test_loss_falls_on_a_fixed_batch_and_backbone_stays_frozen(tmp_path, preset, preprocessing):
   config = train_fixtures.tiny_config(tmp_path, **{"train.learning_rate": 3e-3, "train.warmup_steps": 2,
-                                                   "train.steps": 40})
+                                                   "train.steps": 40, "model.preset": preset,
+                                                   "model.preprocessing": preprocessing})
   partitioner, cfg, blink, model, prefix, state, frozen, step = _setup(config, jax.devices()[:1])
   assert all(k.startswith("token_sr/") for k in state.params)
   frozen_before = jax.tree.map(np.array, frozen)
-  pixels = jnp.asarray(_fixed_batch(cfg, 8, tmp_path))
-  n_regions = (cfg.vision.grid // blink.region_size) ** 2
+  pixels = jnp.asarray(_fixed_batch(cfg, 8, tmp_path, preprocessing))
+  rows, cols = model.visual_grid(pixels.shape)
+  n_regions = (rows // blink.region_size) * (cols // blink.region_size)
 
   @jax.jit
   def loss_over_every_region(trainable):
@@ -98,7 +108,7 @@ def test_teacher_equals_the_model_run_on_the_crop_outside_the_step(blink_ckpt, t
     y, x = (r // (g // p)) * p * patch, (r % (g // p)) * p * patch
     crop = np.asarray(jax.image.resize(pixels[i, y:y + p * patch, x:x + p * patch],
                                        pixels.shape[1:], "bicubic"))
-    np.testing.assert_allclose(crop, np.asarray(crop_region(pixels[i:i + 1], region[i:i + 1], g, p, patch))[0],
+    np.testing.assert_allclose(crop, np.asarray(crop_region(pixels[i:i + 1], region[i:i + 1], (g, g), p))[0],
                                atol=1e-6)
     ids = np.concatenate([prefix, np.full(g * g, cfg.image_token_id)])[None]
     with torch.no_grad():
@@ -110,11 +120,71 @@ def test_teacher_equals_the_model_run_on_the_crop_outside_the_step(blink_ckpt, t
       np.testing.assert_allclose(np.asarray(teacher[j, i]), ref, atol=2e-5, err_msg=f"layer {layer}")
 
 
+def test_qwen_job_trains_and_its_export_runs_blink_at_another_bucket(qwen_ckpt, tmp_path):
+  """The training job on a Qwen2.5-VL checkpoint (one 8x8 bucket) exports a TokenSR that Blink's tokensr
+  mode loads and runs at another bucket (8x12), where it changes the logits interp gives."""
+  from blink_jax.pipeline import Pipeline
+  import hf_fixtures
+  run = tmp_path / "run"
+  metrics = train(train_fixtures.tiny_config(run, **{
+      "model.hf_checkpoint": str(qwen_ckpt), "model.preprocessing": "8x8", "blink.first_scan_layer": 0,
+      "blink.last_scan_layer": 1, "blink.token_sr_channels": 8, "train.learning_rate": 3e-2}))
+  assert np.isfinite(metrics["loss"])
+  pipe = Pipeline.from_hf(qwen_ckpt, preprocessing="8x12", buckets=(192,)).with_blink_for_checkpoint(
+      str(run / "export"), overrides={"tau_exp": 0.0, "tau_drop": 0.0})
+  assert (pipe.blink.first_scan_layer, pipe.blink.last_scan_layer, pipe.blink.token_sr_channels) == (0, 1, 8)
+  batch = pipe.prepare([hf_fixtures.sample_photos()["chelsea"]], ["what is in this image ?"])
+  tokensr, interp = (pipe.blink_forward(batch, mode=m) for m in ("tokensr", "interp"))
+  assert int(tokensr.expansions[0]) > 0
+  assert np.abs(np.asarray(tokensr.logits) - np.asarray(interp.logits)).max() > 1e-4
+
+
+def test_qwen_teacher_is_transformers_on_the_crop_at_its_own_grid(qwen_ckpt, tmp_path):
+  """On Qwen2.5-VL (a non-square 8x12 grid) the student's input is transformers' layer states of the
+  full image at the region, and the teacher transformers' states of the region's crop re-encoded as a
+  2p x 2p-token image."""
+  import torch
+  from transformers import Qwen2_5_VLForConditionalGeneration
+  from bench.common import hf_patches
+  config = train_fixtures.tiny_config(tmp_path, **{
+      "model.hf_checkpoint": str(qwen_ckpt), "model.preprocessing": "8x12", "blink.first_scan_layer": 0,
+      "blink.last_scan_layer": 1, "blink.region_size": 2})   # (transformers' last hidden state is normed)
+  cfg, params = backbone.build(config.model, shd.Partitioner.single_device(), 0)
+  blink = from_mapping(config.blink.to_dict())
+  model = families.of_config(cfg).model(cfg)
+  prefix = backbone.prompt_prefix(config.model, cfg)
+  pixels = _fixed_batch(cfg, 2, tmp_path, "8x12")
+  assert pixels.shape[1:3] == (8 * 28, 12 * 28)
+  regions = [1, 17]       # (row 0, column 1) and (row 2, column 5) of the 4 x 6 regions
+  student, teacher = jax.jit(lambda p, x, r: distillation_targets(model, p, jnp.asarray(prefix), x, r, blink))(
+      params, pixels, jnp.asarray(regions))
+  assert student.shape[1:] == (2, 2, 2, cfg.text.hidden_size) and teacher.shape[1:] == (2, 4, 4, cfg.text.hidden_size)
+
+  hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(qwen_ckpt, dtype=torch.float32).eval()
+
+  def hf_visual_states(image, rows, cols):
+    ids = torch.from_numpy(np.concatenate([prefix, np.full(rows * cols, cfg.image_token_id)])[None]).long()
+    with torch.no_grad():
+      out = hf(input_ids=ids, attention_mask=torch.ones_like(ids), image_grid_thw=torch.tensor([[1, 2 * rows, 2 * cols]]),
+               pixel_values=torch.from_numpy(hf_patches(np.asarray(image))),
+               mm_token_type_ids=(ids == cfg.image_token_id).int(), output_hidden_states=True)
+    return [out.hidden_states[layer + 1][0, len(prefix):].numpy().reshape(rows, cols, -1)
+            for layer in range(blink.first_scan_layer, blink.last_scan_layer + 1)]
+
+  for i, r in enumerate(regions):
+    y, x = (r // 6) * 2, (r % 6) * 2
+    box = pixels[i, y * 28:(y + 2) * 28, x * 28:(x + 2) * 28]
+    crop = np.asarray(jax.image.resize(box, (4 * 28, 4 * 28, 3), "bicubic"))
+    for j, (full, crop_states) in enumerate(zip(hf_visual_states(pixels[i], 8, 12), hf_visual_states(crop, 4, 4))):
+      np.testing.assert_allclose(np.asarray(student[j, i]), full[y:y + 2, x:x + 2], atol=2e-5, rtol=1e-4)
+      np.testing.assert_allclose(np.asarray(teacher[j, i]), crop_states, atol=2e-5, rtol=1e-4)
+
+
 def test_unreadable_images_are_skipped_and_counted(tmp_path):
   name, data_dir = train_fixtures.tiny_tfds(tmp_path, count=6, corrupt=2)
   source = data_source(name, data_dir, "train")
   good = [i for i in range(len(source)) if not source[i]["id"].startswith(b"broken")]
-  it = iter(train_dataset(source, global_batch=4, image_key="image", image_size=56, preprocessing="pad",
+  it = iter(train_dataset(source, global_batch=4, image_key="image", preprocess=train_fixtures.pad_to(56),
                           seed=0))
   seen = np.concatenate([next(it)["index"] for _ in range(6)])  # 24 good examples, 4 epochs of 8 files
   # index = epoch * 8 + source position. Every (epoch, good file) of 4 epochs is seen once; epochs
@@ -141,24 +211,27 @@ def test_sharded_fsdp_data_run_matches_one_device(tmp_path):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), runs[0][1], runs[1][1])
 
 
-def test_saliency_guided_regions_follow_blinks_own_scanning(blink_ckpt, tmp_path):
+@pytest.mark.parametrize("ckpt,preprocessing,layers", [("blink_ckpt", "auto", (1, 6)), ("qwen_ckpt", "8x12", (0, 2))])
+def test_saliency_guided_regions_follow_blinks_own_scanning(request, ckpt, preprocessing, layers):
   """With a question, the step's region shares equal Blink's SGS trace on the same prompt (no
-  expansion), and the chosen region is their mean's arg-max; without one the region is random."""
+  expansion), and the chosen region is their mean's arg-max; without one the region is random. On
+  LLaVA-1.5 and on Qwen2.5-VL (its chat template, multimodal RoPE, a non-square grid)."""
   from blink_jax.blink.config import BlinkConfig
   from blink_jax.data.train_pipeline import QuestionSuffix
   from blink_jax.pipeline import Pipeline
   from blink_jax.train.distill import choose_regions, scan_layer_visual_states
   import hf_fixtures
-  pipe = Pipeline.from_hf(blink_ckpt, buckets=(96, 128))
-  blink = BlinkConfig(mode="interp", first_scan_layer=1, last_scan_layer=6, region_size=2, tau_exp=1.0,
-                      tau_drop=0.0, token_sr_channels=8)
+  pipe = Pipeline.from_hf(request.getfixturevalue(ckpt), preprocessing=preprocessing, buckets=(96, 128, 192))
+  blink = BlinkConfig(mode="interp", first_scan_layer=layers[0], last_scan_layer=layers[1], region_size=2,
+                      tau_exp=1.0, tau_drop=0.0, token_sr_channels=8)
   photos = list(hf_fixtures.sample_photos().values())[:3]
   questions = ["what is in this image ?", "how many cat are there ?", ""]
-  suffix = QuestionSuffix(pipe.tokenizer, pipe.cfg.num_image_tokens, 24, pipe.cfg.pad_token_id)
+  batch = pipe.prepare(photos[:2], questions[:2])
+  suffix = QuestionSuffix(pipe.tokenizer, pipe.family.image_tokens(pipe.cfg, batch.pixels.shape), 24,
+                          pipe.cfg.pad_token_id, pipe.family.prompt)
   q_ids, q_len = zip(*(suffix(q) for q in questions))
   q_ids, q_len = jnp.asarray(np.stack(q_ids)), jnp.asarray(np.stack(q_len))
   assert list(np.asarray(q_len) > 0) == [True, True, False]
-  batch = pipe.prepare(photos[:2], questions[:2])
   prefix = jnp.asarray(batch.ids[0, :batch.image_start])
   pixels = jnp.asarray(np.concatenate([batch.pixels, batch.pixels[:1]]))
   _, shares = jax.jit(lambda p, x, i, n: scan_layer_visual_states(pipe.model, p, prefix, x, blink, i, n))(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import pathlib
 
 from blink_jax.data.image_folder_builder import build_image_folder_dataset
+from blink_jax.data.image_preprocessing import preprocess_image
 from blink_jax.data.sample_images import write_sample_images
 from configs import tokensr
 
@@ -41,3 +43,8 @@ def tiny_tfds(root: pathlib.Path, count: int = 8, corrupt: int = 0) -> tuple[str
     (folder / f"broken_{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
   data_dir = str(root / "tfds")
   return build_image_folder_dataset(str(folder), data_dir, "tiny"), data_dir
+
+
+def pad_to(size: int):
+  """The training pipeline's `preprocess` for LLaVA's pad-to-square at `size` px."""
+  return functools.partial(preprocess_image, size=size, mode="pad")

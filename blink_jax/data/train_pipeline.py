@@ -1,5 +1,5 @@
 """The training input pipeline: TFDS array_record source -> grain (shuffle, per-process shard, decode,
-LLaVA preprocessing, batch, prefetch workers) -> global jax.Arrays.
+the base model's preprocessing, batch, prefetch workers) -> global jax.Arrays.
 
 Unusable images (undecodable, too large) are skipped, named and counted (the count is part of the
 iterator state, so it survives a restart); a run of `max_consecutive_skips` of them, or a whole pass
@@ -10,7 +10,7 @@ iterator's state is saved with the train state, so a resumed run sees the same b
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import grain
 import jax
@@ -18,24 +18,27 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from blink_jax import sharding as shd
-from blink_jax.data.image_preprocessing import DEFAULT_MAX_PIXELS, ImageError, check_mode, preprocess_image
+from blink_jax.data.image_preprocessing import DEFAULT_MAX_PIXELS, ImageError
 from blink_jax.data.prompt import vicuna_v1_prompt
 from blink_jax.tokenizer import Tokenizer
 
 
 class QuestionSuffix:
-  """A question -> the prompt tokens after the image ("\n{question} ASSISTANT:" in vicuna_v1),
-  right-padded to max_tokens (the tail kept, so the prompt still ends at ASSISTANT:), and their count;
+  """A question -> the prompt tokens after the image in the model's template (`prompt`: question ->
+  prompt with one image placeholder; "\n{question} ASSISTANT:" in vicuna_v1), right-padded to
+  max_tokens (the tail kept, so the prompt still ends where the answer starts), and their count;
   (zeros, 0) for an empty question."""
 
-  def __init__(self, tokenizer: Tokenizer, num_image_tokens: int, max_tokens: int, pad_id: int):
+  def __init__(self, tokenizer: Tokenizer, num_image_tokens: int, max_tokens: int, pad_id: int,
+               prompt: Callable[[str], str] = vicuna_v1_prompt):
     self.tokenizer, self.n, self.max_tokens, self.pad_id = tokenizer, num_image_tokens, max_tokens, pad_id
+    self.prompt = prompt
 
   def __call__(self, question: str) -> tuple[np.ndarray, np.int32]:
     ids = np.full(self.max_tokens, self.pad_id, np.int32)
     if not question:
       return ids, np.int32(0)
-    full = self.tokenizer.encode_prompt(vicuna_v1_prompt(question), self.n)
+    full = self.tokenizer.encode_prompt(self.prompt(question), self.n)
     start = int(np.argmax(full == self.tokenizer.image_token_id)) + self.n
     suffix = full[start:][-self.max_tokens:]
     ids[:len(suffix)] = suffix
@@ -47,11 +50,13 @@ class DecodeAndPreprocess(grain.transforms.Map):
   used), or a skip marker when its image cannot be decoded.
 
   `index` is the element's position in the infinite stream: epoch * len(source) + its shuffled slot.
+  `preprocess(image, name=, max_pixels=)` -> float32 [H, W, 3] (one shape for every image), raising
+  ImageError for an unusable one (families.Family.preprocess with its config and mode bound).
   """
 
-  def __init__(self, image_key: str, image_size: int, mode: str, questions: QuestionSuffix | None = None,
+  def __init__(self, image_key: str, preprocess: Callable[..., np.ndarray], questions: QuestionSuffix | None = None,
                question_key: str = "question", max_pixels: int | None = DEFAULT_MAX_PIXELS):
-    self.image_key, self.image_size, self.mode = image_key, image_size, check_mode(mode)
+    self.image_key, self.preprocess = image_key, preprocess
     self.questions, self.question_key, self.max_pixels = questions, question_key, max_pixels
 
   def map(self, element):
@@ -62,8 +67,7 @@ class DecodeAndPreprocess(grain.transforms.Map):
     file_id = example.get("id")
     name = file_id.decode("utf-8", "replace") if isinstance(file_id, bytes) else f"example {index}"
     try:
-      pixels = preprocess_image(example[self.image_key], self.image_size, self.mode, name=name,
-                                max_pixels=self.max_pixels)
+      pixels = self.preprocess(example[self.image_key], name=name, max_pixels=self.max_pixels)
     except ImageError as e:
       return {"_skip": str(e)}
     out = {"pixels": pixels, "index": np.int64(index)}
@@ -123,7 +127,7 @@ def data_source(name: str, data_dir: str, split: str):
                      f"{data_dir!r}: {e}") from e
 
 
-def train_dataset(source, *, global_batch: int, image_key: str, image_size: int, preprocessing: str,
+def train_dataset(source, *, global_batch: int, image_key: str, preprocess: Callable[..., np.ndarray],
                   seed: int, workers: int = 0, questions: QuestionSuffix | None = None,
                   process_index: int | None = None, process_count: int | None = None,
                   max_pixels: int | None = DEFAULT_MAX_PIXELS, max_consecutive_skips: int = 1000,
@@ -138,7 +142,7 @@ def train_dataset(source, *, global_batch: int, image_key: str, image_size: int,
   ds = grain.MapDataset.source(source).map_with_index(lambda i, x: (i, x))
   ds = ds.shuffle(seed=seed).repeat(None)
   ds = ds[process_index::process_count]
-  ds = ds.map(DecodeAndPreprocess(image_key, image_size, preprocessing, questions, max_pixels=max_pixels))
+  ds = ds.map(DecodeAndPreprocess(image_key, preprocess, questions, max_pixels=max_pixels))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, workers), prefetch_buffer_size=8))
   if workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))

@@ -1,7 +1,8 @@
 """Named model shapes, selectable without a checkpoint (`config.model.preset`): the embedded default's
-tiny model, bench's medium one, LLaVA-1.5-7B / -13B and Qwen2.5-VL-3B / -7B as their published
-`config.json` has them (llava-hf/llava-1.5-{7b,13b}-hf, Qwen/Qwen2.5-VL-{3B,7B}-Instruct), for
-random-weight runs and ahead-of-time sizing (blink_jax/aot.py)."""
+tiny model (and `qwen2.5-vl-tiny`, its sizes in Qwen2.5-VL's architecture), bench's medium one,
+LLaVA-1.5-7B / -13B and Qwen2.5-VL-3B / -7B as their published `config.json` has them
+(llava-hf/llava-1.5-{7b,13b}-hf, Qwen/Qwen2.5-VL-{3B,7B}-Instruct), for random-weight runs and
+ahead-of-time sizing (blink_jax/aot.py)."""
 
 from __future__ import annotations
 
@@ -42,23 +43,28 @@ def _llava_hf(text: dict) -> dict:
           "vision_config": dict(_CLIP_L_336)}
 
 
+_QWEN_VIT = {"depth": 32, "hidden_act": "silu", "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+             "in_chans": 3, "patch_size": 14, "spatial_merge_size": 2, "spatial_patch_size": 14, "window_size": 112,
+             "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2, "temporal_patch_size": 2}
+_QWEN_TOKENS = {"bos_token_id": 151643, "eos_token_id": 151645, "vision_start_token_id": 151652,
+                "vision_end_token_id": 151653, "vision_token_id": 151654, "image_token_id": 151655,
+                "video_token_id": 151656}
+
+
 def _qwen2_5_vl_hf(hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, vocab: int,
-                   tied: bool) -> dict:
+                   tied: bool, mrope_section=(16, 24, 24), vision: dict | None = None,
+                   tokens: dict | None = None) -> dict:
   """The hub's flat Qwen2.5-VL config.json (text fields at the top level, rope_scaling)."""
   return {
       "architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl", "attention_dropout": 0.0,
-      "bos_token_id": 151643, "eos_token_id": 151645, "vision_start_token_id": 151652, "vision_end_token_id": 151653,
-      "vision_token_id": 151654, "image_token_id": 151655, "video_token_id": 151656, "hidden_act": "silu",
+      **(tokens or _QWEN_TOKENS), "hidden_act": "silu",
       "hidden_size": hidden, "initializer_range": 0.02, "intermediate_size": intermediate,
       "max_position_embeddings": 128000, "max_window_layers": layers, "num_attention_heads": heads,
       "num_hidden_layers": layers, "num_key_value_heads": kv_heads, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
       "sliding_window": 32768, "tie_word_embeddings": tied, "torch_dtype": "bfloat16", "use_cache": True,
       "use_sliding_window": False, "vocab_size": vocab,
-      "vision_config": {"depth": 32, "hidden_act": "silu", "hidden_size": 1280, "intermediate_size": 3420,
-                        "num_heads": 16, "in_chans": 3, "out_hidden_size": hidden, "patch_size": 14,
-                        "spatial_merge_size": 2, "spatial_patch_size": 14, "window_size": 112,
-                        "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2, "temporal_patch_size": 2},
-      "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+      "vision_config": {**_QWEN_VIT, **(vision or {}), "out_hidden_size": hidden},
+      "rope_scaling": {"type": "mrope", "mrope_section": list(mrope_section)},
   }
 
 
@@ -70,6 +76,12 @@ HF_CONFIGS = {
                                 "num_hidden_layers": 40, "num_key_value_heads": 40}),
     "qwen2.5-vl-3b": _qwen2_5_vl_hf(2048, 11008, 36, 16, 2, 151936, tied=True),
     "qwen2.5-vl-7b": _qwen2_5_vl_hf(3584, 18944, 28, 28, 4, 152064, tied=False),
+    # TINY's sizes in Qwen2.5-VL's architecture: the embedded default's model for Qwen (random, no download).
+    "qwen2.5-vl-tiny": _qwen2_5_vl_hf(
+        128, 256, 6, 4, 2, 512, tied=False, mrope_section=(4, 6, 6),
+        vision={"depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "fullatt_block_indexes": [1]},
+        tokens={"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "vision_start_token_id": 508,
+                "vision_end_token_id": 509, "vision_token_id": 507, "image_token_id": 511, "video_token_id": 510}),
 }
 NATIVE = {"tiny": TINY, "medium": MEDIUM}
 NAMES = tuple(NATIVE) + tuple(HF_CONFIGS)

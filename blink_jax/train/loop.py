@@ -6,6 +6,7 @@ scheduler can tell "rerun me" from success."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
@@ -21,7 +22,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from blink_jax import families
+from blink_jax import backbone, families
 from blink_jax import sharding as shd
 from blink_jax.checkpoint import TrainCheckpoints, export_token_sr, params_sha256
 from blink_jax.data.image_folder_builder import build_image_folder_dataset, dataset_name
@@ -104,7 +105,7 @@ def resolve_dataset(config: ml_collections.ConfigDict, workdir: epath.Path):
 
 def check_settings(config: ml_collections.ConfigDict):
   """Settings that would otherwise surface only once data flows (and look like bad images)."""
-  families.get("llava").preprocessing(config.model.preprocessing)   # TokenSR trains on LLaVA-1.5
+  families.of_config(backbone.model_config(config.model)).training_preprocessing(config.model.preprocessing)
   if config.data.region not in ("saliency", "random"):
     raise ValueError(f"data.region={config.data.region!r}; expected 'saliency' or 'random'")
   if config.data.max_consecutive_skips < 1:
@@ -122,17 +123,20 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
   program = train_program(config, partitioner)
   cfg, t = program.cfg, config.train
   source, dataset = resolve_dataset(config, workdir)
+  family = families.of_config(cfg)
   questions = None
   if "question_ids" in program.batch:   # saliency-guided regions: the step takes question tokens
-    tokenizer = (Tokenizer(config.model.hf_checkpoint) if config.model.hf_checkpoint else
-                 byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id))
-    questions = QuestionSuffix(tokenizer, cfg.num_image_tokens, config.data.max_question_tokens,
-                               cfg.pad_token_id)
+    tokenizer = (Tokenizer(config.model.hf_checkpoint, image_placeholder=family.image_placeholder)
+                 if config.model.hf_checkpoint else
+                 byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id,
+                                      image_placeholder=family.image_placeholder))
+    questions = QuestionSuffix(tokenizer, family.image_tokens(cfg, program.batch["pixels"].shape),
+                               config.data.max_question_tokens, cfg.pad_token_id, family.prompt)
+  preprocess = functools.partial(family.preprocess, cfg=cfg,
+                                 preprocessing=family.training_preprocessing(config.model.preprocessing))
   iterator = iter(train_dataset(source, global_batch=t.batch_size, image_key=config.data.image_key,
-                                image_size=cfg.vision.image_size,
-                                preprocessing=families.get("llava").preprocessing(config.model.preprocessing),
-                                seed=config.seed, workers=config.data.workers, questions=questions,
-                                max_pixels=config.data.max_image_pixels or None,
+                                preprocess=preprocess, seed=config.seed, workers=config.data.workers,
+                                questions=questions, max_pixels=config.data.max_image_pixels or None,
                                 max_consecutive_skips=config.data.max_consecutive_skips, where=dataset))
   state, frozen = program.state, program.frozen
   ckpts = TrainCheckpoints(workdir / "checkpoints", config.checkpoint.every, config.checkpoint.keep,

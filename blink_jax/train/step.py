@@ -16,31 +16,30 @@ from blink_jax import backbone
 from blink_jax import families
 from blink_jax import sharding as shd
 from blink_jax.blink.config import BlinkConfig, from_mapping
-from blink_jax.models.llava import Llava
-from blink_jax.models.llava_config import LlavaConfig
-from blink_jax.train.distill import (choose_regions, distillation_loss, region_targets,
+from blink_jax.models.vision_language import VisionLanguageModel
+from blink_jax.train.distill import (check_teacher_grid, choose_regions, distillation_loss, region_targets,
                                      scan_layer_visual_states)
 from blink_jax.train.state import TrainState, init_train_state, optimizer, schedule, unflatten
 
 
-def make_train_step(model: Llava, blink: BlinkConfig, train_cfg: ml_collections.ConfigDict,
+def make_train_step(model: VisionLanguageModel, blink: BlinkConfig, train_cfg: ml_collections.ConfigDict,
                     tx: optax.GradientTransformation, prefix_ids: jax.Array, seed: int) -> Callable:
   """step(state, frozen, batch) -> (state, metrics). batch: 'pixels' [B, H, W, 3] and optionally
   'question_ids' [B, Q] + 'question_len' [B] (saliency-guided regions for examples with a question)."""
   accum = train_cfg.grad_accum_steps
-  v = model.cfg.vision
-  num_regions = (v.grid // blink.region_size) ** 2
 
   def micro(trainable, frozen, batch, rng):
     params = unflatten({**frozen, **trainable})
-    llava = {k: w for k, w in params.items() if k != "token_sr"}
+    base = {k: w for k, w in params.items() if k != "token_sr"}
     pixels = batch["pixels"]
-    full, shares = scan_layer_visual_states(model, llava, prefix_ids, pixels, blink,
+    rows, cols = model.visual_grid(pixels.shape)
+    full, shares = scan_layer_visual_states(model, base, prefix_ids, pixels, blink,
                                             batch.get("question_ids"), batch.get("question_len"))
+    num_regions = (rows // blink.region_size) * (cols // blink.region_size)
     region = jax.random.randint(rng, (pixels.shape[0],), 0, num_regions)
     if shares is not None:
       region = choose_regions(shares, batch["question_len"], region)
-    region_states, teacher = region_targets(model, llava, prefix_ids, pixels, full, region, blink)
+    region_states, teacher = region_targets(model, base, prefix_ids, pixels, full, region, blink)
 
     def loss_fn(tr):
       return distillation_loss(model, blink, unflatten({**frozen, **tr})["token_sr"], region_states,
@@ -91,7 +90,7 @@ def jit_train_step(step: Callable, state: TrainState, frozen: dict, batch_shardi
 class TrainProgram:
   """What the training job runs: the jitted step, the state and frozen params it starts from
   (arrays, or ShapeDtypeStructs with shardings when abstract) and its global batch's shapes."""
-  cfg: LlavaConfig
+  cfg: Any                    # the model's config (LlavaConfig or Qwen2_5_VLConfig)
   blink: BlinkConfig
   step: Callable
   state: TrainState
@@ -103,17 +102,13 @@ def train_program(config: ml_collections.ConfigDict, partitioner: shd.Partitione
                   abstract: bool = False) -> TrainProgram:
   """The train step of `config` sharded by `partitioner`: the backbone loaded (or random from its preset), TokenSR
   and the optimizer initialised; with `abstract`, shapes only, nothing read but config.json."""
-  family = families.of_config(backbone.model_config(config.model))
-  if family.name != "llava":
-    raise ValueError(f"model {config.model.hf_checkpoint or config.model.preset}: a {family.name} model; TokenSR "
-                     f"training runs on LLaVA-1.5 only so far (eval.py, visualize.py and Pipeline run "
-                     f"{family.name}, Blink modes included)")
   cfg, backbone_params = backbone.build(config.model, partitioner, config.seed, abstract=abstract)
-  blink = from_mapping(config.blink.to_dict()).validate(cfg.vision.grid, cfg.text.num_layers)
-  if cfg.vision.grid % (2 * blink.region_size):
-    raise ValueError(f"blink.region_size={blink.region_size}: the teacher's {cfg.vision.grid}x"
-                     f"{cfg.vision.grid} grid must pool evenly to {2 * blink.region_size}x"
-                     f"{2 * blink.region_size}")
+  family = families.of_config(cfg)
+  model = family.model(cfg)
+  height, width = family.largest_image(cfg, family.training_preprocessing(config.model.preprocessing))
+  pixels_shape = (config.train.batch_size, height, width, cfg.vision.num_channels)
+  blink = from_mapping(config.blink.to_dict()).validate(model.visual_grid(pixels_shape), cfg.text.num_layers)
+  check_teacher_grid(model, pixels_shape, blink.region_size)
   t = config.train
   batch_ways = partitioner.batch_parallelism
   if t.batch_size % (batch_ways * t.grad_accum_steps):
@@ -122,13 +117,12 @@ def train_program(config: ml_collections.ConfigDict, partitioner: shd.Partitione
   tx = optimizer(t)
   state, frozen = init_train_state(cfg, blink, t, partitioner, config.seed, tx, backbone_params,
                                    abstract=abstract)
-  size, b = cfg.vision.image_size, t.batch_size
-  shapes = {"pixels": ((b, size, size, cfg.vision.num_channels), jnp.float32)}
+  b = t.batch_size
+  shapes = {"pixels": (pixels_shape, jnp.float32)}
   if config.data.region == "saliency":   # examples with a question pick their region by saliency
     shapes.update(question_ids=((b, config.data.max_question_tokens), jnp.int32), question_len=((b,), jnp.int32))
   batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=partitioner.batch(len(shape)))
            for k, (shape, dtype) in shapes.items()}
-  model = Llava(cfg)
   prefix = jnp.asarray(backbone.prompt_prefix(config.model, cfg))
   step = jit_train_step(make_train_step(model, blink, t, tx, prefix, config.seed), state, frozen,
                         {k: v.sharding for k, v in batch.items()})
