@@ -37,13 +37,30 @@ SEVEN_B = dict(image_size=336, vision_hidden=1024, vision_layers=24, text_hidden
 # A few seconds a script; for checking that the scripts run (tests/test_bench.py), not for figures.
 TINY = dict(image_size=112, vision_hidden=64, vision_layers=2, text_hidden=128, text_layers=4,
             heads=4, kv_heads=2, intermediate=256, vocab=512, weights_dtype="float32")
-SHAPES = {"tiny": TINY, "medium": MEDIUM, "7b": SEVEN_B}
+# Qwen2.5-VL in MEDIUM's decoder widths: a 6-block window-attention ViT, images in the 24x24 grid
+# bucket (672 px: 576 visual tokens, LLaVA-1.5's count), Blink's p = 4 regions on it.
+QWEN_MEDIUM = dict(family="qwen2_5_vl", preprocessing="24x24", text_hidden=_T["hidden_size"],
+                   text_layers=_T["num_layers"], heads=_T["num_heads"], kv_heads=_T["num_kv_heads"],
+                   intermediate=_T["intermediate_size"], vocab=_T["vocab_size"], vision_hidden=256, vision_layers=6,
+                   vision_heads=4)
+# The compile-count bench's small Qwen2.5-VL (bench/compiles.py) and the scripts' run check.
+QWEN_SMALL = dict(family="qwen2_5_vl", preprocessing="8x8", text_hidden=128, text_layers=4, heads=4, kv_heads=2,
+                  intermediate=192, vocab=512, vision_hidden=32, vision_layers=4, vision_heads=2)
+SHAPES = {"tiny": TINY, "medium": MEDIUM, "7b": SEVEN_B, "qwen_medium": QWEN_MEDIUM, "qwen_small": QWEN_SMALL}
 
 
-def prompt(n_tokens: int) -> str:
-  """A vicuna-style prompt with about n_tokens text tokens (the bench tokenizer is byte-level)."""
+def prompt(n_tokens: int, pipe: Pipeline | None = None) -> str:
+  """A prompt with about n_tokens text tokens (the bench tokenizer is byte-level): vicuna-style for
+  LLaVA, the chat template of pipe's family otherwise."""
   question = ("Describe the picture in detail and say what is unusual about it. " * 40)[:max(1, n_tokens - 22)]
+  if pipe is not None and pipe.family.name != "llava":
+    return pipe.family.prompt(question[:max(1, n_tokens - 50)])   # the template's own ~50 tokens
   return f"USER: <image>\n{question} ASSISTANT:"
+
+
+def pipeline(shape_name: str, ckpt: pathlib.Path, **kw) -> Pipeline:
+  """Pipeline.from_hf of a SHAPES checkpoint, with its shape's preprocessing."""
+  return Pipeline.from_hf(ckpt, preprocessing=SHAPES[shape_name].get("preprocessing", "auto"), **kw)
 
 
 def blink_for(pipe: Pipeline) -> BlinkConfig:
@@ -63,6 +80,8 @@ def machine() -> str:
 def hf_checkpoint(shape_name: str, ckpt_dir: str) -> pathlib.Path:
   """The random checkpoint of SHAPES[shape_name] under ckpt_dir, built on first use."""
   shape = SHAPES[shape_name]
+  if shape.get("family") == "qwen2_5_vl":
+    return build_qwen_checkpoint(pathlib.Path(ckpt_dir) / f"qwen2_5_vl_{shape_name}", shape)
   return build_hf_checkpoint(pathlib.Path(ckpt_dir) / f"{shape_name}_{shape['image_size']}px", shape)
 
 
@@ -95,12 +114,12 @@ def build_hf_checkpoint(path: pathlib.Path, shape: dict, seed: int = 0) -> pathl
 
 def qwen_hf_config(*, vocab: int, token_ids: dict[str, int], text_layers: int = 3, text_hidden: int = 64,
                    heads: int = 4, kv_heads: int = 2, vision_depth: int = 4, vision_hidden: int = 32,
-                   tied: bool = False):
+                   vision_heads: int = 2, intermediate: int | None = None, tied: bool = False):
   """A small transformers Qwen2_5_VLConfig (window attention over 4x4-token windows, full attention at
   block 1 and the last); token_ids: the ids of bos, eos, pad, image, video, vision_start, vision_end."""
   import transformers
   return transformers.Qwen2_5_VLConfig(
-      text_config=dict(vocab_size=vocab, hidden_size=text_hidden, intermediate_size=3 * text_hidden // 2,
+      text_config=dict(vocab_size=vocab, hidden_size=text_hidden, intermediate_size=intermediate or 3 * text_hidden // 2,
                        num_hidden_layers=text_layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
                        rms_norm_eps=1e-6, max_position_embeddings=4096, bos_token_id=token_ids["bos"],
                        eos_token_id=token_ids["eos"], pad_token_id=token_ids["pad"],
@@ -108,50 +127,75 @@ def qwen_hf_config(*, vocab: int, token_ids: dict[str, int], text_layers: int = 
                                         "mrope_section": [text_hidden // heads // 8, 3 * text_hidden // heads // 16,
                                                           3 * text_hidden // heads // 16]}),
       vision_config=dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=3 * vision_hidden // 2,
-                         num_heads=2, out_hidden_size=text_hidden, fullatt_block_indexes=[1, vision_depth - 1],
+                         num_heads=vision_heads, out_hidden_size=text_hidden, fullatt_block_indexes=[1, vision_depth - 1],
                          window_size=112),
       image_token_id=token_ids["image"], video_token_id=token_ids["video"],
       vision_start_token_id=token_ids["vision_start"], vision_end_token_id=token_ids["vision_end"],
       tie_word_embeddings=tied)
 
 
-def build_qwen_checkpoint(path: pathlib.Path, seed: int = 0) -> pathlib.Path:
-  """A small random Qwen2_5_VLForConditionalGeneration saved with save_pretrained, with a byte-level
-  tokenizer whose `<|image_pad|>` is the image token (the bench's Qwen2.5-VL)."""
+def build_qwen_checkpoint(path: pathlib.Path, shape: dict = QWEN_SMALL, seed: int = 0) -> pathlib.Path:
+  """A random Qwen2_5_VLForConditionalGeneration of `shape` (QWEN_SMALL, QWEN_MEDIUM) saved with
+  save_pretrained, with a byte-level tokenizer whose `<|image_pad|>` is the image token."""
   import torch
   import transformers
   from blink_jax.tokenizer import byte_level_tokenizer
   if (path / "config.json").exists():
     return path
-  vocab = 512
+  vocab = shape["vocab"]
   ids = dict(pad=0, bos=1, eos=2, image=vocab - 64, video=vocab - 63, vision_start=vocab - 62, vision_end=vocab - 61)
   torch.manual_seed(seed)
-  model = transformers.Qwen2_5_VLForConditionalGeneration(
-      qwen_hf_config(vocab=vocab, token_ids=ids, text_layers=4, text_hidden=128)).eval()
+  model = transformers.Qwen2_5_VLForConditionalGeneration(qwen_hf_config(
+      vocab=vocab, token_ids=ids, text_layers=shape["text_layers"], text_hidden=shape["text_hidden"],
+      heads=shape["heads"], kv_heads=shape["kv_heads"], intermediate=shape["intermediate"],
+      vision_depth=shape["vision_layers"], vision_hidden=shape["vision_hidden"],
+      vision_heads=shape["vision_heads"])).eval()
   path.mkdir(parents=True, exist_ok=True)
   model.save_pretrained(path)
   byte_level_tokenizer(ids["image"], image_placeholder="<|image_pad|>")._tok.save(str(path / "tokenizer.json"))
   return path
 
 
+def hf_patches(pixels: np.ndarray, patch_size: int = 14, merge_size: int = 2, temporal_patch_size: int = 2) -> np.ndarray:
+  """An image [H, W, C] (as preprocess_qwen_image gives it) in transformers' Qwen2.5-VL pixel_values
+  layout: [H W / 196, C x temporal x 14 x 14], patches in 2 x 2 merge-block order, the frame repeated
+  in time."""
+  h, w, c = pixels.shape
+  gh, gw = h // patch_size, w // patch_size
+  x = pixels.transpose(2, 0, 1).reshape(c, gh // merge_size, merge_size, patch_size, gw // merge_size,
+                                        merge_size, patch_size)
+  x = x.transpose(1, 4, 2, 5, 0, 3, 6)[:, :, :, :, :, None]
+  x = np.broadcast_to(x, x.shape[:5] + (temporal_patch_size,) + x.shape[6:])
+  return np.ascontiguousarray(x).reshape(gh * gw, c * temporal_patch_size * patch_size * patch_size)
+
+
 def torch_forward(ckpt: pathlib.Path, batch, implementation: str, dtype: str):
-  """A zero-argument call of transformers' LLaVA forward on the batch (next-token logits only), on
-  the device JAX runs on (CPU or GPU); synchronised before returning."""
+  """A zero-argument call of transformers' forward of the checkpoint's model (LLaVA or Qwen2.5-VL) on
+  the batch (next-token logits only), on the device JAX runs on (CPU or GPU); synchronised before
+  returning."""
   import torch
   import transformers
   device = {"cpu": "cpu", "gpu": "cuda"}.get(jax.default_backend())
   if device is None or (device == "cuda" and not torch.cuda.is_available()):
     raise SystemExit(f"JAX runs on {jax.default_backend()!r} but torch {torch.__version__} cannot run "
                      "there; install a torch build for that device or pass --notorch")
-  model = transformers.LlavaForConditionalGeneration.from_pretrained(
-      ckpt, dtype=getattr(torch, dtype), attn_implementation=implementation).to(device).eval()
+  qwen = json.loads((pathlib.Path(ckpt) / "config.json").read_text())["model_type"] == "qwen2_5_vl"
+  cls = transformers.Qwen2_5_VLForConditionalGeneration if qwen else transformers.LlavaForConditionalGeneration
+  model = cls.from_pretrained(ckpt, dtype=getattr(torch, dtype), attn_implementation=implementation).to(device).eval()
   ids = torch.from_numpy(batch.ids).long().to(device)
   mask = torch.from_numpy(np.arange(ids.shape[1])[None] < batch.lengths[:, None]).long().to(device)
-  pixels = torch.from_numpy(batch.pixels).permute(0, 3, 1, 2).to(device, getattr(torch, dtype))
+  if qwen:
+    _, h, w, _ = batch.pixels.shape
+    image = dict(pixel_values=torch.from_numpy(np.concatenate([hf_patches(p) for p in batch.pixels])),
+                 image_grid_thw=torch.tensor([[1, h // 14, w // 14]] * len(batch.pixels)),
+                 mm_token_type_ids=(ids == model.config.image_token_id).int())
+  else:
+    image = dict(pixel_values=torch.from_numpy(batch.pixels).permute(0, 3, 1, 2))
+  image["pixel_values"] = image["pixel_values"].to(device, getattr(torch, dtype))
 
   def call():
     with torch.inference_mode():
-      logits = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, logits_to_keep=1).logits
+      logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=1, **image).logits
     if device == "cuda":
       torch.cuda.synchronize()
     return logits

@@ -11,7 +11,6 @@ programs are one per (grid bucket, prompt bucket) hit.
 from __future__ import annotations
 
 import collections
-import pathlib
 
 import jax
 import jax.monitoring
@@ -45,7 +44,7 @@ def _listen(name, seconds, **_):
 
 def pipeline(buckets) -> Pipeline:
   if FLAGS.family == "qwen2_5_vl":
-    ckpt = common.build_qwen_checkpoint(pathlib.Path(FLAGS.ckpt_dir) / "qwen2_5_vl_small")
+    ckpt = common.hf_checkpoint("qwen_small", FLAGS.ckpt_dir)
     pipe = Pipeline.from_hf(ckpt, preprocessing=FLAGS.qwen_grids, buckets=buckets)
     return pipe.with_blink(common.blink_for(pipe))
   c = tokensr.get_config()

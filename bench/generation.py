@@ -7,7 +7,7 @@ through Pipeline.generate_tokens (tokens/s over the batch); and one compiled dec
 `--step_repeats` steps), which is not a difference of two timings and so carries far less noise: the
 Blink / vanilla decode ratios are taken from it.
 
-  python -m bench.generation [--shape medium] [--batches 1,8] [--new_tokens 32] [--easydel_python PY]
+  python -m bench.generation [--shape medium|qwen_medium] [--batches 1,8] [--new_tokens 32] [--easydel_python PY]
 """
 
 from __future__ import annotations
@@ -69,9 +69,11 @@ def decode_step_call(pipe: Pipeline, mode: str, batch: PromptBatch, room: int):
 
 def main(_):
   ckpt = common.hf_checkpoint(FLAGS.shape, FLAGS.ckpt_dir)
-  pipe = Pipeline.from_hf(ckpt, dtype=FLAGS.dtype)
+  pipe = common.pipeline(FLAGS.shape, ckpt, dtype=FLAGS.dtype)
+  if FLAGS.easydel_python and pipe.family.name != "llava":
+    raise SystemExit(f"--easydel_python: the EasyDeL baseline runs LLaVA shapes; {FLAGS.shape} is {pipe.family.name}")
   # No EOS: every example generates exactly new_tokens, so runs are comparable.
-  pipe = Pipeline(dataclasses.replace(pipe.cfg, eos_token_id=-1), pipe.params, pipe.tokenizer, pipe.partitioner)
+  pipe = dataclasses.replace(pipe, cfg=dataclasses.replace(pipe.cfg, eos_token_id=-1))
   blink = common.blink_for(pipe)
   tsr = token_sr.init_for(blink, pipe.cfg, jax.random.key(1))
   pipe = pipe.with_blink(blink, tsr)
@@ -82,7 +84,7 @@ def main(_):
   n = FLAGS.new_tokens
   rows, records = [], []
   for b in [int(x) for x in FLAGS.batches]:
-    batch = pipe.prepare([photos[i % 4] for i in range(b)], prompts=[common.prompt(FLAGS.text_tokens)] * b)
+    batch = pipe.prepare([photos[i % 4] for i in range(b)], prompts=[common.prompt(FLAGS.text_tokens, pipe)] * b)
     record = {"batch": b}
     calls = {(mode, k): (lambda mode=mode, k=k: pipe.generate_tokens(batch, k, mode)) for mode in modes for k in (1, n)}
     if easydel is not None:

@@ -3,7 +3,7 @@ forward pass in transformers (sdpa and eager) and, where its environment is give
 (bench/easydel_baseline.py) on the same weights and inputs, the compiled memory of each mode, and the
 saliency side product's share of a scanning layer.
 
-  python -m bench.prefill [--shape medium|7b|tiny] [--attention auto|xla|blocked|splash] [--batches 1,8,32] [--repeats 5]
+  python -m bench.prefill [--shape medium|qwen_medium|7b|tiny] [--attention auto|xla|blocked|splash] [--batches 1,8,32] [--repeats 5]
                           [--easydel_python PY]
 """
 
@@ -27,7 +27,6 @@ from blink_jax.blink.prefill import blink_prefill, slot_layout
 from blink_jax.blink.saliency import last_token_shares
 from blink_jax.models.attention_kernels import IMPLEMENTATIONS, resolve
 from blink_jax.models.llama import LayerInputs
-from blink_jax.models.llava import Llava
 from blink_jax.models.vision_language import decoder_layer, text_layer_params
 from blink_jax.models.token_sr import init_for
 from blink_jax.pipeline import Pipeline
@@ -56,6 +55,8 @@ def saliency_share(pipe: Pipeline, blink: BlinkConfig, batch) -> tuple[float, fl
   b, s, d = batch.ids.shape[0], layout.full_len, cfg.text.hidden_size
   h = jax.random.normal(jax.random.key(0), (b, s, d), jnp.dtype(cfg.dtype))
   positions = jnp.broadcast_to(jnp.arange(s, dtype=jnp.float32), (b, s))
+  if layout.mrope:   # multimodal RoPE: (temporal, height, width) positions
+    positions = jnp.repeat(positions[..., None], 3, axis=-1)
   valid = jnp.ones((b, s), bool)
   layer_params = text_layer_params(pipe.params, blink.first_scan_layer)
   layer = decoder_layer(cfg)
@@ -82,22 +83,24 @@ def main(_):
   torch.set_num_threads(os.cpu_count())
   shape = common.SHAPES[FLAGS.shape]
   ckpt = common.hf_checkpoint(FLAGS.shape, FLAGS.ckpt_dir)
-  pipe = Pipeline.from_hf(ckpt, dtype=FLAGS.dtype, attention=FLAGS.attention)  # default length buckets
+  pipe = common.pipeline(FLAGS.shape, ckpt, dtype=FLAGS.dtype, attention=FLAGS.attention)  # default length buckets
+  if FLAGS.easydel_python and pipe.family.name != "llava":
+    raise SystemExit(f"--easydel_python: the EasyDeL baseline runs LLaVA shapes; {FLAGS.shape} is {pipe.family.name}")
   kernel = resolve(FLAGS.attention)
   blink = common.blink_for(pipe)
   params = {**pipe.params, "token_sr": init_for(blink, pipe.cfg, jax.random.key(1))}
-  model: Llava = pipe.model
+  model = pipe.model
   # The same model on XLA's attention kernel, to show what the chosen kernel gains in this run.
-  xla_model = Llava(pipe.cfg.replace(attention="xla")) if kernel != "xla" else None
+  xla_model = type(model)(pipe.cfg.replace(attention="xla")) if kernel != "xla" else None
   easydel = EasyDeL(FLAGS.easydel_python, ckpt, FLAGS.dtype) if FLAGS.easydel_python else None
   from skimage import data
   photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
 
   rows, records = [], []
   for b in [int(x) for x in FLAGS.batches]:
-    batch = pipe.prepare([photos[i % 4] for i in range(b)], prompts=[common.prompt(FLAGS.text_tokens)] * b)
+    batch = pipe.prepare([photos[i % 4] for i in range(b)], prompts=[common.prompt(FLAGS.text_tokens, pipe)] * b)
     blink_batch = pipe.with_blink(blink).layout_for(batch, "tokensr")
-    vanilla = lambda m: jax.jit(lambda p, i, x, l: m.apply({"params": p}, i, x, l, method=Llava.prefill)[0])  # noqa: E731
+    vanilla = lambda m: jax.jit(lambda p, i, x, l: m.apply({"params": p}, i, x, l, method="prefill")[0])  # noqa: E731
     fns = {"vanilla": (vanilla(model), batch)}
     for mode in ("interp", "tokensr"):
       cfg = dataclasses.replace(blink, mode=mode)

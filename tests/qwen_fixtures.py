@@ -87,15 +87,3 @@ class HFProcessor:
     ids = np.asarray(self.tokenizer(text)["input_ids"])[None]
     return {"input_ids": ids, "attention_mask": np.ones_like(ids), "pixel_values": enc["pixel_values"],
             "image_grid_thw": enc["image_grid_thw"]}
-
-
-def hf_patches(pixels: np.ndarray, patch_size: int = 14, merge_size: int = 2, temporal_patch_size: int = 2) -> np.ndarray:
-  """An image [H, W, C] (as preprocess_qwen_image gives it) in transformers' pixel_values layout:
-  [H W / 196, C x temporal x 14 x 14], patches in 2 x 2 merge-block order, the frame repeated in time."""
-  h, w, c = pixels.shape
-  gh, gw = h // patch_size, w // patch_size
-  x = pixels.transpose(2, 0, 1).reshape(c, gh // merge_size, merge_size, patch_size, gw // merge_size,
-                                        merge_size, patch_size)
-  x = x.transpose(1, 4, 2, 5, 0, 3, 6)[:, :, :, :, :, None]
-  x = np.broadcast_to(x, x.shape[:5] + (temporal_patch_size,) + x.shape[6:])
-  return np.ascontiguousarray(x).reshape(gh * gw, c * temporal_patch_size * patch_size * patch_size)

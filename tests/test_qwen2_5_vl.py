@@ -17,6 +17,7 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 
 import hf_fixtures
 import qwen_fixtures
+from bench.common import hf_patches
 from blink_jax.convert.hf_qwen2_5_vl import load_hf_qwen2_5_vl
 from blink_jax.data.prompt import QWEN_IMAGE_PLACEHOLDER, qwen_chat_prompt
 from blink_jax.data.qwen_preprocessing import (DEFAULT_GRID_BUCKETS, choose_bucket, preprocess_qwen_image,
@@ -30,13 +31,6 @@ from blink_jax.tokenizer import Tokenizer
 
 # The hub's Qwen/Qwen2.5-VL-7B-Instruct config.json (flat: text fields at the top level, rope_scaling).
 HUB_7B_CONFIG = presets.HF_CONFIGS["qwen2.5-vl-7b"]
-
-
-@pytest.fixture(scope="module")
-def qwen_ckpt(tmp_path_factory):
-  path = tmp_path_factory.mktemp("qwen")
-  qwen_fixtures.build_checkpoint(path, seed=0)
-  return path
 
 
 def _hf(ckpt):
@@ -98,7 +92,7 @@ def test_logits_positions_and_generation_match_transformers(qwen_ckpt, attention
       n = int(lengths[i])
       inp = torch.from_numpy(ids[i:i + 1, :n]).long()
       kw = dict(input_ids=inp, attention_mask=torch.ones_like(inp), image_grid_thw=thw,
-                pixel_values=torch.from_numpy(qwen_fixtures.hf_patches(pixels[i])),
+                pixel_values=torch.from_numpy(hf_patches(pixels[i])),
                 mm_token_type_ids=(inp == cfg.image_token_id).int())
       with torch.no_grad():
         ref = hf(**kw).logits[0].numpy()
@@ -150,7 +144,7 @@ def test_preprocessing_prompt_and_tokens_equal_the_processor(qwen_ckpt):
                                                        for k, v in kwargs.items()})
       _, gh, gw = ref["image_grid_thw"][0]
       assert ours.shape == (gh * 14, gw * 14, 3), name
-      np.testing.assert_allclose(qwen_fixtures.hf_patches(ours), ref["pixel_values"], atol=1e-6, err_msg=name)
+      np.testing.assert_allclose(hf_patches(ours), ref["pixel_values"], atol=1e-6, err_msg=name)
       assert qwen_chat_prompt(question) == proc.prompt(question)
       ids = tok.encode_prompt(qwen_chat_prompt(question), gh * gw // 4)
       np.testing.assert_array_equal(ids, ref["input_ids"][0], err_msg=name)
@@ -192,7 +186,7 @@ def test_pipeline_logits_generation_and_scores_equal_transformers(qwen_ckpt):
     n = int(batch.lengths[i])
     inp = torch.from_numpy(batch.ids[i:i + 1, :n]).long()
     kw = dict(input_ids=inp, attention_mask=torch.ones_like(inp), image_grid_thw=thw,
-              pixel_values=torch.from_numpy(qwen_fixtures.hf_patches(batch.pixels[i])),
+              pixel_values=torch.from_numpy(hf_patches(batch.pixels[i])),
               mm_token_type_ids=(inp == pipe.cfg.image_token_id).int())
     with torch.no_grad():
       ref = hf(**kw).logits[0].numpy()
