@@ -35,7 +35,7 @@ class Family:
   name: str                                   # config.json's model_type
   model: type                                 # the Flax module (a VisionLanguageModel)
   config: type                                # its config dataclass
-  from_hf_config: Callable[..., Any]          # (config.json dict, where=, **runtime) -> its config
+  read_config: Callable[..., Any]             # (ckpt_dir, **runtime) -> its config (from config.json and friends)
   load: Callable[..., tuple[Any, Any]]        # (ckpt_dir, partitioner=, dtype=, ...) -> (config, params)
   abstract_params: Callable[[Any], Any]       # config -> boxed param shapes
   prompt: Callable[[str], str]                # question -> the templated prompt with one image placeholder
@@ -133,10 +133,14 @@ class QwenFamily(Family):
     return {"buckets": qwen_preprocessing.DEFAULT_GRID_BUCKETS, "native": "native"}.get(mode) or _grid_list(mode)
 
   def preprocess(self, image, cfg, preprocessing: str, **kw) -> np.ndarray:
-    return qwen_preprocessing.preprocess_qwen_image(image, self._grids(self.preprocessing(preprocessing)), **kw)
+    """`native` resizes within the checkpoint's min/max pixels (cfg: its preprocessor_config.json's)."""
+    return qwen_preprocessing.preprocess_qwen_image(image, self._grids(self.preprocessing(preprocessing)),
+                                                    min_resize_pixels=cfg.min_pixels, max_resize_pixels=cfg.max_pixels,
+                                                    **kw)
 
   def resized_shape(self, height: int, width: int, cfg, preprocessing: str) -> tuple[int, int]:
-    rows, cols = qwen_preprocessing.image_grid(height, width, self._grids(self.preprocessing(preprocessing)))
+    rows, cols = qwen_preprocessing.image_grid(height, width, self._grids(self.preprocessing(preprocessing)),
+                                               cfg.min_pixels, cfg.max_pixels)
     return rows * cfg.vision.unit, cols * cfg.vision.unit
 
   def largest_image(self, cfg, preprocessing: str) -> tuple[int, int]:
@@ -162,11 +166,11 @@ def _grid_list(name: str) -> tuple[tuple[int, int], ...] | None:
 
 
 FAMILIES = {
-    "llava": LlavaFamily("llava", Llava, llava_config.LlavaConfig, llava_config.from_hf_config,
+    "llava": LlavaFamily("llava", Llava, llava_config.LlavaConfig, llava_config.read_hf_config,
                          hf_llava.load_hf_llava, hf_llava.abstract_params, vicuna_v1_prompt, vicuna_v1_answer,
                          " ", IMAGE_PLACEHOLDER, image_preprocessing.MODES),
     "qwen2_5_vl": QwenFamily("qwen2_5_vl", Qwen2_5_VL, qwen2_5_vl_config.Qwen2_5_VLConfig,
-                             qwen2_5_vl_config.from_hf_config, hf_qwen2_5_vl.load_hf_qwen2_5_vl,
+                             hf_qwen2_5_vl.read_hf_config, hf_qwen2_5_vl.load_hf_qwen2_5_vl,
                              hf_qwen2_5_vl.abstract_params, qwen_chat_prompt, qwen_chat_answer, "",
                              QWEN_IMAGE_PLACEHOLDER, ("buckets", "native")),
 }
@@ -189,8 +193,7 @@ def of_checkpoint(ckpt_dir) -> Family:
 
 def read_hf_config(ckpt_dir, **runtime: Any):
   """The model config (its family's) of a checkpoint directory's config.json; `runtime` as RuntimeFields."""
-  hf, path = llava_config.config_json(ckpt_dir)
-  return of_checkpoint(ckpt_dir).from_hf_config(hf, where=path, **runtime)
+  return of_checkpoint(ckpt_dir).read_config(ckpt_dir, **runtime)
 
 
 def of_config(cfg) -> Family:

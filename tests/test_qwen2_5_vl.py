@@ -150,6 +150,27 @@ def test_preprocessing_prompt_and_tokens_equal_the_processor(qwen_ckpt):
       np.testing.assert_array_equal(ids, ref["input_ids"][0], err_msg=name)
 
 
+def test_native_preprocessing_takes_the_checkpoints_pixel_bounds(qwen_ckpt, tmp_path):
+  """A checkpoint's preprocessor_config.json min/max pixels (the hub's files set their own) bound
+  `native` resizing as transformers' processor loaded from that directory bounds it."""
+  from transformers import Qwen2VLImageProcessorPil
+  ckpt = tmp_path / "ckpt"
+  shutil.copytree(qwen_ckpt, ckpt)
+  (ckpt / "preprocessor_config.json").write_text(json.dumps({
+      "image_processor_type": "Qwen2VLImageProcessor", "min_pixels": 64 * 28 * 28, "max_pixels": 100 * 28 * 28,
+      "patch_size": 14, "merge_size": 2, "temporal_patch_size": 2}))
+  pipe = Pipeline.from_hf(ckpt, preprocessing="native", buckets=(256,))
+  assert (pipe.cfg.min_pixels, pipe.cfg.max_pixels) == (64 * 28 * 28, 100 * 28 * 28)
+  reference = Qwen2VLImageProcessorPil.from_pretrained(ckpt)
+  for name, photo in hf_fixtures.sample_photos().items():
+    ref = reference(images=photo, return_tensors="np")
+    batch = pipe.prepare([photo], ["what is in this image ?"])
+    _, gh, gw = ref["image_grid_thw"][0]
+    assert batch.pixels.shape[1:3] == (gh * 14, gw * 14) and gh * gw <= 4 * 100, name
+    np.testing.assert_allclose(hf_patches(batch.pixels[0]), ref["pixel_values"], atol=1e-6, err_msg=name)
+  assert (Pipeline.from_hf(qwen_ckpt).cfg.max_pixels, ) == (28 * 28 * 1280, )   # none: transformers' defaults
+
+
 def test_grid_buckets_keep_the_aspect_ratio_within_the_budget():
   assert smart_resize(300, 400) == (308, 392) and smart_resize(20, 20) == (56, 56)
   for rows, cols in DEFAULT_GRID_BUCKETS:

@@ -16,10 +16,10 @@ from blink_jax import sharding as shd
 from blink_jax.convert import strict_loading
 from blink_jax.convert.safetensors_reader import SafetensorsCheckpoint
 from blink_jax.convert.strict_loading import Source, dense, heads_bias, heads_in, heads_out, identity, llama_sources, per_layer
-from blink_jax.models.llava_config import config_json
+from blink_jax.models.llava_config import config_json, optional_json
 from blink_jax.models import vision_language
 from blink_jax.models.qwen2_5_vl import Qwen2_5_VL
-from blink_jax.models.qwen2_5_vl_config import Qwen2_5_VLConfig, from_hf_config
+from blink_jax.models.qwen2_5_vl_config import Qwen2_5_VLConfig, from_hf_config, pixel_bounds
 
 PREFIXES = {
     "vision": ("visual", "model.visual"),
@@ -70,8 +70,11 @@ def abstract_params(cfg: Qwen2_5_VLConfig) -> Any:
 
 
 def read_hf_config(ckpt_dir: str | epath.PathLike, **runtime: Any) -> Qwen2_5_VLConfig:
+  """The config of a checkpoint directory: its config.json, with the image processor's pixel bounds
+  from its preprocessor_config.json when it has one."""
   hf, path = config_json(ckpt_dir)
-  return from_hf_config(hf, where=path, **runtime)
+  processor = optional_json(ckpt_dir, "preprocessor_config.json")
+  return from_hf_config(hf, where=path, **pixel_bounds(processor or {}), **runtime)
 
 
 def load_hf_qwen2_5_vl(ckpt_dir: str | epath.PathLike, *, partitioner: shd.Partitioner | None = None,

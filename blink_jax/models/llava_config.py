@@ -197,11 +197,20 @@ def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", **runtime:
 def config_json(ckpt_dir: str | os.PathLike) -> tuple[dict[str, Any], str]:
   """(the parsed config.json of a checkpoint directory (local or any fsspec URL, e.g. gs://), its path)."""
   path = f"{str(ckpt_dir).rstrip('/')}/config.json"
+  hf = optional_json(ckpt_dir, "config.json")
+  if hf is None:
+    raise FileNotFoundError(f"{path}: no config.json; expected a Hugging Face checkpoint directory")
+  return hf, path
+
+
+def optional_json(ckpt_dir: str | os.PathLike, name: str) -> dict[str, Any] | None:
+  """A checkpoint directory's JSON file `name` parsed, or None when it has none."""
+  path = f"{str(ckpt_dir).rstrip('/')}/{name}"
   fs, fs_path = fsspec.core.url_to_fs(path)
   if not fs.exists(fs_path):
-    raise FileNotFoundError(f"{path}: no config.json; expected a Hugging Face checkpoint directory")
+    return None
   try:
-    return json.loads(fs.cat_file(fs_path)), path
+    return json.loads(fs.cat_file(fs_path))
   except json.JSONDecodeError as e:
     raise ValueError(f"{path}: not valid JSON ({e})") from e
 

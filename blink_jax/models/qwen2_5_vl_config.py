@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from blink_jax.data.qwen_preprocessing import MAX_PIXELS, MIN_PIXELS
 from blink_jax.models.llava_config import RuntimeFields, TextConfig, _pick
 
 
@@ -69,9 +70,15 @@ class Qwen2_5_VLConfig(RuntimeFields):
   bos_token_id: int = 151643
   eos_token_id: int = 151645
   pad_token_id: int = 151643
+  # The image processor's pixel bounds for preprocessing "native" (smart_resize): the checkpoint's
+  # preprocessor_config.json (pixel_bounds), else transformers' Qwen2VLImageProcessor defaults.
+  min_pixels: int = MIN_PIXELS
+  max_pixels: int = MAX_PIXELS
 
   def __post_init__(self):
     super().__post_init__()
+    if not 0 < self.min_pixels <= self.max_pixels:
+      raise ValueError(f"min_pixels={self.min_pixels}, max_pixels={self.max_pixels}: expected 0 < min <= max")
     if self.vision.out_hidden_size != self.text.hidden_size:
       raise ValueError(f"vision out_hidden_size={self.vision.out_hidden_size} must equal the decoder's "
                        f"hidden_size={self.text.hidden_size}")
@@ -82,9 +89,18 @@ class Qwen2_5_VLConfig(RuntimeFields):
     return dataclasses.replace(self, **kw)
 
 
+def pixel_bounds(processor: Mapping[str, Any]) -> dict[str, int]:
+  """{min_pixels, max_pixels} of a preprocessor_config.json (its top-level fields, or transformers 5's
+  size.shortest_edge / longest_edge, which hold pixel counts for this processor); {} without them."""
+  size = processor.get("size") or {}
+  out = {"min_pixels": processor.get("min_pixels", size.get("shortest_edge")),
+         "max_pixels": processor.get("max_pixels", size.get("longest_edge"))}
+  return {k: int(v) for k, v in out.items() if v is not None}
+
+
 def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", **runtime: Any) -> Qwen2_5_VLConfig:
   """Maps a `Qwen2_5_VLForConditionalGeneration` config.json onto Qwen2_5_VLConfig; `runtime` sets the
-  fields the checkpoint does not have (dtype, param_dtype, remat, attention)."""
+  fields config.json does not have (dtype, param_dtype, remat, attention; min_pixels, max_pixels)."""
   if hf.get("model_type") != "qwen2_5_vl":
     raise ValueError(f"{where}: model_type={hf.get('model_type')!r}; expected a Qwen2.5-VL checkpoint "
                      "(model_type 'qwen2_5_vl')")
