@@ -73,7 +73,7 @@ def main(_):
   if FLAGS.easydel_python and pipe.family.name != "llava":
     raise SystemExit(f"--easydel_python: the EasyDeL baseline runs LLaVA shapes; {FLAGS.shape} is {pipe.family.name}")
   # No EOS: every example generates exactly new_tokens, so runs are comparable.
-  pipe = dataclasses.replace(pipe, cfg=dataclasses.replace(pipe.cfg, eos_token_id=-1))
+  pipe = dataclasses.replace(pipe, cfg=dataclasses.replace(pipe.cfg, eos_token_id=-1, extra_eos_token_ids=()))
   blink = common.blink_for(pipe)
   tsr = token_sr.init_for(blink, pipe.cfg, jax.random.key(1))
   pipe = pipe.with_blink(blink, tsr)

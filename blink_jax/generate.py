@@ -9,7 +9,7 @@ Blink's prefill (whose live SR slots differ per layer) share the same decoding l
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -54,15 +54,17 @@ def decode_step(model: VisionLanguageModel, params, tokens, t, s0: int, first, c
 
 
 def greedy_generate(model: VisionLanguageModel, prefill: PrefillFn, params, ids, pixels, lengths, *,
-                    max_new_tokens: int, eos_id: int, pad_id: int) -> Generation:
-  """Greedy tokens after the prompt pass `prefill`, and the regions Blink expanded in it."""
+                    max_new_tokens: int, eos_id: int | Sequence[int], pad_id: int) -> Generation:
+  """Greedy tokens after the prompt pass `prefill`, and the regions Blink expanded in it; an example
+  stops at the first of the `eos_id` tokens (one id or several) it generates."""
   b = ids.shape[0]
+  stop = jnp.asarray(eos_id if isinstance(eos_id, (list, tuple)) else [eos_id], jnp.int32)
   logits, cache, valid, expansions = prefill(params, ids, pixels, lengths, max_new_tokens)
   s0 = cache.k.shape[3] - max_new_tokens
   start = first_positions(model, params, ids, pixels, lengths)
   first = jnp.argmax(logits, axis=-1).astype(jnp.int32)
   out = jnp.full((b, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
-  done = first == eos_id
+  done = jnp.isin(first, stop)
 
   def cond(state):
     t, _, done, _, _ = state
@@ -73,7 +75,7 @@ def greedy_generate(model: VisionLanguageModel, prefill: PrefillFn, params, ids,
     logits, cache, valid = decode_step(model, params, out[:, t - 1], t, s0, start, cache, valid)
     nxt = jnp.where(done, pad_id, jnp.argmax(logits, axis=-1).astype(jnp.int32))
     out = jax.lax.dynamic_update_slice_in_dim(out, nxt[:, None], t, 1)
-    return t + 1, out, done | (nxt == eos_id), cache, valid
+    return t + 1, out, done | jnp.isin(nxt, stop), cache, valid
 
   _, out, _, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), out, done, cache, valid))
   return Generation(out, expansions)

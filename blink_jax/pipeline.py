@@ -172,7 +172,7 @@ class Pipeline:
       prefill = self.prefill_fn(mode, image_start)
       self._generate_fns[key] = jax.jit(lambda p, ids, px, ln: greedy_generate(
           self.model, prefill, p, ids, px, ln, max_new_tokens=max_new_tokens,
-          eos_id=self.cfg.eos_token_id, pad_id=self.cfg.pad_token_id))
+          eos_id=self.cfg.eos_token_ids, pad_id=self.cfg.pad_token_id))
     return self._generate_fns[key]
 
   def loglikelihood_program(self, mode: str, image_start: int):
@@ -238,8 +238,9 @@ class Pipeline:
     texts = []
     for row in tokens:
       row = list(row)
-      if self.cfg.eos_token_id in row:
-        row = row[:row.index(self.cfg.eos_token_id)]
+      ends = [row.index(e) for e in self.cfg.eos_token_ids if e in row]
+      if ends:
+        row = row[:min(ends)]
       texts.append(self.tokenizer.decode(row).strip())
     return texts
 

@@ -171,6 +171,40 @@ def test_native_preprocessing_takes_the_checkpoints_pixel_bounds(qwen_ckpt, tmp_
   assert (Pipeline.from_hf(qwen_ckpt).cfg.max_pixels, ) == (28 * 28 * 1280, )   # none: transformers' defaults
 
 
+def test_generation_stops_at_every_end_id_generate_stops_at(qwen_ckpt, tmp_path):
+  """generation_config.json's end ids (Qwen2.5-VL-Instruct's: <|im_end|> and <|endoftext|>) end an
+  example wherever transformers' generate, reading the same file, ends it."""
+  ckpt = tmp_path / "ckpt"
+  shutil.copytree(qwen_ckpt, ckpt)
+  photos = hf_fixtures.sample_photos()
+  questions = ["what is in this image ?", "describe it", "how many cat are there ?"]
+  pipe = Pipeline.from_hf(qwen_ckpt, preprocessing="8x8", buckets=(256,))
+  batch = pipe.prepare([photos["chelsea"], photos["coffee"], photos["rocket"]], questions)
+  free = pipe.generate_tokens(batch, max_new_tokens=6)
+  other = next(int(t) for t in free[0, 1:] if t != pipe.cfg.eos_token_id)   # a token example 0 generates
+  generation = json.loads((ckpt / "generation_config.json").read_text())
+  (ckpt / "generation_config.json").write_text(json.dumps({**generation, "eos_token_id": [pipe.cfg.eos_token_id, other]}))
+  stopping = Pipeline.from_hf(ckpt, preprocessing="8x8", buckets=(256,))
+  assert stopping.cfg.eos_token_ids == (pipe.cfg.eos_token_id, other)
+  out = stopping.generate_tokens(batch, max_new_tokens=6)
+  hf = _hf(ckpt)
+  for i in range(3):
+    n = int(batch.lengths[i])
+    inp = torch.from_numpy(batch.ids[i:i + 1, :n]).long()
+    with torch.no_grad():
+      gen = hf.generate(input_ids=inp, attention_mask=torch.ones_like(inp), image_grid_thw=torch.tensor([[1, 16, 16]]),
+                        pixel_values=torch.from_numpy(hf_patches(batch.pixels[i])),
+                        mm_token_type_ids=(inp == pipe.cfg.image_token_id).int(), do_sample=False,
+                        max_new_tokens=6)[0, n:].numpy()
+    ref = np.full(6, pipe.cfg.pad_token_id)
+    ref[:len(gen)] = gen    # generate stops the batch of one at an end id
+    stop = min([list(ref).index(e) for e in stopping.cfg.eos_token_ids if e in ref] + [5])
+    ref[stop + 1:] = pipe.cfg.pad_token_id
+    np.testing.assert_array_equal(out[i], ref, err_msg=f"example {i}")
+  assert other in out[0] and not (out[0] == free[0]).all()
+  assert stopping.decode(out[:1])[0] == stopping.tokenizer.decode(out[0, :list(out[0]).index(other)]).strip()
+
+
 def test_grid_buckets_keep_the_aspect_ratio_within_the_budget():
   assert smart_resize(300, 400) == (308, 392) and smart_resize(20, 20) == (56, 56)
   for rows, cols in DEFAULT_GRID_BUCKETS:

@@ -70,11 +70,12 @@ def abstract_params(cfg: Qwen2_5_VLConfig) -> Any:
 
 
 def read_hf_config(ckpt_dir: str | epath.PathLike, **runtime: Any) -> Qwen2_5_VLConfig:
-  """The config of a checkpoint directory: its config.json, with the image processor's pixel bounds
-  from its preprocessor_config.json when it has one."""
+  """The config of a checkpoint directory: its config.json, with generation_config.json's end ids and
+  the image processor's pixel bounds from its preprocessor_config.json, where it has them."""
   hf, path = config_json(ckpt_dir)
   processor = optional_json(ckpt_dir, "preprocessor_config.json")
-  return from_hf_config(hf, where=path, **pixel_bounds(processor or {}), **runtime)
+  return from_hf_config(hf, where=path, generation=optional_json(ckpt_dir, "generation_config.json"),
+                        **pixel_bounds(processor or {}), **runtime)
 
 
 def load_hf_qwen2_5_vl(ckpt_dir: str | epath.PathLike, *, partitioner: shd.Partitioner | None = None,

@@ -105,6 +105,11 @@ class LlavaConfig(RuntimeFields):
   bos_token_id: int = 1
   eos_token_id: int = 2
   pad_token_id: int = 0
+  extra_eos_token_ids: tuple[int, ...] = ()   # further ids that end generation (eos_fields)
+
+  @property
+  def eos_token_ids(self) -> tuple[int, ...]:
+    return (self.eos_token_id,) + self.extra_eos_token_ids
 
   @property
   def num_image_tokens(self) -> int:
@@ -131,14 +136,28 @@ def _pick(d: Mapping[str, Any], *names: str, default: Any = None) -> Any:
   return default
 
 
+def eos_fields(*values: Any) -> dict[str, Any]:
+  """{eos_token_id, extra_eos_token_ids} from eos_token_id entries (an int, a list or None) in order:
+  config.json's, then generation_config.json's (transformers' generate stops at any of them; e.g.
+  Qwen2.5-VL-Instruct's <|im_end|> and <|endoftext|>). {} when none names one."""
+  ids: list[int] = []
+  for value in values:
+    for i in value if isinstance(value, (list, tuple)) else [value]:
+      if i is not None and int(i) not in ids:
+        ids.append(int(i))
+  return {"eos_token_id": ids[0], "extra_eos_token_ids": tuple(ids[1:])} if ids else {}
+
+
 def _required(d: Mapping[str, Any], name: str, where: str) -> Any:
   if name not in d:
     raise ValueError(f"{where}: config.json has no '{name}', which a LLaVA checkpoint must define")
   return d[name]
 
 
-def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", **runtime: Any) -> LlavaConfig:
-  """Maps a `LlavaForConditionalGeneration` config.json onto LlavaConfig.
+def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", generation: Mapping[str, Any] | None = None,
+                   **runtime: Any) -> LlavaConfig:
+  """Maps a `LlavaForConditionalGeneration` config.json (and its generation_config.json's end ids)
+  onto LlavaConfig.
 
   `runtime` sets fields that are not in the checkpoint (dtype, param_dtype, remat, attention).
   """
@@ -180,7 +199,7 @@ def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", **runtime:
       num_channels=_pick(v, "num_channels", default=3),
       hidden_act=_pick(v, "hidden_act", default="quick_gelu"),
   )
-  eos = _pick(t, "eos_token_id", default=_pick(hf, "eos_token_id", default=2))
+  eos = eos_fields(_pick(t, "eos_token_id", default=_pick(hf, "eos_token_id")), (generation or {}).get("eos_token_id"))
   return LlavaConfig(
       vision=vision, text=text,
       image_token_id=_pick(hf, "image_token_id", "image_token_index", default=32000),
@@ -188,7 +207,7 @@ def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", **runtime:
       projector_hidden_act=_pick(hf, "projector_hidden_act", default="gelu"),
       projector_bias=bool(_pick(hf, "multimodal_projector_bias", default=True)),
       bos_token_id=_pick(t, "bos_token_id", default=_pick(hf, "bos_token_id", default=1)),
-      eos_token_id=eos[0] if isinstance(eos, (list, tuple)) else eos,
+      **(eos or {"eos_token_id": 2}),
       pad_token_id=_pick(hf, "pad_token_id", default=_pick(t, "pad_token_id", default=0)),
       **runtime,
   )
@@ -216,9 +235,9 @@ def optional_json(ckpt_dir: str | os.PathLike, name: str) -> dict[str, Any] | No
 
 
 def read_hf_config(ckpt_dir: str | os.PathLike, **runtime: Any) -> LlavaConfig:
-  """The LlavaConfig of a checkpoint directory's config.json."""
+  """The LlavaConfig of a checkpoint directory's config.json (and generation_config.json)."""
   hf, path = config_json(ckpt_dir)
-  return from_hf_config(hf, where=path, **runtime)
+  return from_hf_config(hf, where=path, generation=optional_json(ckpt_dir, "generation_config.json"), **runtime)
 
 
 def from_preset(preset: Mapping[str, Any], **runtime: Any) -> LlavaConfig:

@@ -9,7 +9,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from blink_jax.data.qwen_preprocessing import MAX_PIXELS, MIN_PIXELS
-from blink_jax.models.llava_config import RuntimeFields, TextConfig, _pick
+from blink_jax.models.llava_config import RuntimeFields, TextConfig, _pick, eos_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +70,7 @@ class Qwen2_5_VLConfig(RuntimeFields):
   bos_token_id: int = 151643
   eos_token_id: int = 151645
   pad_token_id: int = 151643
+  extra_eos_token_ids: tuple[int, ...] = ()   # further ids that end generation (llava_config.eos_fields)
   # The image processor's pixel bounds for preprocessing "native" (smart_resize): the checkpoint's
   # preprocessor_config.json (pixel_bounds), else transformers' Qwen2VLImageProcessor defaults.
   min_pixels: int = MIN_PIXELS
@@ -85,6 +86,10 @@ class Qwen2_5_VLConfig(RuntimeFields):
     if not self.text.mrope_section:
       raise ValueError("Qwen2.5-VL's decoder needs mrope_section (multimodal RoPE)")
 
+  @property
+  def eos_token_ids(self) -> tuple[int, ...]:
+    return (self.eos_token_id,) + self.extra_eos_token_ids
+
   def replace(self, **kw: Any) -> "Qwen2_5_VLConfig":
     return dataclasses.replace(self, **kw)
 
@@ -98,9 +103,11 @@ def pixel_bounds(processor: Mapping[str, Any]) -> dict[str, int]:
   return {k: int(v) for k, v in out.items() if v is not None}
 
 
-def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", **runtime: Any) -> Qwen2_5_VLConfig:
-  """Maps a `Qwen2_5_VLForConditionalGeneration` config.json onto Qwen2_5_VLConfig; `runtime` sets the
-  fields config.json does not have (dtype, param_dtype, remat, attention; min_pixels, max_pixels)."""
+def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", generation: Mapping[str, Any] | None = None,
+                   **runtime: Any) -> Qwen2_5_VLConfig:
+  """Maps a `Qwen2_5_VLForConditionalGeneration` config.json (and its generation_config.json's end ids)
+  onto Qwen2_5_VLConfig; `runtime` sets the fields config.json does not have (dtype, param_dtype,
+  remat, attention; min_pixels, max_pixels)."""
   if hf.get("model_type") != "qwen2_5_vl":
     raise ValueError(f"{where}: model_type={hf.get('model_type')!r}; expected a Qwen2.5-VL checkpoint "
                      "(model_type 'qwen2_5_vl')")
@@ -147,7 +154,7 @@ def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", **runtime:
       hidden_act=_pick(v, "hidden_act", default="silu"),
       rope_theta=float(_pick(v_rope, "rope_theta", default=10000.0)),
   )
-  eos = _pick(t, "eos_token_id", default=_pick(hf, "eos_token_id", default=151645))
+  eos = eos_fields(_pick(t, "eos_token_id", default=_pick(hf, "eos_token_id")), (generation or {}).get("eos_token_id"))
   bos = _pick(t, "bos_token_id", default=_pick(hf, "bos_token_id", default=151643))
   return Qwen2_5_VLConfig(
       vision=vision, text=text,
@@ -156,7 +163,7 @@ def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", **runtime:
       vision_start_token_id=_pick(hf, "vision_start_token_id", default=151652),
       vision_end_token_id=_pick(hf, "vision_end_token_id", default=151653),
       bos_token_id=bos,
-      eos_token_id=eos[0] if isinstance(eos, (list, tuple)) else eos,
+      **(eos or {"eos_token_id": 151645}),
       pad_token_id=_pick(hf, "pad_token_id", default=_pick(t, "pad_token_id", default=bos)),
       **runtime,
   )

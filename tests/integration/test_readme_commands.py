@@ -39,13 +39,13 @@ SHRINK = {"train.py --config configs/tokensr_7b.py": [
               "--config.data.workers=0", "--config.distributed.enabled=False", "--config.blink.token_sr_channels=8"],
           # LLaVA-1.5-7B's programs compiled for a v5e-8 at a smaller batch, two of the three modes
           "blink_jax.aot --config configs/eval_7b.py": ["--config.batch_size=8", "--config.modes=vanilla,interp"],
-          # TokenSR on the small Qwen2.5-VL: its 3 layers, one small grid bucket
+          # TokenSR on the small Qwen2.5-VL, one small grid bucket, the scanning layers of the Qwen eval
+          # command's stand-in below (so both evaluations answer interp with the same settings)
           "train.py --config configs/tokensr_qwen2_5_vl_7b.py": [
               "--config.train.steps=2", "--config.train.batch_size=8", "--config.train.grad_accum_steps=1",
               "--config.checkpoint.every=1", "--config.data.workers=0", "--config.distributed.enabled=False",
-              "--config.model.preprocessing=8x8", "--config.blink.first_scan_layer=0", "--config.blink.last_scan_layer=1",
-              "--config.blink.region_size=2", "--config.blink.token_sr_channels=8", "--config.model.dtype=float32",
-              "--config.model.param_dtype=float32"],
+              "--config.model.preprocessing=8x8", "--config.blink.first_scan_layer=1", "--config.blink.last_scan_layer=2",
+              "--config.model.dtype=float32", "--config.model.param_dtype=float32"],
           # Qwen2.5-VL on two benchmarks, its images in small grid buckets
           "Qwen2.5-VL-7B-Instruct": ["--config.benchmarks=pope,vstar", "--config.model.preprocessing=8x8,8x12,12x8",
                                      "--config.batch_size=8", "--config.prompt_buckets=256,512",
