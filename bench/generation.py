@@ -5,7 +5,9 @@ Decode speed is measured two ways: end to end, ms per step = (time of N tokens -
 through Pipeline.generate_tokens (tokens/s over the batch); and one compiled decode step alone
 (generate.decode_step on the cache of the mode's own prefill, the modes timed in turns, median of
 `--step_repeats` steps), which is not a difference of two timings and so carries far less noise: the
-Blink / vanilla decode ratios are taken from it.
+Blink / vanilla decode ratios are taken from it. Beside them, the step's floor on this host
+(bytes_floor_call: one program reading every decoder weight and the KV cache once, with the
+multiply-adds they carry), so a step's time reads as a multiple of what any implementation must pay.
 
   python -m bench.generation [--shape medium|qwen_medium] [--batches 1,8] [--new_tokens 32] [--easydel_python PY]
 """
@@ -17,8 +19,10 @@ import itertools
 import os
 import tempfile
 
+import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import app, flags
 
 from bench import common
@@ -67,6 +71,33 @@ def decode_step_call(pipe: Pipeline, mode: str, batch: PromptBatch, room: int):
   return call
 
 
+def bytes_floor_call(pipe: Pipeline, batch: PromptBatch, room: int):
+  """(a zero-argument call of the least any decode step must do at this batch, the bytes it reads).
+
+  One compiled program that reads every decoder weight once as a [B, k] x [k, n] product (all of
+  the language model's matrices, the LM head included, the embedding table only where it is the
+  tied head) and the whole vanilla KV cache once as one query per kv head against it: the bytes a
+  step of any implementation must stream, with the multiply-adds they carry. Its time is this host's
+  floor for a decode step; at batch 1 it is set by memory bandwidth."""
+  flat = flax.traverse_util.flatten_dict(pipe.params["language_model"], sep="/")
+  tied = pipe.cfg.text.tie_word_embeddings
+  mats = [w for k, w in flat.items() if w.ndim >= 2 and (tied or "embed_tokens" not in k)]
+  t = pipe.cfg.text
+  b = batch.ids.shape[0]
+  s = batch.ids.shape[1] + room
+  cache = jnp.zeros((t.num_layers, b, t.num_kv_heads, s, t.head_dim), jnp.dtype(pipe.cfg.dtype))
+  xs = [jnp.ones((b, int(np.prod(w.shape[:-1]))), w.dtype) for w in mats]
+  q = jnp.ones((b, t.num_kv_heads, t.head_dim), cache.dtype)
+
+  @jax.jit
+  def floor(mats, xs, q, k, v):
+    out = sum(jnp.sum(x @ w.reshape(x.shape[1], -1)) for w, x in zip(mats, xs))
+    return out + jnp.sum(jnp.einsum("bkd,lbksd->lbks", q, k)) + jnp.sum(jnp.einsum("bkd,lbksd->lbkd", q, v))
+
+  nbytes = sum(w.nbytes for w in mats) + 2 * cache.nbytes
+  return (lambda: floor(mats, xs, q, cache, cache)), nbytes
+
+
 def main(_):
   ckpt = common.hf_checkpoint(FLAGS.shape, FLAGS.ckpt_dir)
   pipe = common.pipeline(FLAGS.shape, ckpt, dtype=FLAGS.dtype)
@@ -91,8 +122,10 @@ def main(_):
       record["easydel_check"] = checked(easydel, batch, ckpt, FLAGS.dtype, n, pipe.generate_tokens(batch, n))
       calls.update({("easydel", k): easydel.call("generate", k) for k in (1, n)})
     seconds = common.time_interleaved(calls, repeats=FLAGS.repeats)
-    steps = common.time_interleaved({mode: decode_step_call(pipe, mode, batch, n) for mode in modes},
-                                    repeats=FLAGS.step_repeats, warmup=2)
+    floor_call, record["floor_bytes"] = bytes_floor_call(pipe, batch, n)
+    steps = common.time_interleaved({**{mode: decode_step_call(pipe, mode, batch, n) for mode in modes},
+                                     "floor": floor_call}, repeats=FLAGS.step_repeats, warmup=2)
+    record["floor_ms"] = 1e3 * steps.pop("floor")
     for mode in modes + (("easydel",) if easydel else ()):
       first, full = seconds[mode, 1], seconds[mode, n]
       record[mode] = {"ttft_seconds": first, "total_seconds": full,
@@ -102,18 +135,21 @@ def main(_):
         record[mode]["step_alone_ms"] = 1e3 * steps[mode]
     records.append(record)
     v = record["vanilla"]
-    row = [b, f"{v['ttft_seconds'] * 1e3:.0f}", f"{v['decode_ms_per_step']:.1f}", f"{v['step_alone_ms']:.1f}"]
+    row = [b, f"{v['ttft_seconds'] * 1e3:.0f}", f"{v['decode_ms_per_step']:.1f}", f"{v['step_alone_ms']:.1f}",
+           f"{record['floor_ms']:.1f} ({record['floor_bytes'] / 2**20:.0f} MiB)", f"{v['step_alone_ms'] / record['floor_ms']:.2f}"]
     row += [f"{record[m]['step_alone_ms'] / v['step_alone_ms']:.3f}" for m in ("interp", "tokensr")]
     row += [f"{record[m]['ttft_seconds'] / v['ttft_seconds']:.3f}" for m in ("interp", "tokensr")]
     if easydel is not None:
       e = record["easydel"]
       row += [f"{e['ttft_seconds'] * 1e3:.0f}", f"{e['decode_ms_per_step']:.1f}",
-              f"{v['ttft_seconds'] / e['ttft_seconds']:.3f}", f"{v['decode_ms_per_step'] / e['decode_ms_per_step']:.3f}"]
+              f"{v['ttft_seconds'] / e['ttft_seconds']:.3f}", f"{v['decode_ms_per_step'] / e['decode_ms_per_step']:.3f}",
+              f"{e['decode_ms_per_step'] / record['floor_ms']:.2f}"]
     rows.append(row)
-  header = ["batch", "van TTFT ms", "van decode ms/step", "van step alone ms", "interp step/van", "tokensr step/van",
+  header = ["batch", "van TTFT ms", "van decode ms/step", "van step alone ms", "floor ms (bytes)", "van step/floor",
+            "interp step/van", "tokensr step/van",
             "interp TTFT/van", "tokensr TTFT/van"]
   if easydel is not None:
-    header += ["EasyDeL TTFT ms", "EasyDeL decode ms/step", "TTFT van/EasyDeL", "decode van/EasyDeL"]
+    header += ["EasyDeL TTFT ms", "EasyDeL decode ms/step", "TTFT van/EasyDeL", "decode van/EasyDeL", "EasyDeL decode/floor"]
     easydel.close()
   common.write(f"generation_{FLAGS.shape}", {"new_tokens": n, "records": records}, rows, header)
   common.bar_plot(f"generation_{FLAGS.shape}", [f"batch {r['batch']}" for r in records],

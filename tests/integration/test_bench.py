@@ -42,6 +42,9 @@ def test_generation_bench(tmp_path):
   results = _run("bench.generation", tmp_path, "--shape=tiny", "--batches=2", "--repeats=1",
                  "--new_tokens=4", f"--ckpt_dir={tmp_path / 'ckpt'}")
   out = json.loads((results / "generation_tiny.json").read_text())
+  record = out["records"][0]
+  # the floor reads every decoder weight (tiny: 4 layers of 128 wide, a 512 x 128 head) and the cache
+  assert record["floor_ms"] > 0 and record["floor_bytes"] > 4 * (4 * 128 * 128 + 3 * 128 * 256) * 4 + 512 * 128 * 4
   for mode in ("vanilla", "interp", "tokensr"):
     assert out["records"][0][mode]["step_alone_ms"] > 0, mode
     assert out["records"][0][mode]["ttft_seconds"] > 0, mode
