@@ -140,6 +140,11 @@ class Pipeline:
 
   def _device(self, *arrays: np.ndarray) -> list[jax.Array]:
     """Host arrays with a leading batch axis, placed in the batch sharding."""
+    ways = self.partitioner.batch_parallelism
+    if arrays[0].shape[0] % ways:
+      raise ValueError(f"a batch of {arrays[0].shape[0]} examples cannot be split over the mesh's {ways} "
+                       f"batch-parallel devices ({dict(self.partitioner.mesh.shape)}): give a multiple of {ways} "
+                       "examples (repeat the last one, as eval.py does) or a mesh whose data x fsdp divides it")
     return [jax.device_put(x, self.partitioner.batch(x.ndim)) for x in arrays]
 
   def _device_batch(self, batch: PromptBatch) -> list[jax.Array]:

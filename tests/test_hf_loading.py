@@ -3,6 +3,7 @@ fsspec, on a local GCS emulator) for a sharded checkpoint."""
 
 import jax
 import numpy as np
+import pytest
 from safetensors.numpy import load_file, save_file
 
 import gcs_fixtures
@@ -54,6 +55,29 @@ def test_checkpoint_from_gcs_equals_local(mha_ckpt, gcs_emulator, monkeypatch):
   jax.tree.map(np.testing.assert_array_equal, local.params, remote.params)
   batch = local.prepare(*_inputs(4))
   np.testing.assert_array_equal(remote.prepare(*_inputs(4)).ids, batch.ids)
+  np.testing.assert_array_equal(np.asarray(remote.logits(batch)), np.asarray(local.logits(batch)))
+
+
+def test_qwen_checkpoint_from_gcs_equals_local(qwen_ckpt, gcs_emulator, tmp_path):
+  """A Qwen2.5-VL directory on gs:// (sharded safetensors, its tokenizer, and the generation and
+  preprocessor configs its family reads) loads to the params, config and logits it gives from disk."""
+  import shutil
+  local_dir = tmp_path / "qwen"
+  shutil.copytree(qwen_ckpt, local_dir)
+  (local_dir / "preprocessor_config.json").write_text('{"min_pixels": 50176, "max_pixels": 200704}')
+  url = f"{gcs_emulator}/qwen"
+  gcs_fixtures.upload(local_dir, url)
+  partitioner = shd.Partitioner(shd.make_mesh({"data": 1, "fsdp": 4, "tensor": 2}))
+  remote = Pipeline.from_hf(url, partitioner=partitioner, preprocessing="native")
+  local = Pipeline.from_hf(local_dir, partitioner=partitioner, preprocessing="native")
+  assert remote.cfg == local.cfg and (remote.cfg.min_pixels, remote.cfg.max_pixels) == (50176, 200704)
+  jax.tree.map(np.testing.assert_array_equal, local.params, remote.params)
+  photo = hf_fixtures.sample_photos()["chelsea"]
+  with pytest.raises(ValueError, match="a batch of 1 examples cannot be split over the mesh's 4 batch-parallel"):
+    local.logits(local.prepare([photo], ["what is in this image ?"]))
+  images, questions = [photo] * 4, ["what is in this image ?", "describe it", "a cat ?", "how many ?"]
+  batch = local.prepare(images, questions)
+  np.testing.assert_array_equal(remote.prepare(images, questions).ids, batch.ids)
   np.testing.assert_array_equal(np.asarray(remote.logits(batch)), np.asarray(local.logits(batch)))
 
 
