@@ -1,7 +1,7 @@
 """TokenSR training throughput: steps/s and examples/s of the jitted train step; FLOPs per step from
 XLA's cost analysis, and model FLOPs utilisation when --peak_tflops (the device's peak) is given.
 
-  python -m bench.training [--shape tiny|medium] [--batch 8] [--steps 20] [--peak_tflops 989]
+  python -m bench.training [--shape tiny|medium|qwen_tiny] [--batch 8] [--steps 20] [--peak_tflops 989]
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from blink_jax import sharding as shd
 from blink_jax.train.step import train_program
 from configs import tokensr
 
-flags.DEFINE_enum("shape", "medium", ["tiny", "medium"], "tiny: the default job's model.")
+flags.DEFINE_enum("shape", "medium", ["tiny", "medium", "qwen_tiny"],
+                  "tiny: the default job's model; qwen_tiny: its sizes as Qwen2.5-VL (preset qwen2.5-vl-tiny, "
+                  "16x16-token images).")
 flags.DEFINE_integer("batch", 8, "Global batch.")
 flags.DEFINE_integer("steps", 20, "Timed steps.")
 flags.DEFINE_float("peak_tflops", 0.0, "Device peak TFLOP/s for MFU (e.g. 989 for H100 bf16 dense).")
@@ -30,6 +32,9 @@ def config():
   if FLAGS.shape == "medium":
     c.model.preset = "medium"
     c.blink.update(first_scan_layer=3, last_scan_layer=4, region_size=4, token_sr_channels=64)
+  if FLAGS.shape == "qwen_tiny":
+    c.model.preset = "qwen2.5-vl-tiny"
+    c.model.preprocessing = "16x16"
   return c
 
 

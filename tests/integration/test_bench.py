@@ -85,9 +85,10 @@ def test_generation_bench_with_easydel(tmp_path):
   assert record["easydel"]["ttft_seconds"] > 0
 
 
-def test_training_bench(tmp_path):
-  results = _run("bench.training", tmp_path, "--shape=tiny", "--batch=2", "--steps=2")
-  out = json.loads((results / "training_tiny.json").read_text())
+@pytest.mark.parametrize("shape", ["tiny", "qwen_tiny"])
+def test_training_bench(tmp_path, shape):
+  results = _run("bench.training", tmp_path, f"--shape={shape}", "--batch=2", "--steps=2")
+  out = json.loads((results / f"training_{shape}.json").read_text())
   assert out["flops_per_step"] > 0 and out["seconds_per_step"] > 0
 
 
