@@ -47,6 +47,7 @@ def test_a_mistyped_image_folder_scores_nothing_and_fails(tmp_path):
   assert "90.91" not in table
 
 
+@pytest.mark.slow   # a whole job (the full tier)
 def test_a_missing_and_an_undecodable_image_are_counted_and_kept_out_of_the_score(tmp_path):
   source = _pope_llava(tmp_path)
   images = tmp_path / "llava" / "images"
@@ -100,6 +101,7 @@ def test_image_paths_may_not_leave_their_folder(tmp_path):
     runner.decode_image(examples[0], None)
 
 
+@pytest.mark.slow   # a whole job (the full tier)
 def test_predictions_resume_only_under_the_settings_that_made_them(tmp_path):
   settings = dict(benchmarks="pope", modes="vanilla,interp,tokensr")
   runner.evaluate(_config(tmp_path, **settings))
@@ -123,6 +125,7 @@ def test_predictions_resume_only_under_the_settings_that_made_them(tmp_path):
   assert fresh["pope"]["tokensr"]["answered"] == 12
 
 
+@pytest.mark.slow   # a whole job (the full tier)
 def test_blink_expands_in_the_embedded_default_and_uses_the_default_export(tmp_path, monkeypatch, capsys):
   monkeypatch.chdir(tmp_path)
   c = _config(tmp_path, benchmarks="pope", token_sr="auto")

@@ -50,6 +50,7 @@ def test_coupled_questions_are_resampled_together():
   assert out["perception"]["difference"] == 0.0 and out["perception"]["ci95"] == [0.0, 0.0]
 
 
+@pytest.mark.slow   # a whole job (the full tier)
 def test_eval_reports_paired_differences(tmp_path):
   results = runner.evaluate(_config(tmp_path, benchmarks="vstar,hrbench_4k,mmbench", modes="vanilla,interp",
                                     bootstrap_samples=50))

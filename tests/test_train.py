@@ -46,6 +46,7 @@ def _fixed_batch(cfg, n, tmp_path, preprocessing="auto"):
   return next(it)["pixels"]
 
 
+@pytest.mark.slow   # a whole job (the full tier)
 def test_default_job_runs_checkpoints_and_exports(tmp_path):
   metrics = train(train_fixtures.tiny_config(tmp_path / "run"))
   assert np.isfinite(metrics["loss"]) and metrics["examples_per_sec"] > 0
@@ -55,7 +56,8 @@ def test_default_job_runs_checkpoints_and_exports(tmp_path):
   assert json.loads((tmp_path / "run" / "summary_process0.json").read_text())["step"] == 6
 
 
-@pytest.mark.parametrize("preset,preprocessing", [("tiny", "auto"), ("qwen2.5-vl-tiny", "8x12")])
+@pytest.mark.parametrize("preset,preprocessing", [
+    ("tiny", "auto"), pytest.param("qwen2.5-vl-tiny", "8x12", marks=pytest.mark.slow)])
 def test_loss_falls_on_a_fixed_batch_and_backbone_stays_frozen(tmp_path, preset, preprocessing):
   config = train_fixtures.tiny_config(tmp_path, **{"train.learning_rate": 3e-3, "train.warmup_steps": 2,
                                                    "train.steps": 40, "model.preset": preset,
@@ -120,6 +122,7 @@ def test_teacher_equals_the_model_run_on_the_crop_outside_the_step(blink_ckpt, t
       np.testing.assert_allclose(np.asarray(teacher[j, i]), ref, atol=2e-5, err_msg=f"layer {layer}")
 
 
+@pytest.mark.slow   # a whole job (the full tier)
 def test_qwen_job_trains_and_its_export_runs_blink_at_another_bucket(qwen_ckpt, tmp_path):
   """The training job on a Qwen2.5-VL checkpoint (one 8x8 bucket) exports a TokenSR that Blink's tokensr
   mode loads and runs at another bucket (8x12), where it changes the logits interp gives."""
@@ -193,6 +196,7 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path):
   assert 6 <= skipped_count(it) <= 8
 
 
+@pytest.mark.slow   # a whole job (the full tier)
 def test_sharded_fsdp_data_run_matches_one_device(tmp_path):
   one = train_fixtures.tiny_config(tmp_path / "a", **{"mesh.data": 1})
   eight = train_fixtures.tiny_config(tmp_path / "b", **{"mesh.data": 4, "mesh.fsdp": 2})

@@ -90,6 +90,7 @@ def _preempt_after(monkeypatch, steps: int):
   monkeypatch.setattr(loop, "to_global", to_global)
 
 
+@pytest.mark.slow   # a whole job (the full tier)
 def test_preempted_run_resumes_logging_what_an_uninterrupted_run_logs(tmp_path, monkeypatch):
   settings = {"train.steps": 4, "train.log_every": 4, "checkpoint.every": 100}
   reference = train(train_fixtures.tiny_config(tmp_path / "ref", **settings))
@@ -103,6 +104,7 @@ def test_preempted_run_resumes_logging_what_an_uninterrupted_run_logs(tmp_path, 
     assert resumed[key] == reference[key], key
 
 
+@pytest.mark.slow   # a whole job (the full tier)
 def test_changed_config_on_resume_is_refused_unless_asked(tmp_path):
   run = tmp_path / "run"
   train(train_fixtures.tiny_config(run, **{"train.steps": 3}))
@@ -125,6 +127,7 @@ def _corrupt(step_dir):
       p.write_bytes(b"garbage" * 10)
 
 
+@pytest.mark.slow   # a whole job (the full tier)
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
   run = tmp_path / "run"
   train(train_fixtures.tiny_config(run, **{"train.steps": 6, "checkpoint.every": 3}))
