@@ -2,12 +2,12 @@
 for each topology, and Blink's memory and compile time against vanilla's.
 
   python -m bench.aot [--configs tokensr_7b,tokensr_13b,eval_7b,eval_13b]
-      [--topologies v4:2x2x1,v5e:2x4,v5p:2x2x1,v6e:2x4] [--max_batch]
+      [--topologies v4:2x2x1,v5e:2x4,v5p:2x2x1,v6e:2x4] [--max_batch] [--noblink]
 
 Table 1, per config and topology: the config's own batch (per-device total GiB of its largest program,
 fits with 10% HBM headroom, compile s) and, with --max_batch, the largest global batch that fits
-(aot.max_batch: four compiles) and what that is per chip. For an eval config table 1 compiles
-tokensr's prefill and generation only: Blink's generation is the largest program of the three modes
+(aot.max_batch: three more compiles where memory is affine in the batch) and what that is per chip.
+For an eval config table 1 compiles tokensr's prefill and generation only: Blink's generation is the largest program of the three modes
 (table 2), and six programs a step would take an hour a cell on a 2-core host. The configs' meshes
 take every device (fsdp=-1), so one config serves every topology.
 Table 2, per eval config, on the topology it is sized for (aot.topology): every mode's programs, Blink's
@@ -26,7 +26,9 @@ from blink_jax import aot
 
 flags.DEFINE_list("configs", ["tokensr_7b", "tokensr_13b", "eval_7b", "eval_13b"], "Modules of configs/.")
 flags.DEFINE_list("topologies", ["v4:2x2x1", "v5e:2x4", "v5p:2x2x1", "v6e:2x4"], "TPU topologies (-8 slices).")
-flags.DEFINE_bool("max_batch", True, "Also find the largest global batch that fits (4 compiles a cell).")
+flags.DEFINE_bool("max_batch", True, "Also find the largest global batch that fits (3 more compiles a cell if memory is affine).")
+flags.DEFINE_bool("blink", True, "Table 2: every mode's programs of each eval config on the topology it is sized "
+                  "for, Blink's against vanilla's.")
 flags.DEFINE_string("name", "aot", "Results are written to <results_dir>/<name>.json and <name>_blink.json.")
 FLAGS = flags.FLAGS
 
@@ -55,7 +57,7 @@ def main(_):
   for name in FLAGS.configs:
     load = importlib.import_module(f"configs.{name}").get_config
     is_eval = not aot.is_train_config(load())
-    if is_eval:
+    if is_eval and FLAGS.blink:
       config = load()
       records = aot.compile_config(config, config.aot.topology)
       blink_rows.append([name, config.aot.topology, config.batch_size] + blink_over_vanilla(records))
@@ -73,7 +75,7 @@ def main(_):
       row = [name, topology, f"{chips} / {len(devices)}", f"{worst.hbm_gib:.0f}", worst.batch, f"{worst.total_gib:.2f}",
              "yes" if all(r.fits for r in records) else "NO", f"{max(r.compile_s for r in records):.0f}"]
       if FLAGS.max_batch:
-        result["max_batch"] = aot.max_batch(config, topology)
+        result["max_batch"] = aot.max_batch(config, topology, measured=records)
         row += [result["max_batch"], f"{result['max_batch'] / chips:.0f}"]
       rows.append(row)
       results.append(result)
