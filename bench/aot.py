@@ -7,8 +7,9 @@ for each topology, and Blink's memory and compile time against vanilla's.
 Table 1, per config and topology: the config's own batch (per-device total GiB of its largest program,
 fits with 10% HBM headroom, compile s) and, with --max_batch, the largest global batch that fits
 (aot.max_batch: three more compiles where memory is affine in the batch) and what that is per chip.
-For an eval config table 1 compiles tokensr's prefill and generation only: Blink's generation is the largest program of the three modes
-(table 2), and six programs a step would take an hour a cell on a 2-core host. The configs' meshes
+For an eval config table 1 compiles tokensr's prefill and generation only: Blink's generation is the
+largest program of the three modes (table 2), and six programs a step would take an hour a cell on a
+2-core host. The configs' meshes
 take every device (fsdp=-1), so one config serves every topology.
 Table 2, per eval config, on the topology it is sized for (aot.topology): every mode's programs, Blink's
 against vanilla's at the same batch and prompt bucket (per-device temporaries; compile seconds as a
@@ -18,6 +19,7 @@ ratio).
 from __future__ import annotations
 
 import importlib
+import time
 
 from absl import app, flags
 
@@ -53,7 +55,7 @@ def main(_):
   rows, blink_rows, results = [], [], []
   header = ["config", "topology", "chips / devices", "HBM GiB/device", "batch", "GiB/device", "fits", "compile s"]
   if FLAGS.max_batch:
-    header += ["max batch", "max per chip"]
+    header += ["max batch", "max per chip", "search s"]
   for name in FLAGS.configs:
     load = importlib.import_module(f"configs.{name}").get_config
     is_eval = not aot.is_train_config(load())
@@ -75,8 +77,10 @@ def main(_):
       row = [name, topology, f"{chips} / {len(devices)}", f"{worst.hbm_gib:.0f}", worst.batch, f"{worst.total_gib:.2f}",
              "yes" if all(r.fits for r in records) else "NO", f"{max(r.compile_s for r in records):.0f}"]
       if FLAGS.max_batch:
+        start = time.perf_counter()
         result["max_batch"] = aot.max_batch(config, topology, measured=records)
-        row += [result["max_batch"], f"{result['max_batch'] / chips:.0f}"]
+        result["search_s"] = round(time.perf_counter() - start)
+        row += [result["max_batch"], f"{result['max_batch'] / chips:.0f}", result["search_s"]]
       rows.append(row)
       results.append(result)
       # Written after every cell: a 7B/13B sweep takes hours on a small host.
