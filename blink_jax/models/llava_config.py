@@ -1,6 +1,7 @@
 """Architecture hyper-parameters of LLaVA-1.5 (CLIP ViT + mlp2x_gelu projector + Llama), read from
 a Hugging Face `config.json` or built from an ml_collections preset; and what every model family
-shares: the decoder's shape (TextConfig) and the numeric policy (Numerics, RuntimeFields)."""
+shares: the decoder's shape (TextConfig), the numeric policy (Numerics, RuntimeFields) and the rest of a
+whole-model config (ModelConfig, end_token_fields)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,20 @@ class RuntimeFields:
   @property
   def numerics(self) -> Numerics:
     return Numerics(jnp.dtype(self.dtype), jnp.dtype(self.param_dtype), self.remat, self.attention)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(RuntimeFields):
+  """What every family's whole-model config has besides its architecture: the runtime fields, the ids
+  after its `eos_token_id` that also end generation (end_token_fields), and replace()."""
+  extra_eos_token_ids: tuple[int, ...] = ()
+
+  @property
+  def eos_token_ids(self) -> tuple[int, ...]:
+    return (self.eos_token_id,) + self.extra_eos_token_ids
+
+  def replace(self, **kw: Any) -> "ModelConfig":
+    return dataclasses.replace(self, **kw)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +109,8 @@ class TextConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class LlavaConfig(RuntimeFields):
-  """The whole model (with the runtime fields of RuntimeFields)."""
+class LlavaConfig(ModelConfig):
+  """The whole model (with what ModelConfig adds)."""
   vision: VisionConfig = VisionConfig()
   text: TextConfig = TextConfig()
   image_token_id: int = 32000
@@ -105,11 +120,6 @@ class LlavaConfig(RuntimeFields):
   bos_token_id: int = 1
   eos_token_id: int = 2
   pad_token_id: int = 0
-  extra_eos_token_ids: tuple[int, ...] = ()   # further ids that end generation (eos_fields)
-
-  @property
-  def eos_token_ids(self) -> tuple[int, ...]:
-    return (self.eos_token_id,) + self.extra_eos_token_ids
 
   @property
   def num_image_tokens(self) -> int:
@@ -125,9 +135,6 @@ class LlavaConfig(RuntimeFields):
       raise ValueError(f"vision_feature_layer={k} is outside [-{n + 1}, {n}]")
     return used
 
-  def replace(self, **kw: Any) -> "LlavaConfig":
-    return dataclasses.replace(self, **kw)
-
 
 def _pick(d: Mapping[str, Any], *names: str, default: Any = None) -> Any:
   for n in names:
@@ -136,16 +143,18 @@ def _pick(d: Mapping[str, Any], *names: str, default: Any = None) -> Any:
   return default
 
 
-def eos_fields(*values: Any) -> dict[str, Any]:
-  """{eos_token_id, extra_eos_token_ids} from eos_token_id entries (an int, a list or None) in order:
-  config.json's, then generation_config.json's (transformers' generate stops at any of them; e.g.
-  Qwen2.5-VL-Instruct's <|im_end|> and <|endoftext|>). {} when none names one."""
+def end_token_fields(text: Mapping[str, Any], hf: Mapping[str, Any], generation: Mapping[str, Any] | None,
+                     default: int) -> dict[str, Any]:
+  """{eos_token_id, extra_eos_token_ids} of a checkpoint: the eos_token_id entries (an int, a list or
+  None) of its decoder's config (else config.json's top level), then of generation_config.json, in
+  order (transformers' generate stops at any of them; e.g. Qwen2.5-VL-Instruct's <|im_end|> and
+  <|endoftext|>); `default` when none names one."""
   ids: list[int] = []
-  for value in values:
+  for value in (_pick(text, "eos_token_id", default=_pick(hf, "eos_token_id")), (generation or {}).get("eos_token_id")):
     for i in value if isinstance(value, (list, tuple)) else [value]:
       if i is not None and int(i) not in ids:
         ids.append(int(i))
-  return {"eos_token_id": ids[0], "extra_eos_token_ids": tuple(ids[1:])} if ids else {}
+  return {"eos_token_id": ids[0], "extra_eos_token_ids": tuple(ids[1:])} if ids else {"eos_token_id": default}
 
 
 def _required(d: Mapping[str, Any], name: str, where: str) -> Any:
@@ -199,7 +208,6 @@ def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", generation
       num_channels=_pick(v, "num_channels", default=3),
       hidden_act=_pick(v, "hidden_act", default="quick_gelu"),
   )
-  eos = eos_fields(_pick(t, "eos_token_id", default=_pick(hf, "eos_token_id")), (generation or {}).get("eos_token_id"))
   return LlavaConfig(
       vision=vision, text=text,
       image_token_id=_pick(hf, "image_token_id", "image_token_index", default=32000),
@@ -207,7 +215,7 @@ def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", generation
       projector_hidden_act=_pick(hf, "projector_hidden_act", default="gelu"),
       projector_bias=bool(_pick(hf, "multimodal_projector_bias", default=True)),
       bos_token_id=_pick(t, "bos_token_id", default=_pick(hf, "bos_token_id", default=1)),
-      **(eos or {"eos_token_id": 2}),
+      **end_token_fields(t, hf, generation, default=2),
       pad_token_id=_pick(hf, "pad_token_id", default=_pick(t, "pad_token_id", default=0)),
       **runtime,
   )

@@ -9,7 +9,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from blink_jax.data.qwen_preprocessing import MAX_PIXELS, MIN_PIXELS
-from blink_jax.models.llava_config import RuntimeFields, TextConfig, _pick, eos_fields
+from blink_jax.models.llava_config import ModelConfig, TextConfig, _pick, end_token_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +59,8 @@ QWEN2_5_VL_7B_TEXT = TextConfig(
 
 
 @dataclasses.dataclass(frozen=True)
-class Qwen2_5_VLConfig(RuntimeFields):
-  """The whole model (with the runtime fields of RuntimeFields); defaults are Qwen2.5-VL-7B's."""
+class Qwen2_5_VLConfig(ModelConfig):
+  """The whole model (with what ModelConfig adds); defaults are Qwen2.5-VL-7B's."""
   vision: QwenVisionConfig = QwenVisionConfig()
   text: TextConfig = QWEN2_5_VL_7B_TEXT
   image_token_id: int = 151655
@@ -70,7 +70,6 @@ class Qwen2_5_VLConfig(RuntimeFields):
   bos_token_id: int = 151643
   eos_token_id: int = 151645
   pad_token_id: int = 151643
-  extra_eos_token_ids: tuple[int, ...] = ()   # further ids that end generation (llava_config.eos_fields)
   # The image processor's pixel bounds for preprocessing "native" (smart_resize): the checkpoint's
   # preprocessor_config.json (pixel_bounds), else transformers' Qwen2VLImageProcessor defaults.
   min_pixels: int = MIN_PIXELS
@@ -85,13 +84,6 @@ class Qwen2_5_VLConfig(RuntimeFields):
                        f"hidden_size={self.text.hidden_size}")
     if not self.text.mrope_section:
       raise ValueError("Qwen2.5-VL's decoder needs mrope_section (multimodal RoPE)")
-
-  @property
-  def eos_token_ids(self) -> tuple[int, ...]:
-    return (self.eos_token_id,) + self.extra_eos_token_ids
-
-  def replace(self, **kw: Any) -> "Qwen2_5_VLConfig":
-    return dataclasses.replace(self, **kw)
 
 
 def pixel_bounds(processor: Mapping[str, Any]) -> dict[str, int]:
@@ -154,7 +146,6 @@ def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", generation
       hidden_act=_pick(v, "hidden_act", default="silu"),
       rope_theta=float(_pick(v_rope, "rope_theta", default=10000.0)),
   )
-  eos = eos_fields(_pick(t, "eos_token_id", default=_pick(hf, "eos_token_id")), (generation or {}).get("eos_token_id"))
   bos = _pick(t, "bos_token_id", default=_pick(hf, "bos_token_id", default=151643))
   return Qwen2_5_VLConfig(
       vision=vision, text=text,
@@ -163,7 +154,7 @@ def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", generation
       vision_start_token_id=_pick(hf, "vision_start_token_id", default=151652),
       vision_end_token_id=_pick(hf, "vision_end_token_id", default=151653),
       bos_token_id=bos,
-      **(eos or {"eos_token_id": 151645}),
+      **end_token_fields(t, hf, generation, default=151645),
       pad_token_id=_pick(hf, "pad_token_id", default=_pick(t, "pad_token_id", default=bos)),
       **runtime,
   )
