@@ -199,6 +199,8 @@ def max_batch(config: ml_collections.ConfigDict, topology: str, limit: int = 409
     if m not in fitting:
       node.batch_size = m * step
       note(m, compile_config(config, topology))
+      print(f"  batch {m * step}: {peaks[m]:.2f} GiB per device of {budget:.1f} "
+            f"({'fits' if fitting[m] else 'does not fit'})", flush=True)   # a search takes minutes
     return fitting[m]
 
   top = limit // step
