@@ -9,8 +9,7 @@ fits with 10% HBM headroom, compile s) and, with --max_batch, the largest global
 (aot.max_batch: three more compiles where memory is affine in the batch) and what that is per chip.
 For an eval config table 1 compiles tokensr's prefill and generation only: Blink's generation is the
 largest program of the three modes (table 2), and six programs a step would take an hour a cell on a
-2-core host. The configs' meshes
-take every device (fsdp=-1), so one config serves every topology.
+2-core host. The configs' meshes take every device (fsdp=-1), so one config serves every topology.
 Table 2, per eval config, on the topology it is sized for (aot.topology): every mode's programs, Blink's
 against vanilla's at the same batch and prompt bucket (per-device temporaries; compile seconds as a
 ratio).

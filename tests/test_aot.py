@@ -128,6 +128,25 @@ def test_max_batch_finds_the_largest_fitting_multiple(monkeypatch, tmp_path, gib
   assert all(b % 8 == 0 for b in tried) and len(tried) <= most_compiles and len(set(tried)) == len(tried)
 
 
+def test_max_batch_starts_its_line_at_the_configs_own_batch_without_compiling_it_again(monkeypatch, tmp_path):
+  """The own batch (32) comes measured, so the search compiles its double, the line's guess and the
+  multiple above: 64, 128, 136 (memory 1 + 0.1 b fits 14.4 GiB up to b = 134)."""
+  config = tiny_config(tmp_path, **{"mesh.data": 4, "mesh.fsdp": 2, "train.batch_size": 32})
+  monkeypatch.setattr(aot, "topology_devices", lambda name: (jax.devices(), 16.0))
+  tried = []
+
+  def record(b):
+    total = 1 + 0.1 * b
+    return aot.Record("train_step", "v5e:2x4", "", "splash", b, 0, 0, 0, total, 16.0, total <= 0.9 * 16.0, 0.0)
+
+  def fake_compile(c, topology):
+    tried.append(c.train.batch_size)
+    return [record(c.train.batch_size)]
+  monkeypatch.setattr(aot, "compile_config", fake_compile)
+  assert aot.max_batch(config, "v5e:2x4", measured=[record(32)]) == 128
+  assert tried == [64, 128, 136]
+
+
 def test_a_program_too_large_to_compile_is_reported_as_not_fitting(tmp_path):
   """libtpu refuses to compile a program whose temporaries exceed HBM: that is a NO, not a crash."""
   proc, records = _aot(tmp_path, "configs/tokensr.py", "--topology=v5e:2x2", "--config.model.preset=llava-1.5-7b",
