@@ -7,9 +7,12 @@ through Pipeline.generate_tokens (tokens/s over the batch); and one compiled dec
 `--step_repeats` steps), which is not a difference of two timings and so carries far less noise: the
 Blink / vanilla decode ratios are taken from it. Beside them, the step's floor on this host
 (bytes_floor_call: one program reading every decoder weight and the KV cache once, with the
-multiply-adds they carry), so a step's time reads as a multiple of what any implementation must pay.
+multiply-adds they carry), so a step's time reads as a multiple of what any implementation must pay,
+and vanilla's step with the decoder's params in the stacked layout (models/layer_stack.py; the
+pipeline's own is `--layer_layout`, auto: per_layer on CPU), in turns with the others.
 
   python -m bench.generation [--shape medium|qwen_medium] [--batches 1,8] [--new_tokens 32] [--easydel_python PY]
+      [--layer_layout auto|stacked|per_layer]
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ flags.DEFINE_string("easydel_python", "", "Python of a venv with bench/requireme
 flags.DEFINE_integer("text_tokens", 70, "Text tokens per prompt.")
 flags.DEFINE_string("dtype", "float32", "Compute dtype.")
 flags.DEFINE_string("ckpt_dir", os.path.join(tempfile.gettempdir(), "blink_bench_ckpt"), "Checkpoint cache.")
+flags.DEFINE_enum("layer_layout", "auto", ["auto", "stacked", "per_layer"], "The pipeline's decoder params layout.")
 FLAGS = flags.FLAGS
 
 
@@ -55,7 +59,7 @@ def decode_step_call(pipe: Pipeline, mode: str, batch: PromptBatch, room: int):
   with pipe.partitioner.activated():
     logits, cache, valid, _ = jax.jit(pipe.prefill_fn(mode, batch.image_start), static_argnums=4)(
         params, ids, pixels, lengths, room)
-  s0 = cache.k.shape[3] - room
+  s0 = cache.length - room
   step = jax.jit(lambda p, tok, t, first, c, v: decode_step(pipe.model, p, tok, t, s0, first, c, v),
                  donate_argnums=4)
   first = first_positions(pipe.model, params, ids, pixels, lengths)
@@ -100,11 +104,13 @@ def bytes_floor_call(pipe: Pipeline, batch: PromptBatch, room: int):
 
 def main(_):
   ckpt = common.hf_checkpoint(FLAGS.shape, FLAGS.ckpt_dir)
-  pipe = common.pipeline(FLAGS.shape, ckpt, dtype=FLAGS.dtype)
+  pipe = common.pipeline(FLAGS.shape, ckpt, dtype=FLAGS.dtype, layer_layout=FLAGS.layer_layout)
+  stacked = common.pipeline(FLAGS.shape, ckpt, dtype=FLAGS.dtype, layer_layout="stacked")
   if FLAGS.easydel_python and pipe.family.name != "llava":
     raise SystemExit(f"--easydel_python: the EasyDeL baseline runs LLaVA shapes; {FLAGS.shape} is {pipe.family.name}")
   # No EOS: every example generates exactly new_tokens, so runs are comparable.
-  pipe = dataclasses.replace(pipe, cfg=dataclasses.replace(pipe.cfg, eos_token_id=-1, extra_eos_token_ids=()))
+  no_eos = lambda p: dataclasses.replace(p, cfg=dataclasses.replace(p.cfg, eos_token_id=-1, extra_eos_token_ids=()))  # noqa: E731
+  pipe, stacked = no_eos(pipe), no_eos(stacked)
   blink = common.blink_for(pipe)
   tsr = token_sr.init_for(blink, pipe.cfg, jax.random.key(1))
   pipe = pipe.with_blink(blink, tsr)
@@ -124,8 +130,11 @@ def main(_):
     seconds = common.time_interleaved(calls, repeats=FLAGS.repeats)
     floor_call, record["floor_bytes"] = bytes_floor_call(pipe, batch, n)
     steps = common.time_interleaved({**{mode: decode_step_call(pipe, mode, batch, n) for mode in modes},
-                                     "floor": floor_call}, repeats=FLAGS.step_repeats, warmup=2)
+                                     "floor": floor_call, "stacked": decode_step_call(stacked, "vanilla", batch, n)},
+                                    repeats=FLAGS.step_repeats, warmup=2)
     record["floor_ms"] = 1e3 * steps.pop("floor")
+    record["layer_layout"] = pipe.cfg.layer_layout
+    record["stacked_vanilla_step_ms"] = 1e3 * steps.pop("stacked")
     for mode in modes + (("easydel",) if easydel else ()):
       first, full = seconds[mode, 1], seconds[mode, n]
       record[mode] = {"ttft_seconds": first, "total_seconds": full,
@@ -136,20 +145,22 @@ def main(_):
     records.append(record)
     v = record["vanilla"]
     row = [b, f"{v['ttft_seconds'] * 1e3:.0f}", f"{v['decode_ms_per_step']:.1f}", f"{v['step_alone_ms']:.1f}",
-           f"{record['floor_ms']:.1f} ({record['floor_bytes'] / 2**20:.0f} MiB)", f"{v['step_alone_ms'] / record['floor_ms']:.2f}"]
+           f"{record['floor_ms']:.1f} ({record['floor_bytes'] / 2**20:.0f} MiB)", f"{v['step_alone_ms'] / record['floor_ms']:.2f}",
+           f"{record['stacked_vanilla_step_ms']:.1f}", f"{v['step_alone_ms'] / record['stacked_vanilla_step_ms']:.2f}"]
     row += [f"{record[m]['step_alone_ms'] / v['step_alone_ms']:.3f}" for m in ("interp", "tokensr")]
     row += [f"{record[m]['ttft_seconds'] / v['ttft_seconds']:.3f}" for m in ("interp", "tokensr")]
     if easydel is not None:
       e = record["easydel"]
       row += [f"{e['ttft_seconds'] * 1e3:.0f}", f"{e['decode_ms_per_step']:.1f}",
               f"{v['ttft_seconds'] / e['ttft_seconds']:.3f}", f"{v['decode_ms_per_step'] / e['decode_ms_per_step']:.3f}",
-              f"{e['decode_ms_per_step'] / record['floor_ms']:.2f}"]
+              f"{v['step_alone_ms'] / e['decode_ms_per_step']:.3f}", f"{e['decode_ms_per_step'] / record['floor_ms']:.2f}"]
     rows.append(row)
-  header = ["batch", "van TTFT ms", "van decode ms/step", "van step alone ms", "floor ms (bytes)", "van step/floor",
-            "interp step/van", "tokensr step/van",
+  header = ["batch", "van TTFT ms", "van decode ms/step", f"van step alone ms ({pipe.cfg.layer_layout})",
+            "floor ms (bytes)", "van step/floor", "stacked van step ms", "van step/stacked", "interp step/van", "tokensr step/van",
             "interp TTFT/van", "tokensr TTFT/van"]
   if easydel is not None:
-    header += ["EasyDeL TTFT ms", "EasyDeL decode ms/step", "TTFT van/EasyDeL", "decode van/EasyDeL", "EasyDeL decode/floor"]
+    header += ["EasyDeL TTFT ms", "EasyDeL decode ms/step", "TTFT van/EasyDeL", "decode van/EasyDeL",
+               "van step alone/EasyDeL decode", "EasyDeL decode/floor"]
     easydel.close()
   common.write(f"generation_{FLAGS.shape}", {"new_tokens": n, "records": records}, rows, header)
   common.bar_plot(f"generation_{FLAGS.shape}", [f"batch {r['batch']}" for r in records],

@@ -15,27 +15,32 @@ import numpy as np
 from blink_jax import families
 from blink_jax import sharding as shd
 from blink_jax.models import presets, vision_language
+from blink_jax.models.layer_stack import resolve_layout
 from blink_jax.tokenizer import Tokenizer
 
 
-def model_config(model_cfg: ml_collections.ConfigDict) -> Any:
-  """The model's shape: model.hf_checkpoint's config.json, or the named model.preset."""
+def model_config(model_cfg: ml_collections.ConfigDict, platform: str = "cpu", training: bool = False) -> Any:
+  """The model's shape: model.hf_checkpoint's config.json, or the named model.preset; its decoder's
+  layer layout resolved for `platform` and the job (layer_stack.resolve_layout)."""
   runtime = dict(dtype=model_cfg.dtype, param_dtype=model_cfg.param_dtype, remat=model_cfg.remat,
-                 attention=model_cfg.attention)
+                 attention=model_cfg.attention,
+                 layer_layout=resolve_layout(model_cfg.layer_layout, platform, training))
   if model_cfg.hf_checkpoint:
     return families.read_hf_config(model_cfg.hf_checkpoint, **runtime)
   return presets.get(model_cfg.preset, **runtime)
 
 
 def build(model_cfg: ml_collections.ConfigDict, partitioner: shd.Partitioner, seed: int,
-          abstract: bool = False) -> tuple[Any, Any]:
+          abstract: bool = False, training: bool = False) -> tuple[Any, Any]:
   """The frozen model: loaded from model.hf_checkpoint, or random-initialised from model.preset; with
-  `abstract`, only shapes with shardings (nothing is read but config.json; see sharding.create)."""
-  cfg = model_config(model_cfg)
+  `abstract`, only shapes with shardings (nothing is read but config.json; see sharding.create).
+  `training`: for a train step (its layers stacked)."""
+  cfg = model_config(model_cfg, partitioner.platform, training)
   family = families.of_config(cfg)
   if model_cfg.hf_checkpoint and not abstract:
     return family.load(model_cfg.hf_checkpoint, partitioner=partitioner, dtype=cfg.dtype,
-                       param_dtype=cfg.param_dtype, remat=cfg.remat, attention=cfg.attention)
+                       param_dtype=cfg.param_dtype, remat=cfg.remat, attention=cfg.attention,
+                       layer_layout=cfg.layer_layout)
   model = family.model(cfg)
   shardings = partitioner.shardings(vision_language.abstract_params(model))
 

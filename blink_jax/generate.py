@@ -18,7 +18,7 @@ from blink_jax.models.llama import KVCache
 from blink_jax.models.vision_language import VisionLanguageModel
 
 # prefill(params, ids, pixels, lengths, room) ->
-#   (logits [B, V], KVCache [L, B, K, S0 + room, D], key_valid [L, B, S0 + room], expansions [B] int32)
+#   (logits [B, V], KVCache (every layer's [B, K, S0 + room, D]: llama.KVCache), key_valid [L, B, S0 + room], expansions [B] int32)
 # with `room` (static) dead positions after the prompt's S0 for the tokens generation writes.
 PrefillFn = Callable[[Any, jax.Array, jax.Array, jax.Array, int],
                      tuple[jax.Array, KVCache, jax.Array, jax.Array]]
@@ -60,7 +60,7 @@ def greedy_generate(model: VisionLanguageModel, prefill: PrefillFn, params, ids,
   b = ids.shape[0]
   stop = jnp.asarray(eos_id if isinstance(eos_id, (list, tuple)) else [eos_id], jnp.int32)
   logits, cache, valid, expansions = prefill(params, ids, pixels, lengths, max_new_tokens)
-  s0 = cache.k.shape[3] - max_new_tokens
+  s0 = cache.length - max_new_tokens
   start = first_positions(model, params, ids, pixels, lengths)
   first = jnp.argmax(logits, axis=-1).astype(jnp.int32)
   out = jnp.full((b, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)

@@ -48,7 +48,7 @@ def score_continuations(model: VisionLanguageModel, prefill: PrefillFn, params, 
   """Scores of continuations `tokens` [B, C] (true lengths `counts` [B]) after the prompts."""
   c = tokens.shape[1]
   logits, cache, valid, expansions = prefill(params, ids, pixels, lengths, c)
-  s0 = cache.k.shape[3] - c
+  s0 = cache.length - c
   start = first_positions(model, params, ids, pixels, lengths)
 
   def token_score(logits, t):

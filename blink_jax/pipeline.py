@@ -30,6 +30,7 @@ from blink_jax.data.prompt_batch import PromptBatch, fit_slots, pad_prompts
 from blink_jax.generate import greedy_generate, vanilla_prefill
 from blink_jax.loglikelihood import Scores, pad_continuations, score_continuations
 from blink_jax.models import token_sr as token_sr_lib
+from blink_jax.models.layer_stack import resolve_layout
 from blink_jax.tokenizer import Tokenizer
 
 # 64-token steps up to 1024, where LLaVA-1.5 prompts live (576 visual + ~60-120 text tokens): padding
@@ -100,14 +101,16 @@ class Pipeline:
   @classmethod
   def from_hf(cls, ckpt_dir: str | epath.PathLike, *, partitioner: shd.Partitioner | None = None,
               dtype: str = "float32", param_dtype: str | None = None, preprocessing: str = "auto",
-              buckets: Sequence[int] = DEFAULT_BUCKETS, attention: str = "auto") -> "Pipeline":
+              buckets: Sequence[int] = DEFAULT_BUCKETS, attention: str = "auto",
+              layer_layout: str = "auto") -> "Pipeline":
     """An HF LLaVA or Qwen2.5-VL directory (local or gs://; the family from its config.json) loaded in
     `partitioner`'s shardings (default: all on the first device; e.g.
-    shd.Partitioner(shd.make_mesh({"fsdp": -1})) shards over every device)."""
+    shd.Partitioner(shd.make_mesh({"fsdp": -1})) shards over every device), its decoder's params in
+    `layer_layout` (models/layer_stack.py: auto is per_layer on CPU, stacked elsewhere)."""
     partitioner = partitioner or shd.Partitioner.single_device()
     family = families.of_checkpoint(ckpt_dir)
     cfg, params = family.load(ckpt_dir, partitioner=partitioner, dtype=dtype, param_dtype=param_dtype or dtype,
-                              attention=attention)
+                              attention=attention, layer_layout=resolve_layout(layer_layout, partitioner.platform))
     tokenizer = Tokenizer(ckpt_dir, image_placeholder=family.image_placeholder)
     return cls(cfg, params, tokenizer, partitioner, preprocessing, buckets)
 

@@ -121,6 +121,11 @@ class Partitioner:
     a train or eval config asks for."""
     return cls(make_mesh(config.mesh.to_dict(), devices), rules_from_config(config.sharding_rules))
 
+  @property
+  def platform(self) -> str:
+    """The platform of the mesh's devices (cpu, gpu, tpu; the target's, when compiling ahead of time)."""
+    return self.mesh.devices.flat[0].platform
+
   @classmethod
   def single_device(cls) -> "Partitioner":
     """Everything on the first device: what loading without a partitioner gives."""

@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.param_dtype = "float32"
   c.model.remat = False
   c.model.attention = "auto"    # prompt-pass attention kernel: auto (blocked on CPU, splash on TPU, xla elsewhere) | xla | blocked | splash
+  c.model.layer_layout = "auto"  # decoder params: auto (per_layer for inference on CPU, else stacked) | stacked | per_layer (inference only)
   c.model.preprocessing = "auto"   # blink_jax/families.py: LLaVA pad (auto) | crop; Qwen one grid bucket, e.g. 24x32 (auto: 32x32)
 
   c.blink = ml_collections.ConfigDict(dataclasses.asdict(BlinkConfig(

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import numpy as np
 
 from blink_jax.blink.config import BlinkConfig
 from blink_jax.models.llava import Llava
+from blink_jax.models.vision_language import text_layer_params
 
 
 def _rms(x, w, eps):
@@ -92,7 +94,6 @@ def reference_blink(model: Llava, blink: BlinkConfig, params, ids: np.ndarray, p
   prefix_vis, text = x[:vis_end], x[vis_end:]
   pos_pv, pos_text = pos[:vis_end], pos[vis_end:]
   blocks = [Block(0, False, None, None) for _ in range(kmax)]
-  layers = params["language_model"]["layers"]["layers"]
   n_side = grid // p
   trace = {"saliency": [], "shares": [], "region": [], "live": [], "expanded": [], "dropped": []}
 
@@ -104,7 +105,7 @@ def reference_blink(model: Llava, blink: BlinkConfig, params, ids: np.ndarray, p
     live = [blk for blk in blocks if blk.live]
     seq = np.concatenate([prefix_vis] + [blk.hidden for blk in live] + [text])
     seq_pos = np.concatenate([pos_pv] + [blk.positions for blk in live] + [pos_text])
-    p_l = {k: _tree_index(v, li) for k, v in layers.items()}
+    p_l = jax.tree.map(np.asarray, text_layer_params(params, li))
     out, probs, scores = _layer(p_l, seq, seq_pos, t)
     n_sr = sum(len(blk.hidden) for blk in live)
     prefix_vis, text = out[:vis_end], out[vis_end + n_sr:]
@@ -153,8 +154,3 @@ def reference_blink(model: Llava, blink: BlinkConfig, params, ids: np.ndarray, p
   logits = norm @ np.asarray(params["language_model"]["lm_head"]["kernel"], np.float64)
   return logits, {k: np.asarray(v) for k, v in trace.items()}
 
-
-def _tree_index(tree, i):
-  if isinstance(tree, dict):
-    return {k: _tree_index(v, i) for k, v in tree.items()}
-  return np.asarray(tree)[i]

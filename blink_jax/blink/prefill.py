@@ -2,12 +2,13 @@
 and dynamic token resolution on the fixed-capacity slot layout (BLINK_SPEC §2-4).
 
 Every layer runs the full layout [prefix | visual | SR slots | text]; the slots are dead (not keys)
-until a scanning layer fills them. One `lax.scan` runs all the layers, as the plain model's prefill
-does: its body is one decoder layer plus, under a `lax.cond` taken on the scanning layers
-first..last, SGS (saliency from the layer's own keys), DTR (drop/expand) and the SR tokens written
-into the slots (live from the next layer). After the scanning layers the final live blocks stay keys
-(or none do: after_scan="drop"). So the program holds one layer body, and the KV cache is the loop's
-stacked output, as vanilla's is (compile time and memory close to vanilla's: bench/README.md). The
+until a scanning layer fills them. One loop runs all the layers, as the plain model's prefill does
+(layer_stack.run_range: a `lax.scan` with the stacked params layout, unrolled with per_layer): its
+body is one decoder layer plus, on the scanning layers first..last (under a `lax.cond` in the scan),
+SGS (saliency from the layer's own keys), DTR (drop/expand) and the SR tokens written into the slots
+(live from the next layer). After the scanning layers the final live blocks stay keys (or none do:
+after_scan="drop"). So the stacked program holds one layer body, and the KV cache is the loop's
+output, as vanilla's is (compile time and memory close to vanilla's: bench/README.md). The
 layers before scanning pay for the 4p^2 K dead slot rows (about 3% more prefill FLOPs at 7B, the
 spec's settings): running them on the short layout takes a second loop over the layer stack, whose
 weights and cache XLA then lays out twice (1.6 - 2.3x vanilla's temporaries on TPU).
@@ -27,7 +28,7 @@ from blink_jax.blink.config import BlinkConfig
 from blink_jax.blink.dtr import BlockState, decide
 from blink_jax.blink.saliency import last_token_shares
 from blink_jax.blink.slots import SlotLayout
-from blink_jax.models.layer_stack import detached, layer_at
+from blink_jax.models.layer_stack import detached, is_per_layer, layer_params, run_range, stack
 from blink_jax.models.llama import KVCache, LayerInputs
 from blink_jax.models.vision_language import VisionLanguageModel, decoder_layer, text_layer_params
 from blink_jax.models.token_sr import TokenSRLayer, bilinear_2x
@@ -46,7 +47,7 @@ class BlinkTrace(NamedTuple):
 
 class BlinkOutput(NamedTuple):
   logits: jax.Array        # [B, V] next token, or [B, T, V] at every prompt position
-  cache: KVCache           # [L, B, Kh, S + room, D]; see key_valid for which rows are keys
+  cache: KVCache           # every layer's [B, Kh, S + room, D] (llama.KVCache); key_valid: which rows are keys
   key_valid: jax.Array     # [L, B, S]
   expansions: jax.Array    # [B] int32: regions expanded, summed over scanning layers and blocks
   trace: BlinkTrace | None
@@ -80,7 +81,7 @@ def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, i
   text_layer = decoder_layer(cfg)
   sr_layer = detached(TokenSRLayer, blink.token_sr_channels, jnp.dtype(cfg.dtype),
                       jnp.dtype(cfg.param_dtype))
-  sr_stacked = params["token_sr"]["layers"]["layers"] if blink.mode == "tokensr" else None
+  sr_stack = params["token_sr"]["layers"] if blink.mode == "tokensr" else None
   p, d = blink.region_size, cfg.text.hidden_size
 
   # The full layout throughout; the slots stay dead (not keys) until a scanning layer fills them.
@@ -92,17 +93,17 @@ def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, i
   last_index = layout.full_index(lengths - 1)
   row_mask_causal = jnp.arange(s)[None, :] <= last_index[:, None]
 
-  def resolve(i, layer_params, h_in, h_out, positions, k, key_valid, state):
+  def resolve(i, text_params, h_in, h_out, positions, k, key_valid, state):
     """SGS + DTR at scanning layer i: the decision, and SR tokens written into newly filled slots."""
-    saliency, shares = last_token_shares(text_layer, layer_params, h_in, positions, last_index, k,
+    saliency, shares = last_token_shares(text_layer, text_params, h_in, positions, last_index, k,
                                          key_valid & row_mask_causal, image_start, layout.num_visual,
                                          layout.grid, blink)
     decision = decide(shares, state, blink)
     # Super-resolve each block's region from this layer's output; only newly expanded blocks take it.
     idx = layout.region_token_index(decision.state.region).reshape(b, -1)
     region_h = jnp.take_along_axis(h_out, idx[..., None], axis=1).reshape(b * blink.max_regions, p, p, d)
-    if sr_stacked is not None:
-      _, sr = sr_layer.apply({"params": layer_at(sr_stacked, i - first)}, None, region_h)
+    if sr_stack is not None:
+      _, sr = sr_layer.apply({"params": layer_params(sr_stack, i - first)}, None, region_h)
     else:
       sr = bilinear_2x(region_h)
     sr = sr.reshape(b, layout.num_slots, d)
@@ -122,22 +123,26 @@ def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, i
                                             base_valid, empty)[3], k_shape)
   unseen = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), unseen)
 
-  def layer(carry, i):
+  def layer(carry, i, _):
     h, positions, state = carry
-    scanning = (i >= first) & (i <= last)
+    scanning = (i >= first) & (i <= last)   # a Python bool when the layers are unrolled
     # After the scanning layers the final live blocks stay keys, or none do (after_scan="drop").
     live = state.live if blink.after_scan == "keep" else state.live & scanning
     key_valid = base_valid | layout.live_rows(live)
-    layer_params = text_layer_params(params, i)
-    (h_out, _), kv = text_layer.apply({"params": layer_params}, (h, LayerInputs(positions, None)),
+    text_params = text_layer_params(params, i)
+    (h_out, _), kv = text_layer.apply({"params": text_params}, (h, LayerInputs(positions, None)),
                                       (key_valid, None), kv_room=room)
-    h_out, positions, state, seen = jax.lax.cond(
-        scanning, lambda: resolve(i, layer_params, h, h_out, positions, kv.k[:, :, :s], key_valid, state),
-        lambda: (h_out, positions, state, unseen))
+    scan = lambda: resolve(i, text_params, h, h_out, positions, kv.k[:, :, :s], key_valid, state)  # noqa: E731
+    skip = lambda: (h_out, positions, state, unseen)  # noqa: E731
+    if isinstance(scanning, bool):
+      h_out, positions, state, seen = scan() if scanning else skip()
+    else:
+      h_out, positions, state, seen = jax.lax.cond(scanning, scan, skip)
     return (h_out, positions, state), (kv, key_valid, seen)
 
-  (h, positions, state), (cache, key_valid, seen) = jax.lax.scan(
-      layer, (h, positions, empty), jnp.arange(n_layers))
+  (h, positions, state), (cache, key_valid, seen) = run_range(
+      layer, (h, positions, empty), None, 0, n_layers, is_per_layer(params["language_model"]["layers"]))
+  key_valid, seen = stack((key_valid, seen))
   seen = jax.tree.map(lambda x: x[first:last + 1], seen)
   expansions = seen.expanded.sum(axis=(0, 2), dtype=jnp.int32)
 

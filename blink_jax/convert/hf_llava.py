@@ -50,7 +50,7 @@ def hf_sources(cfg: LlavaConfig, prefixes: dict[str, str]) -> dict:
       },
       "multi_modal_projector": {"linear_1": dense(f"{mm}.linear_1", cfg.projector_bias),
                                 "linear_2": dense(f"{mm}.linear_2", cfg.projector_bias)},
-      "language_model": llama_sources(t, lm, head),
+      "language_model": llama_sources(t, lm, head, cfg.layer_layout),
   }
 
 
@@ -77,17 +77,16 @@ def abstract_params(cfg: LlavaConfig) -> Any:
 
 
 def load_hf_llava(ckpt_dir: str | epath.PathLike, *, partitioner: shd.Partitioner | None = None,
-                  dtype: str = "float32", param_dtype: str = "float32",
-                  remat: bool = False, attention: str = "auto",
-                  dont_load: Sequence[str] = ()) -> tuple[LlavaConfig, Any]:
+                  dont_load: Sequence[str] = (), **runtime: Any) -> tuple[LlavaConfig, Any]:
   """(config, params) from an HF LLaVA directory, params placed in their logical shardings by
   `partitioner` (default: all on the first device).
 
   `dont_load`: regexes of Flax param paths ('language_model/norm/scale') that are left out of the
-  result instead of failing when the checkpoint lacks them.
+  result instead of failing when the checkpoint lacks them. `runtime`: the config's fields config.json
+  lacks (RuntimeFields: dtype, param_dtype, remat, attention, layer_layout).
   """
-  cfg = read_hf_config(ckpt_dir, dtype=dtype, param_dtype=param_dtype, remat=remat, attention=attention)
+  cfg = read_hf_config(ckpt_dir, **runtime)
   ckpt = SafetensorsCheckpoint(ckpt_dir)
   sources = hf_sources(cfg, detect_prefixes(ckpt))
-  return cfg, strict_loading.load_params(ckpt, sources, abstract_params(cfg), partitioner, param_dtype,
+  return cfg, strict_loading.load_params(ckpt, sources, abstract_params(cfg), partitioner, cfg.param_dtype,
                                          dont_load, "LLaVA")

@@ -56,7 +56,7 @@ def hf_sources(cfg: Qwen2_5_VLConfig, prefixes: dict[str, str]) -> dict:
           "merger": {"ln_q": {"scale": Source((f"{vt}.merger.ln_q.weight",), identity)},
                      "linear_1": dense(f"{vt}.merger.mlp.0"), "linear_2": dense(f"{vt}.merger.mlp.2")},
       },
-      "language_model": llama_sources(cfg.text, lm, head),
+      "language_model": llama_sources(cfg.text, lm, head, cfg.layer_layout),
   }
 
 
@@ -79,12 +79,12 @@ def read_hf_config(ckpt_dir: str | epath.PathLike, **runtime: Any) -> Qwen2_5_VL
 
 
 def load_hf_qwen2_5_vl(ckpt_dir: str | epath.PathLike, *, partitioner: shd.Partitioner | None = None,
-                       dtype: str = "float32", param_dtype: str = "float32", remat: bool = False,
-                       attention: str = "auto", dont_load: Sequence[str] = ()) -> tuple[Qwen2_5_VLConfig, Any]:
+                       dont_load: Sequence[str] = (), **runtime: Any) -> tuple[Qwen2_5_VLConfig, Any]:
   """(config, params) from an HF Qwen2.5-VL directory (local or gs://), params placed in their logical
-  shardings by `partitioner` (default: all on the first device); `dont_load` as strict_loading's."""
-  cfg = read_hf_config(ckpt_dir, dtype=dtype, param_dtype=param_dtype, remat=remat, attention=attention)
+  shardings by `partitioner` (default: all on the first device); `dont_load` as strict_loading's;
+  `runtime`: the config's fields config.json lacks (RuntimeFields)."""
+  cfg = read_hf_config(ckpt_dir, **runtime)
   ckpt = SafetensorsCheckpoint(ckpt_dir)
   sources = hf_sources(cfg, detect_prefixes(ckpt))
-  return cfg, strict_loading.load_params(ckpt, sources, abstract_params(cfg), partitioner, param_dtype,
+  return cfg, strict_loading.load_params(ckpt, sources, abstract_params(cfg), partitioner, cfg.param_dtype,
                                          dont_load, "Qwen2.5-VL")

@@ -66,6 +66,16 @@ def per_layer(sources: dict, n: int) -> dict:
   return jax.tree.map(stack, sources, is_leaf=lambda x: isinstance(x, Source))
 
 
+def layer_stack(sources: dict, n: int, layout: str) -> dict:
+  """A StackedLayers' sources from a per-layer source tree with '{i}' in names, in the params layout
+  (layer_stack.py): {"layers": stacked sources} or {"layer_0": layer 0's sources, ...}."""
+  if layout == "stacked":
+    return {"layers": per_layer(sources, n)}
+  one = lambda i: jax.tree.map(lambda src: Source(tuple(name.format(i=i) for name in src.names), src.transform),  # noqa: E731
+                               sources, is_leaf=lambda x: isinstance(x, Source))
+  return {f"layer_{i}": one(i) for i in range(n)}
+
+
 def dense(prefix: str, bias: bool = True) -> dict[str, Source]:
   """A torch Linear's weight (and bias) as a Linear's kernel [in, out] (and bias)."""
   out = {"kernel": Source((f"{prefix}.weight",), linear)}
@@ -74,9 +84,10 @@ def dense(prefix: str, bias: bool = True) -> dict[str, Source]:
   return out
 
 
-def llama_sources(t, lm: str, head: str) -> dict:
+def llama_sources(t, lm: str, head: str, layout: str) -> dict:
   """The Llama-family decoder's sources (llama.Llama; t its TextConfig) under the key prefixes `lm`
-  (embeddings, layers, norm) and `head` (the LM head, absent when tied to the embeddings)."""
+  (embeddings, layers, norm) and `head` (the LM head, absent when tied to the embeddings), its layers
+  in the params `layout` (stacked | per_layer)."""
   ll = f"{lm}.layers.{{i}}"
 
   def attn_proj(name, heads):
@@ -98,7 +109,7 @@ def llama_sources(t, lm: str, head: str) -> dict:
   }
   language = {
       "embed_tokens": {"embedding": Source((f"{lm}.embed_tokens.weight",), identity)},
-      "layers": {"layers": per_layer(text_layer, t.num_layers)},
+      "layers": layer_stack(text_layer, t.num_layers, layout),
       "norm": {"scale": Source((f"{lm}.norm.weight",), identity)},
   }
   if not t.tie_word_embeddings:

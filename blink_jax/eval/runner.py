@@ -77,7 +77,7 @@ def build_pipeline(config: ml_collections.ConfigDict, partitioner: shd.Partition
     pipe = Pipeline.from_hf(ckpt, partitioner=partitioner, dtype=config.model.dtype,
                                  param_dtype=config.model.param_dtype,
                                  preprocessing=config.model.preprocessing, buckets=buckets,
-                                 attention=config.model.attention)
+                                 attention=config.model.attention, layer_layout=config.model.layer_layout)
   else:
     cfg, params = backbone.build(config.model, partitioner, config.seed, abstract=abstract)
     placeholder = families.of_config(cfg).image_placeholder

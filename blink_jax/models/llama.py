@@ -10,14 +10,14 @@ pass's attention kernel is chosen by `attention` (see attention_kernels.py).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from blink_jax.models.attention_kernels import decode_attention, self_attention
+from blink_jax.models.attention_kernels import cached_attention, decode_attention, self_attention
 from blink_jax.models.layer_stack import StackedLayers, detached
 from blink_jax.models.linear import WEIGHT_INIT, Linear
 from blink_jax.models.llava_config import Numerics, TextConfig
@@ -63,18 +63,26 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
   return out.astype(x.dtype)
 
 
-def cache_live(cache_index: jax.Array, key_valid: jax.Array) -> jax.Array:
-  """[B, S] bool: the cache keys a token written at `cache_index` sees besides its own (live ones
-  before it)."""
-  return (jnp.arange(key_valid.shape[-1]) < cache_index)[None] & key_valid
+def cache_live(cache_index: jax.Array, key_valid: jax.Array, own: bool = False) -> jax.Array:
+  """[B, S] bool: the cache keys a token written at `cache_index` sees (live ones before it, and its
+  own with `own`)."""
+  positions = jnp.arange(key_valid.shape[-1])
+  return ((positions <= cache_index) if own else (positions < cache_index))[None] & key_valid
 
 
 class KVCache(NamedTuple):
-  """One layer's (or, stacked, every layer's) keys and values [.., B, K, S, D]: kv heads before the
-  sequence, the layout a decoding step's attention reads without transposing the cache (on XLA:CPU
-  the [B, S, K, D] layout cost a transposed copy of each layer's cache every step)."""
-  k: jax.Array
-  v: jax.Array
+  """One layer's or every layer's keys and values [B, K, S, D]: kv heads before the sequence, the
+  layout a decoding step's attention reads without transposing the cache (on XLA:CPU the
+  [B, S, K, D] layout cost a transposed copy of each layer's cache every step). Every layer's is a
+  per-layer tree (layer_stack.py): stacked [L, B, K, S, D], or with the per_layer layout lists of L
+  arrays, one buffer per layer, which decoding updates in place."""
+  k: Any
+  v: Any
+
+  @property
+  def length(self) -> int:
+    """S, the sequence positions the cache holds."""
+    return jax.tree.leaves(self.k)[0].shape[-2]
 
 
 class LayerInputs(NamedTuple):
@@ -115,9 +123,12 @@ class Attention(nn.Module):
 
   def attend(self, q, k, v, key_valid, cache=None, cache_index=None):
     """Prefill (no cache): causal self-attention over the call's tokens (k, v [B, T, K, D]); decoding:
-    the new token's query against the cache and its own key and value (k, v [B, K, 1, D])."""
+    the new token's query against the cache and its own key and value (k, v [B, K, 1, D]); with
+    k = v = None, against the cache its key and value are written into."""
     if cache is None:
       out = self_attention(q, k, v, key_valid, causal=True, implementation=self.numerics.attention)
+    elif k is None:
+      out = cached_attention(q, cache, cache_live(cache_index, key_valid, own=True))
     else:
       out = decode_attention(q, cache, (k, v), cache_live(cache_index, key_valid))
     return self.o_proj(out)
@@ -145,9 +156,10 @@ class DecoderLayer(nn.Module):
   Prefill (cache None): keys are this call's tokens, returns the new KVCache as the layer output,
   with `kv_room` dead positions after them for the tokens generation will write (padded here, per
   layer, so a stacked cache with room is built once, not padded again as a whole).
-  Decoding: the new token attends to the cache (read only) and itself; its key and value
-  [B, K, 1, D] are the layer output, which Llava.decode writes into the stacked cache for all layers
-  at once.
+  Decoding, stacked layout: the new token attends to the cache (read only) and itself; its key and
+  value [B, K, 1, D] are the layer output, which VisionLanguageModel.decode writes into the stacked
+  cache for all layers at once. Per_layer layout (`write_cache`): the layer writes its key and value
+  into its own cache first, attends over it, and returns that cache.
   """
   cfg: TextConfig
   numerics: Numerics = Numerics()
@@ -159,13 +171,17 @@ class DecoderLayer(nn.Module):
     self.post_attention_layernorm = RMSNorm(c.rms_norm_eps, n.dtype, n.param_dtype)
     self.mlp = MLP(c, n)
 
-  def __call__(self, carry, per_layer, kv_room: int = 0):
+  def __call__(self, carry, per_layer, kv_room: int = 0, write_cache: bool = False):
     h, inputs = carry
     key_valid, cache = per_layer
     h = nn.with_logical_constraint(h, ("act_batch", "act_len", "act_emb"))
     q, k, v = self.self_attn.project(self.input_layernorm(h), inputs.positions)
     kv = KVCache(*(jnp.swapaxes(x, 1, 2) for x in (k, v)))   # the cache layout [B, K, T, D]
-    if cache is not None:
+    if cache is not None and write_cache:
+      kv = KVCache(*(jax.lax.dynamic_update_slice_in_dim(c, n.astype(c.dtype), inputs.cache_index, 2)
+                     for c, n in zip(cache, kv)))
+      h = h + self.self_attn.attend(q, None, None, key_valid, kv, inputs.cache_index)
+    elif cache is not None:
       kv = KVCache(kv.k.astype(cache.k.dtype), kv.v.astype(cache.v.dtype))
       h = h + self.self_attn.attend(q, kv.k, kv.v, key_valid, cache, inputs.cache_index)
     else:
@@ -190,7 +206,8 @@ class Llama(nn.Module):
     self.embed_tokens = nn.Embed(
         c.vocab_size, c.hidden_size, dtype=n.dtype, param_dtype=n.param_dtype,
         embedding_init=nn.with_logical_partitioning(WEIGHT_INIT, ("vocab", "embed")))
-    self.layers = StackedLayers(detached(DecoderLayer, c, n), c.num_layers, remat=n.remat)
+    self.layers = StackedLayers(detached(DecoderLayer, c, n), c.num_layers, remat=n.remat,
+                                per_layer=n.layer_layout == "per_layer")
     self.norm = RMSNorm(c.rms_norm_eps, n.dtype, n.param_dtype)
     if not c.tie_word_embeddings:
       self.lm_head = Linear((c.vocab_size,), ("embed", "vocab"), dtype=n.dtype, param_dtype=n.param_dtype)
@@ -199,9 +216,12 @@ class Llama(nn.Module):
     return self.embed_tokens(ids)
 
   def run_layers(self, h, inputs: LayerInputs, key_valid, cache=None, *, start=0, stop=None, kv_room=0):
-    """Runs layers [start, stop); key_valid is [n, B, S] (one row per layer) and cache stacked KVCache;
-    a prefill's new cache gets `kv_room` dead positions (DecoderLayer)."""
-    (h, _), kv = self.layers((h, inputs), (key_valid, cache), start=start, stop=stop, kv_room=kv_room)
+    """Runs layers [start, stop); key_valid is [n, B, S] (one row per layer) and cache every layer's
+    KVCache; a prefill's new cache gets `kv_room` dead positions (DecoderLayer). Returns (h, the
+    layers' outputs: a prefill's cache; decoding, the new keys and values (stacked layout) or the
+    updated cache (per_layer layout))."""
+    (h, _), kv = self.layers((h, inputs), (key_valid, cache), start=start, stop=stop, kv_room=kv_room,
+                             write_cache=self.numerics.layer_layout == "per_layer")
     return h, kv
 
   def head(self, h):

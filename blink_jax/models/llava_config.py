@@ -19,12 +19,14 @@ from blink_jax.models.attention_kernels import check_implementation
 @dataclasses.dataclass(frozen=True)
 class Numerics:
   """How a module computes, as opposed to what it is (its VisionConfig / TextConfig): the compute and
-  storage dtypes, whether its layer stack recomputes activations in the backward pass, and the prompt
-  pass's attention kernel. One object the model's modules share (LlavaConfig.numerics)."""
+  storage dtypes, whether its layer stack recomputes activations in the backward pass, the prompt
+  pass's attention kernel and the decoder's layer layout (stacked | per_layer: layer_stack.py). One
+  object the model's modules share (LlavaConfig.numerics)."""
   dtype: jnp.dtype = jnp.dtype("float32")
   param_dtype: jnp.dtype = jnp.dtype("float32")
   remat: bool = False
   attention: str = "auto"
+  layer_layout: str = "stacked"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,13 +37,18 @@ class RuntimeFields:
   param_dtype: str = "float32"
   remat: bool = False
   attention: str = "auto"  # the prompt pass's attention kernel: auto | xla | blocked | splash (attention_kernels.py)
+  layer_layout: str = "stacked"  # the decoder's params: stacked | per_layer (layer_stack.py; 'auto' is resolved before)
 
   def __post_init__(self):
     check_implementation(self.attention)
+    if self.layer_layout not in ("stacked", "per_layer"):
+      raise ValueError(f"layer_layout={self.layer_layout!r}; expected 'stacked' or 'per_layer' "
+                       "(layer_stack.resolve_layout turns 'auto' into one of them)")
 
   @property
   def numerics(self) -> Numerics:
-    return Numerics(jnp.dtype(self.dtype), jnp.dtype(self.param_dtype), self.remat, self.attention)
+    return Numerics(jnp.dtype(self.dtype), jnp.dtype(self.param_dtype), self.remat, self.attention,
+                    self.layer_layout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +175,7 @@ def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", generation
   """Maps a `LlavaForConditionalGeneration` config.json (and its generation_config.json's end ids)
   onto LlavaConfig.
 
-  `runtime` sets fields that are not in the checkpoint (dtype, param_dtype, remat, attention).
+  `runtime` sets fields that are not in the checkpoint (RuntimeFields: dtype, param_dtype, remat, ...).
   """
   arch = hf.get("architectures") or []
   if hf.get("model_type") != "llava" and "LlavaForConditionalGeneration" not in arch:

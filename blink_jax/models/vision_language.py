@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from blink_jax.models.layer_stack import detached, layer_at
+from blink_jax.models.layer_stack import detached, layer_params
 from blink_jax.models.llama import DecoderLayer, KVCache, LayerInputs
 
 
@@ -23,8 +23,9 @@ def decoder_layer(cfg) -> DecoderLayer:
 
 
 def text_layer_params(params: Any, i: Any) -> Any:
-  """Decoder layer i's params from the whole model's params (i may be traced)."""
-  return layer_at(params["language_model"]["layers"]["layers"], i)
+  """Decoder layer i's params from the whole model's params, in either layout (layer_stack.py; i may
+  be traced when stacked)."""
+  return layer_params(params["language_model"]["layers"], i)
 
 
 def abstract_params(model: "VisionLanguageModel") -> Any:
@@ -81,7 +82,7 @@ class VisionLanguageModel(nn.Module):
   def prefill(self, ids, pixels, lengths, room=0):
     """Prompt pass for generation; prompts are right-padded, `lengths` [B] their true lengths.
 
-    Returns (next-token logits [B, V], stacked KVCache [L, B, K, T + room, D], key_valid [L, B, T + room])
+    Returns (next-token logits [B, V], every layer's KVCache [B, K, T + room, D], key_valid [L, B, T + room])
     with `room` dead positions for the tokens generation writes.
     """
     b, t = ids.shape
@@ -96,14 +97,16 @@ class VisionLanguageModel(nn.Module):
     """One token per example: tokens/positions [B] (a text token's position is the same on every
     multimodal-RoPE axis), written at sequence index `cache_index`.
 
-    Returns (logits [B, V], the cache with every layer's new key and value at `cache_index`: one
-    in-place update of the stacked cache; the layers only read it). key_valid [L, B, S] is what the
-    token sees in the cache before its own index.
+    Returns (logits [B, V], the cache with every layer's new key and value at `cache_index`: stacked,
+    one in-place update of the stacked cache after the layers, which only read it; per_layer, each
+    layer's own update of its buffer). key_valid [L, B, S] is what the token sees in the cache before
+    its own index.
     """
     h = self.language_model.embed(tokens[:, None])
     positions = positions[:, None]
     if self.cfg.text.mrope_section:
       positions = jnp.repeat(positions[..., None], 3, axis=-1)
     h, new = self.run_layers(h, LayerInputs(positions, cache_index), key_valid, cache)
-    cache = KVCache(*(jax.lax.dynamic_update_slice_in_dim(c, n, cache_index, 3) for c, n in zip(cache, new)))
-    return self.head(h)[:, 0], cache
+    if self.cfg.layer_layout == "stacked":
+      new = KVCache(*(jax.lax.dynamic_update_slice_in_dim(c, n, cache_index, 3) for c, n in zip(cache, new)))
+    return self.head(h)[:, 0], new

@@ -105,7 +105,8 @@ def resolve_dataset(config: ml_collections.ConfigDict, workdir: epath.Path):
 
 def check_settings(config: ml_collections.ConfigDict):
   """Settings that would otherwise surface only once data flows (and look like bad images)."""
-  families.of_config(backbone.model_config(config.model)).training_preprocessing(config.model.preprocessing)
+  families.of_config(backbone.model_config(config.model, training=True)).training_preprocessing(
+      config.model.preprocessing)
   if config.data.region not in ("saliency", "random"):
     raise ValueError(f"data.region={config.data.region!r}; expected 'saliency' or 'random'")
   if config.data.max_consecutive_skips < 1:

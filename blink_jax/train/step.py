@@ -102,7 +102,7 @@ def train_program(config: ml_collections.ConfigDict, partitioner: shd.Partitione
                   abstract: bool = False) -> TrainProgram:
   """The train step of `config` sharded by `partitioner`: the backbone loaded (or random from its preset), TokenSR
   and the optimizer initialised; with `abstract`, shapes only, nothing read but config.json."""
-  cfg, backbone_params = backbone.build(config.model, partitioner, config.seed, abstract=abstract)
+  cfg, backbone_params = backbone.build(config.model, partitioner, config.seed, abstract=abstract, training=True)
   family = families.of_config(cfg)
   model = family.model(cfg)
   height, width = family.largest_image(cfg, family.training_preprocessing(config.model.preprocessing))
