@@ -29,7 +29,7 @@ from blink_jax.blink.dtr import BlockState, decide
 from blink_jax.blink.saliency import last_token_shares
 from blink_jax.blink.slots import SlotLayout
 from blink_jax.models.layer_stack import detached, is_per_layer, layer_params, run_range, stack
-from blink_jax.models.llama import KVCache, LayerInputs
+from blink_jax.models.llama import KVCache, LayerInputs, decoding_layout
 from blink_jax.models.vision_language import VisionLanguageModel, decoder_layer, text_layer_params
 from blink_jax.models.token_sr import TokenSRLayer, bilinear_2x
 
@@ -47,7 +47,7 @@ class BlinkTrace(NamedTuple):
 
 class BlinkOutput(NamedTuple):
   logits: jax.Array        # [B, V] next token, or [B, T, V] at every prompt position
-  cache: KVCache           # every layer's [B, Kh, S + room, D] (llama.KVCache); key_valid: which rows are keys
+  cache: KVCache           # every layer's [B, Kh, S + room, D] (llama.KVCache, its decoding_layout); key_valid: which rows are keys
   key_valid: jax.Array     # [L, B, S]
   expansions: jax.Array    # [B] int32: regions expanded, summed over scanning layers and blocks
   trace: BlinkTrace | None
@@ -153,7 +153,7 @@ def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, i
                          method="head")[:, 0]
   key_valid = jnp.pad(key_valid, [(0, 0), (0, 0), (0, room)])
   traced = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), seen) if trace else None
-  return BlinkOutput(logits, cache, key_valid, expansions, traced)
+  return BlinkOutput(logits, decoding_layout(cache), key_valid, expansions, traced)
 
 
 def blink_prefill_fn(model: VisionLanguageModel, blink: BlinkConfig, image_start: int):

@@ -100,21 +100,20 @@ def decode_attention(q: jax.Array, cache: tuple[jax.Array, jax.Array], new: tupl
 def cached_attention(q: jax.Array, cache: tuple[jax.Array, jax.Array], live: jax.Array) -> jax.Array:
   """One new token's attention over a KV cache its own key and value are already written into.
 
-  q [B, 1, H, D]; cache (k, v) [B, K, S, D]; live [B, S] the keys it sees (its own included). The
-  per-layer decoding step (layer_stack.py's per_layer layout) writes each layer's new key into that
-  layer's own cache first, in place, and then reads the cache as [B x K, S, D], a free reshape, with
-  no size-1 axis in the dots (float32 logits and softmax, as decode_attention).
+  q [B, 1, H, D]; cache (k, v) [B x K, S, D] (llama.decoding_layout); live [B, S] the keys
+  it sees (its own included). The per-layer decoding step (layer_stack.py's per_layer layout) writes
+  each layer's new key into that layer's own cache first, in place, and then reads it with no size-1
+  axis in the dots (float32 logits and softmax, as decode_attention).
   """
   kc, vc = cache
   b, _, h, d = q.shape
-  kv_heads, s = kc.shape[1], kc.shape[2]
-  g = h // kv_heads
-  qg = q.reshape(b * kv_heads, g, d) * jnp.asarray(1.0 / np.sqrt(d), q.dtype)
+  kv_heads = kc.shape[0] // b
+  qg = q.reshape(b * kv_heads, h // kv_heads, d) * jnp.asarray(1.0 / np.sqrt(d), q.dtype)
   f32 = dict(preferred_element_type=jnp.float32)
-  logits = jnp.einsum("ngd,nsd->ngs", qg, kc.reshape(b * kv_heads, s, d), **f32)
+  logits = jnp.einsum("ngd,nsd->ngs", qg, kc, **f32)
   logits = jnp.where(jnp.repeat(live, kv_heads, axis=0)[:, None, :], logits, -jnp.inf)
   weights = jax.nn.softmax(logits, axis=-1)
-  out = jnp.einsum("ngs,nsd->ngd", weights.astype(vc.dtype), vc.reshape(b * kv_heads, s, d), **f32)
+  out = jnp.einsum("ngs,nsd->ngd", weights.astype(vc.dtype), vc, **f32)
   return out.reshape(b, 1, h, d).astype(q.dtype)
 
 

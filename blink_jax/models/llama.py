@@ -75,7 +75,8 @@ class KVCache(NamedTuple):
   layout a decoding step's attention reads without transposing the cache (on XLA:CPU the
   [B, S, K, D] layout cost a transposed copy of each layer's cache every step). Every layer's is a
   per-layer tree (layer_stack.py): stacked [L, B, K, S, D], or with the per_layer layout lists of L
-  arrays, one buffer per layer, which decoding updates in place."""
+  arrays, one buffer per layer, which decoding holds as [B x K, S, D] (decoding_layout) and updates
+  in place."""
   k: Any
   v: Any
 
@@ -83,6 +84,16 @@ class KVCache(NamedTuple):
   def length(self) -> int:
     """S, the sequence positions the cache holds."""
     return jax.tree.leaves(self.k)[0].shape[-2]
+
+
+def decoding_layout(cache: KVCache) -> KVCache:
+  """A prefill's cache as decoding holds it: with the per_layer layout each layer's [B, K, S, D] as
+  [B x K, S, D] (a free reshape), which decoding writes and reads in place (with the write on
+  [B, K, S, D] and the read reshaped, XLA:CPU copied every layer's cache each step); a stacked
+  cache as it is."""
+  if not isinstance(cache.k, list):
+    return cache
+  return KVCache(*([x.reshape(-1, *x.shape[2:]) for x in xs] for xs in cache))
 
 
 class LayerInputs(NamedTuple):
@@ -159,7 +170,7 @@ class DecoderLayer(nn.Module):
   Decoding, stacked layout: the new token attends to the cache (read only) and itself; its key and
   value [B, K, 1, D] are the layer output, which VisionLanguageModel.decode writes into the stacked
   cache for all layers at once. Per_layer layout (`write_cache`): the layer writes its key and value
-  into its own cache first, attends over it, and returns that cache.
+  into its own cache ([B x K, S, D]: decoding_layout) first, attends over it, and returns that cache.
   """
   cfg: TextConfig
   numerics: Numerics = Numerics()
@@ -177,9 +188,9 @@ class DecoderLayer(nn.Module):
     h = nn.with_logical_constraint(h, ("act_batch", "act_len", "act_emb"))
     q, k, v = self.self_attn.project(self.input_layernorm(h), inputs.positions)
     kv = KVCache(*(jnp.swapaxes(x, 1, 2) for x in (k, v)))   # the cache layout [B, K, T, D]
-    if cache is not None and write_cache:
-      kv = KVCache(*(jax.lax.dynamic_update_slice_in_dim(c, n.astype(c.dtype), inputs.cache_index, 2)
-                     for c, n in zip(cache, kv)))
+    if cache is not None and write_cache:   # this layer's cache [B x K, S, D] (decoding_layout)
+      kv = KVCache(*(jax.lax.dynamic_update_slice_in_dim(c, n.reshape(c.shape[0], 1, -1).astype(c.dtype),
+                                                         inputs.cache_index, 1) for c, n in zip(cache, kv)))
       h = h + self.self_attn.attend(q, None, None, key_valid, kv, inputs.cache_index)
     elif cache is not None:
       kv = KVCache(kv.k.astype(cache.k.dtype), kv.v.astype(cache.v.dtype))

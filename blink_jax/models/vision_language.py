@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from blink_jax.models.layer_stack import detached, layer_params
-from blink_jax.models.llama import DecoderLayer, KVCache, LayerInputs
+from blink_jax.models.llama import DecoderLayer, KVCache, LayerInputs, decoding_layout
 
 
 def decoder_layer(cfg) -> DecoderLayer:
@@ -82,7 +82,8 @@ class VisionLanguageModel(nn.Module):
   def prefill(self, ids, pixels, lengths, room=0):
     """Prompt pass for generation; prompts are right-padded, `lengths` [B] their true lengths.
 
-    Returns (next-token logits [B, V], every layer's KVCache [B, K, T + room, D], key_valid [L, B, T + room])
+    Returns (next-token logits [B, V], every layer's KVCache [B, K, T + room, D] in its decoding_layout,
+    key_valid [L, B, T + room])
     with `room` dead positions for the tokens generation writes.
     """
     b, t = ids.shape
@@ -91,7 +92,7 @@ class VisionLanguageModel(nn.Module):
     layers_valid = jnp.broadcast_to(key_valid, (self.cfg.text.num_layers, b, t))
     h, kv = self.run_layers(h, LayerInputs(self.prompt_positions(ids, pixels), None), layers_valid, kv_room=room)
     last = jnp.take_along_axis(h, (lengths - 1)[:, None, None], axis=1)
-    return self.head(last)[:, 0], kv, jnp.pad(layers_valid, [(0, 0), (0, 0), (0, room)])
+    return self.head(last)[:, 0], decoding_layout(kv), jnp.pad(layers_valid, [(0, 0), (0, 0), (0, room)])
 
   def decode(self, tokens, positions, cache: KVCache, key_valid, cache_index):
     """One token per example: tokens/positions [B] (a text token's position is the same on every
