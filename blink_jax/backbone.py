@@ -15,7 +15,7 @@ import numpy as np
 from blink_jax import families
 from blink_jax import sharding as shd
 from blink_jax.models import presets, vision_language
-from blink_jax.models.layer_stack import resolve_layout
+from blink_jax.models.layer_stack import per_layer_params, resolve_layout
 from blink_jax.tokenizer import Tokenizer
 
 
@@ -41,11 +41,17 @@ def build(model_cfg: ml_collections.ConfigDict, partitioner: shd.Partitioner, se
     return family.load(model_cfg.hf_checkpoint, partitioner=partitioner, dtype=cfg.dtype,
                        param_dtype=cfg.param_dtype, remat=cfg.remat, attention=cfg.attention,
                        layer_layout=cfg.layer_layout)
-  model = family.model(cfg)
-  shardings = partitioner.shardings(vision_language.abstract_params(model))
+  shardings = partitioner.shardings(vision_language.abstract_params(family.model(cfg)))
+  # Initialised stacked whatever the layout, so a seed gives the same weights in either (train.py's
+  # default job trains TokenSR for the random model eval.py then evaluates, per_layer on CPU).
+  model = family.model(cfg.replace(layer_layout="stacked"))
 
   def init(rng):
-    return nn.meta.unbox(model.init(rng, *model.init_args())["params"])
+    params = nn.meta.unbox(model.init(rng, *model.init_args())["params"])
+    if cfg.layer_layout == "per_layer":
+      text = params["language_model"]
+      params = {**params, "language_model": {**text, "layers": per_layer_params(text["layers"])}}
+    return params
 
   return cfg, shd.create(init, shardings, jax.random.key(seed), abstract=abstract)
 

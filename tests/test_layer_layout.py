@@ -80,3 +80,19 @@ def test_logits_blink_generation_and_scores_agree_across_layouts(pipes, batch):
     np.testing.assert_allclose(sb.logprob, sa.logprob, atol=1e-4, rtol=1e-5)
     np.testing.assert_array_equal(sb.greedy, sa.greedy)
     assert sa.greedy.all()    # the continuation is each mode's own greedy output
+
+
+def test_a_random_model_has_the_same_weights_in_either_layout():
+  """train.py's default job trains TokenSR for the random preset (stacked) that eval.py evaluates
+  (per_layer on CPU): one seed must give one model."""
+  from blink_jax import backbone
+  from blink_jax import sharding as shd
+  config = tokensr.get_config()
+  partitioner = shd.Partitioner.single_device()
+  _, stacked = backbone.build(config.model, partitioner, 0, training=True)
+  cfg, per_layer = backbone.build(config.model, partitioner, 0)
+  assert cfg.layer_layout == "per_layer"
+  for i in range(cfg.text.num_layers):
+    jax.tree.map(np.testing.assert_array_equal, text_layer_params(per_layer, i), text_layer_params(stacked, i))
+  rest = lambda p: {k: v for k, v in p.items() if k != "language_model"}  # noqa: E731
+  jax.tree.map(np.testing.assert_array_equal, rest(per_layer), rest(stacked))

@@ -111,6 +111,14 @@ def layer_params(params: Any, i: Any) -> Any:
   return params[f"layer_{i}"]
 
 
+def per_layer_params(params: Any) -> Any:
+  """A StackedLayers' params in the per_layer layout (from either layout)."""
+  if is_per_layer(params):
+    return params
+  n = jax.tree.leaves(params["layers"])[0].shape[0]
+  return {f"layer_{i}": layer_params(params, i) for i in range(n)}
+
+
 def is_per_layer(params: Any) -> bool:
   """Whether a StackedLayers' params are in the per_layer layout."""
   return "layers" not in params
