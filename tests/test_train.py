@@ -25,7 +25,7 @@ from blink_jax.train.step import jit_train_step, make_train_step
 
 def _setup(config, devices):
   partitioner = shd.Partitioner.from_config(config, devices)
-  cfg, params = backbone.build(config.model, partitioner, config.seed)
+  cfg, params = backbone.build(config.model, partitioner, config.seed, training=True)
   blink = from_mapping(config.blink.to_dict())
   tx = optimizer(config.train)
   state, frozen = init_train_state(cfg, blink, config.train, partitioner, config.seed, tx, params)
@@ -95,7 +95,7 @@ def test_teacher_equals_the_model_run_on_the_crop_outside_the_step(blink_ckpt, t
   config = train_fixtures.tiny_config(tmp_path, **{
       "model.hf_checkpoint": str(blink_ckpt), "blink.first_scan_layer": 2, "blink.last_scan_layer": 5,
       "blink.region_size": 3})
-  cfg, params = backbone.build(config.model, shd.Partitioner.single_device(), 0)
+  cfg, params = backbone.build(config.model, shd.Partitioner.single_device(), 0, training=True)
   blink = from_mapping(config.blink.to_dict())
   model = Llava(cfg)
   prefix = backbone.prompt_prefix(config.model, cfg)
@@ -152,7 +152,7 @@ def test_qwen_teacher_is_transformers_on_the_crop_at_its_own_grid(qwen_ckpt, tmp
   config = train_fixtures.tiny_config(tmp_path, **{
       "model.hf_checkpoint": str(qwen_ckpt), "model.preprocessing": "8x12", "blink.first_scan_layer": 0,
       "blink.last_scan_layer": 1, "blink.region_size": 2})   # (transformers' last hidden state is normed)
-  cfg, params = backbone.build(config.model, shd.Partitioner.single_device(), 0)
+  cfg, params = backbone.build(config.model, shd.Partitioner.single_device(), 0, training=True)
   blink = from_mapping(config.blink.to_dict())
   model = families.of_config(cfg).model(cfg)
   prefix = backbone.prompt_prefix(config.model, cfg)
@@ -225,7 +225,8 @@ def test_saliency_guided_regions_follow_blinks_own_scanning(request, ckpt, prepr
   from blink_jax.pipeline import Pipeline
   from blink_jax.train.distill import choose_regions, scan_layer_visual_states
   import hf_fixtures
-  pipe = Pipeline.from_hf(request.getfixturevalue(ckpt), preprocessing=preprocessing, buckets=(96, 128, 192))
+  pipe = Pipeline.from_hf(request.getfixturevalue(ckpt), preprocessing=preprocessing, buckets=(96, 128, 192),
+                          layer_layout="stacked")   # training's layout (its step scans the layers)
   blink = BlinkConfig(mode="interp", first_scan_layer=layers[0], last_scan_layer=layers[1], region_size=2,
                       tau_exp=1.0, tau_drop=0.0, token_sr_channels=8)
   photos = list(hf_fixtures.sample_photos().values())[:3]
