@@ -58,11 +58,8 @@ class StackedLayers(nn.Module):
     attrs = {f.name: getattr(self.layer, f.name) for f in self.layer.__dataclass_fields__.values()
              if f.init and f.name not in ("parent", "name")}
     if self.per_layer:
-      ys = []
-      for i in range(self.num_layers):
-        carry, y = layer_cls(**attrs, name=f"layer_{i}")(carry, layer_slice(xs, i), **kwargs)
-        ys.append(y)
-      return carry, per_layer_tree(ys)
+      return run_range(lambda c, i, x: layer_cls(**attrs, name=f"layer_{i}")(c, x, **kwargs), carry, xs, 0,
+                       self.num_layers, per_layer=True)
 
     def body(mdl, c, x):
       return mdl(c, x, **kwargs)
@@ -106,7 +103,7 @@ def run_range(body: Callable[[Any, Any, Any], tuple[Any, Any]], carry: Any, xs: 
 
 def layer_params(params: Any, i: Any) -> Any:
   """Layer i's params from a StackedLayers' params, in either layout (i may be traced when stacked)."""
-  if "layers" in params:
+  if not is_per_layer(params):
     return jax.tree.map(lambda w: jax.lax.dynamic_index_in_dim(w, i, keepdims=False), params["layers"])
   return params[f"layer_{i}"]
 
