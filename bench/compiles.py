@@ -49,7 +49,7 @@ def pipeline(buckets) -> Pipeline:
     return pipe.with_blink(common.blink_for(pipe))
   c = tokensr.get_config()
   partitioner = shd.Partitioner.single_device()
-  cfg, params = backbone.build(c.model, partitioner, 0)
+  cfg, params = backbone.build(c.model, partitioner, 0, training=False)
   tok = byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id)
   return Pipeline(cfg, params, tok, partitioner, buckets=buckets).with_blink(from_mapping(c.blink.to_dict()))
 

@@ -30,8 +30,8 @@ def model_config(model_cfg: ml_collections.ConfigDict, platform: str = "cpu", tr
   return presets.get(model_cfg.preset, **runtime)
 
 
-def build(model_cfg: ml_collections.ConfigDict, partitioner: shd.Partitioner, seed: int,
-          abstract: bool = False, training: bool = False) -> tuple[Any, Any]:
+def build(model_cfg: ml_collections.ConfigDict, partitioner: shd.Partitioner, seed: int, *, training: bool,
+          abstract: bool = False) -> tuple[Any, Any]:
   """The frozen model: loaded from model.hf_checkpoint, or random-initialised from model.preset; with
   `abstract`, only shapes with shardings (nothing is read but config.json; see sharding.create).
   `training`: for a train step (its layers stacked)."""

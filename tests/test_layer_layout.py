@@ -90,7 +90,7 @@ def test_a_random_model_has_the_same_weights_in_either_layout():
   config = tokensr.get_config()
   partitioner = shd.Partitioner.single_device()
   _, stacked = backbone.build(config.model, partitioner, 0, training=True)
-  cfg, per_layer = backbone.build(config.model, partitioner, 0)
+  cfg, per_layer = backbone.build(config.model, partitioner, 0, training=False)
   assert cfg.layer_layout == "per_layer"
   for i in range(cfg.text.num_layers):
     jax.tree.map(np.testing.assert_array_equal, text_layer_params(per_layer, i), text_layer_params(stacked, i))

@@ -79,7 +79,7 @@ def build_pipeline(config: ml_collections.ConfigDict, partitioner: shd.Partition
                                  preprocessing=config.model.preprocessing, buckets=buckets,
                                  attention=config.model.attention, layer_layout=config.model.layer_layout)
   else:
-    cfg, params = backbone.build(config.model, partitioner, config.seed, abstract=abstract)
+    cfg, params = backbone.build(config.model, partitioner, config.seed, training=False, abstract=abstract)
     placeholder = families.of_config(cfg).image_placeholder
     tokenizer = (Tokenizer(ckpt, image_placeholder=placeholder) if ckpt else
                  byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id,
