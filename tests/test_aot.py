@@ -33,7 +33,8 @@ def _aot(tmp_path, config, *extra):
   return proc, (json.loads(out.read_text()) if out.exists() else None)
 
 
-@pytest.mark.parametrize("topology,hbm", [("v5e:2x2", 16.0), ("v6e:2x2", 32.0)])
+# v6e (a second chip, the same program) and Qwen2.5-VL's programs in the full tier.
+@pytest.mark.parametrize("topology,hbm", [("v5e:2x2", 16.0), pytest.param("v6e:2x2", 32.0, marks=pytest.mark.slow)])
 def test_tiny_train_step_compiles_with_splash_attention_and_fits(tmp_path, topology, hbm):
   proc, records = _aot(tmp_path, "configs/tokensr.py", f"--topology={topology}")
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -54,6 +55,7 @@ def test_blink_generation_compiles_for_v5e_and_fits(tmp_path):
              for r in records)
 
 
+@pytest.mark.slow
 def test_qwen_blink_generation_compiles_for_v5e_and_fits(tmp_path):
   """Qwen2.5-VL's programs (window-attention ViT, multimodal RoPE, Blink over a non-square bucket) from a
   small checkpoint's config.json: nothing else is read."""
@@ -69,6 +71,7 @@ def test_qwen_blink_generation_compiles_for_v5e_and_fits(tmp_path):
   assert all(r["fits"] and r["topology"] == "v5e:2x2" and r["attention"] == "splash" for r in records)
 
 
+@pytest.mark.slow
 def test_qwen_train_step_compiles_for_v5e_and_fits(tmp_path):
   """The TokenSR train step on Qwen2.5-VL (the tiny preset, a non-square 8x12 bucket; the teacher's
   crops re-encoded at 4x4 tokens) compiles for TPU like LLaVA's."""

@@ -41,7 +41,7 @@ def test_vanilla_equals_transformers_log_probs(gqa_ckpt):
     assert bool(scores.greedy[i]) == bool((logp.argmax(-1) == target).all())
 
 
-@pytest.mark.parametrize("mode", ["vanilla", "interp", "tokensr"])
+@pytest.mark.parametrize("mode", ["vanilla", pytest.param("interp", marks=pytest.mark.slow), "tokensr"])
 def test_greedy_flag_agrees_with_generation(blink_ckpt, mode):
   """A mode's own greedy tokens score as greedy, with the summed log-probability of its arg-maxes;
   change one token and the continuation is no longer greedy, and less likely."""

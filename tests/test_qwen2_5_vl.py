@@ -286,32 +286,33 @@ def test_eval_runs_the_benchmarks_on_qwen(qwen_ckpt, tmp_path):
   assert results["pope"]["interp"]["questions_expanded"] > 0
 
 
-def test_blink_on_qwen_reduces_to_vanilla_and_interp_and_batches_exactly(qwen_ckpt):
-  """Blink over Qwen2.5-VL's non-square merged grid with multimodal-RoPE SR positions: with no
-  expansion it is vanilla; untrained TokenSR is interp; expansions change the answer's logits; each
-  example's result is the same batched as alone; a grid that p does not divide is named."""
+@pytest.mark.parametrize("scheme", ["parent", pytest.param("fractional", marks=pytest.mark.slow)])
+def test_blink_on_qwen_reduces_to_vanilla_and_interp_and_batches_exactly(qwen_ckpt, scheme):
+  """Blink over Qwen2.5-VL's non-square merged grid with multimodal-RoPE SR positions (the default
+  `parent` scheme; `fractional` in the full tier): with no expansion it is vanilla; untrained TokenSR is
+  interp; expansions change the answer's logits; each example's result is the same batched as alone; a
+  grid that p does not divide is named."""
   from blink_jax.blink.config import defaults_for
   pipe = Pipeline.from_hf(qwen_ckpt, preprocessing="8x12,12x8,8x8", buckets=(128, 256, 384))
   blink = dataclasses.replace(defaults_for(None, pipe.cfg.text.num_layers), tau_exp=0.01, tau_drop=0.0,
-                              max_regions=2)
+                              max_regions=2, position_ids=scheme)
   assert (blink.first_scan_layer, blink.last_scan_layer, blink.region_size) == (1, 2, 4)
   photos = hf_fixtures.sample_photos()
   images, questions = [photos["chelsea"], photos["coffee"]], ["what is in this image ?", "describe it"]
-  for scheme in ("parent", "fractional"):
-    p = pipe.with_blink(dataclasses.replace(blink, position_ids=scheme))
-    batch = p.prepare(images, questions)
-    assert batch.pixels.shape[1:3] == (8 * 28, 12 * 28)
-    vanilla = np.asarray(p.logits(batch))
-    interp = p.blink_forward(batch, mode="interp", trace=True)
-    assert (np.asarray(interp.expansions) > 0).all()
-    assert np.asarray(interp.trace.saliency).shape[2:] == (8, 12)
-    tokensr = p.blink_forward(batch, mode="tokensr")
-    np.testing.assert_array_equal(np.asarray(tokensr.logits), np.asarray(interp.logits))
-    none = p.with_blink(dataclasses.replace(p.blink, tau_exp=1.0)).blink_forward(batch, mode="interp")
-    for i, n in enumerate(batch.lengths):
-      np.testing.assert_allclose(np.asarray(none.logits)[i, :n], vanilla[i, :n], atol=2e-5, rtol=1e-5)
-      assert np.abs(np.asarray(interp.logits)[i, n - 1] - vanilla[i, n - 1]).max() > 1e-3
-  together = p.generate_tokens(batch, 4, mode="interp")      # fractional positions
+  p = pipe.with_blink(blink)
+  batch = p.prepare(images, questions)
+  assert batch.pixels.shape[1:3] == (8 * 28, 12 * 28)
+  vanilla = np.asarray(p.logits(batch))
+  interp = p.blink_forward(batch, mode="interp", trace=True)
+  assert (np.asarray(interp.expansions) > 0).all()
+  assert np.asarray(interp.trace.saliency).shape[2:] == (8, 12)
+  tokensr = p.blink_forward(batch, mode="tokensr")
+  np.testing.assert_array_equal(np.asarray(tokensr.logits), np.asarray(interp.logits))
+  none = p.with_blink(dataclasses.replace(p.blink, tau_exp=1.0)).blink_forward(batch, mode="interp")
+  for i, n in enumerate(batch.lengths):
+    np.testing.assert_allclose(np.asarray(none.logits)[i, :n], vanilla[i, :n], atol=2e-5, rtol=1e-5)
+    assert np.abs(np.asarray(interp.logits)[i, n - 1] - vanilla[i, n - 1]).max() > 1e-3
+  together = p.generate_tokens(batch, 4, mode="interp")
   for i in range(2):
     alone = p.generate_tokens(p.prepare(images[i:i + 1], questions[i:i + 1]), 4, mode="interp")
     np.testing.assert_array_equal(alone[0], together[i])
