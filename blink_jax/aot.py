@@ -180,8 +180,10 @@ def max_batch(config: ml_collections.ConfigDict, topology: str, limit: int = 409
   double (or half, if it does not fit) crosses the HBM budget at the guess, which is compiled with the
   multiple above it to confirm it. Where the line is off, the next guess interpolates between the
   nearest fitting and not-fitting batches, or bisects them where the last guess did not halve that
-  bracket, so the search ends in a logarithmic number of compiles at worst. Two compiles beyond the
-  config's own batch and its double when the line holds.
+  bracket, so the search ends in a logarithmic number of compiles at worst; while every batch tried
+  fits, the line through the two nearest the budget goes on (bisecting towards `limit` would compile
+  batches many times too large). Two compiles beyond the config's own batch and its double when the
+  line holds.
   """
   devices, hbm = topology_devices(topology)
   step = topology_partitioner(config, devices, topology).batch_parallelism
@@ -219,7 +221,9 @@ def max_batch(config: ml_collections.ConfigDict, topology: str, limit: int = 409
     hi = min([m for m, ok in fitting.items() if not ok], default=top + 1)
     if hi - lo <= 1:
       return lo * step
-    if 2 * (hi - lo) > width or len(peaks) < 2:   # the last guess did not halve the bracket
+    # Bisect where the last guess did not halve the bracket; while nothing has failed yet there is no
+    # bracket to halve, and the line through the two fitting batches nearest the budget goes on.
+    if len(peaks) < 2 or (hi <= top and 2 * (hi - lo) > width):
       guess = (lo + hi) // 2
     else:   # the line through the two measured batches nearest the budget, one each side if known
       a, b = (lo, hi) if lo in peaks and hi in peaks else sorted(peaks, key=lambda m: abs(peaks[m] - budget))[:2]

@@ -150,6 +150,26 @@ def test_max_batch_starts_its_line_at_the_configs_own_batch_without_compiling_it
   assert tried == [64, 128, 136]
 
 
+def test_max_batch_follows_the_line_while_every_batch_fits(monkeypatch, tmp_path):
+  """Memory that grows slower than the line through the own batch and its double (1 + 0.3 b^0.8 GiB,
+  within 14.4 up to b = 115): the line's guess (104) and the multiple above (112) both fit, and the
+  search goes on along the line through them (120 does not fit), not half-way to the limit."""
+  config = tiny_config(tmp_path, **{"mesh.data": 4, "mesh.fsdp": 2, "train.batch_size": 32})
+  monkeypatch.setattr(aot, "topology_devices", lambda name: (jax.devices(), 16.0))
+  tried = []
+
+  def record(b):
+    total = 1 + 0.3 * b ** 0.8
+    return aot.Record("train_step", "v5e:2x4", "", "splash", b, 0, 0, 0, total, 16.0, total <= 0.9 * 16.0, 0.0)
+
+  def fake_compile(c, topology):
+    tried.append(c.train.batch_size)
+    return [record(c.train.batch_size)]
+  monkeypatch.setattr(aot, "compile_config", fake_compile)
+  assert aot.max_batch(config, "v5e:2x4", measured=[record(32)]) == 112
+  assert tried == [64, 104, 112, 120]
+
+
 def test_a_program_too_large_to_compile_is_reported_as_not_fitting(tmp_path):
   """libtpu refuses to compile a program whose temporaries exceed HBM: that is a NO, not a crash."""
   proc, records = _aot(tmp_path, "configs/tokensr.py", "--topology=v5e:2x2", "--config.model.preset=llava-1.5-7b",
