@@ -131,43 +131,35 @@ def test_max_batch_finds_the_largest_fitting_multiple(monkeypatch, tmp_path, gib
   assert all(b % 8 == 0 for b in tried) and len(tried) <= most_compiles and len(set(tried)) == len(tried)
 
 
-def test_max_batch_starts_its_line_at_the_configs_own_batch_without_compiling_it_again(monkeypatch, tmp_path):
-  """The own batch (32) comes measured, so the search compiles its double, the line's guess and the
-  multiple above: 64, 128, 136 (memory 1 + 0.1 b fits 14.4 GiB up to b = 134)."""
+def _search_from_own_batch(monkeypatch, tmp_path, memory):
+  """max_batch for a train config of global batch 32 on 8 batch-parallel devices of 16 GiB, whose
+  program takes memory(b) GiB per device; the own batch comes measured. (result, batches compiled)"""
   config = tiny_config(tmp_path, **{"mesh.data": 4, "mesh.fsdp": 2, "train.batch_size": 32})
   monkeypatch.setattr(aot, "topology_devices", lambda name: (jax.devices(), 16.0))
   tried = []
 
   def record(b):
-    total = 1 + 0.1 * b
+    total = memory(b)
     return aot.Record("train_step", "v5e:2x4", "", "splash", b, 0, 0, 0, total, 16.0, total <= 0.9 * 16.0, 0.0)
 
   def fake_compile(c, topology):
     tried.append(c.train.batch_size)
     return [record(c.train.batch_size)]
   monkeypatch.setattr(aot, "compile_config", fake_compile)
-  assert aot.max_batch(config, "v5e:2x4", measured=[record(32)]) == 128
-  assert tried == [64, 128, 136]
+  return aot.max_batch(config, "v5e:2x4", measured=[record(32)]), tried
+
+
+def test_max_batch_starts_its_line_at_the_configs_own_batch_without_compiling_it_again(monkeypatch, tmp_path):
+  """The own batch (32) comes measured, so the search compiles its double, the line's guess and the
+  multiple above: 64, 128, 136 (memory 1 + 0.1 b fits 14.4 GiB up to b = 134)."""
+  assert _search_from_own_batch(monkeypatch, tmp_path, lambda b: 1 + 0.1 * b) == (128, [64, 128, 136])
 
 
 def test_max_batch_follows_the_line_while_every_batch_fits(monkeypatch, tmp_path):
   """Memory that grows slower than the line through the own batch and its double (1 + 0.3 b^0.8 GiB,
   within 14.4 up to b = 115): the line's guess (104) and the multiple above (112) both fit, and the
   search goes on along the line through them (120 does not fit), not half-way to the limit."""
-  config = tiny_config(tmp_path, **{"mesh.data": 4, "mesh.fsdp": 2, "train.batch_size": 32})
-  monkeypatch.setattr(aot, "topology_devices", lambda name: (jax.devices(), 16.0))
-  tried = []
-
-  def record(b):
-    total = 1 + 0.3 * b ** 0.8
-    return aot.Record("train_step", "v5e:2x4", "", "splash", b, 0, 0, 0, total, 16.0, total <= 0.9 * 16.0, 0.0)
-
-  def fake_compile(c, topology):
-    tried.append(c.train.batch_size)
-    return [record(c.train.batch_size)]
-  monkeypatch.setattr(aot, "compile_config", fake_compile)
-  assert aot.max_batch(config, "v5e:2x4", measured=[record(32)]) == 112
-  assert tried == [64, 104, 112, 120]
+  assert _search_from_own_batch(monkeypatch, tmp_path, lambda b: 1 + 0.3 * b ** 0.8) == (112, [64, 104, 112, 120])
 
 
 def test_a_program_too_large_to_compile_is_reported_as_not_fitting(tmp_path):
