@@ -12,6 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 
 import jax
 import pytest
@@ -143,7 +144,10 @@ def test_every_readme_command_runs_as_written(stand_ins, tmp_path, gcs_emulator)
     left = [a for a in args[1:] if any(u in a.replace(gcs_emulator, "") for u in UNSUBSTITUTED)]
     assert not left, f"README command names {left}, which this test does not stand in for: {line}"
     args += next((extra for key, extra in SHRINK.items() if key in line), [])
+    start = time.perf_counter()
     proc = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    # the full tier's longest test: `pytest -rP` shows where its time goes
+    print(f"{time.perf_counter() - start:6.0f} s  {line}", flush=True)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{line}\n{out[-4000:]}"
     for key, text in EXPECT.items():
