@@ -7,6 +7,8 @@ for each topology, and Blink's memory and compile time against vanilla's.
 Table 1, per config and topology: the config's own batch (per-device total GiB of its largest program,
 fits with 10% HBM headroom, compile s) and, with --max_batch, the largest global batch that fits
 (aot.max_batch: three more compiles where memory is affine in the batch) and what that is per chip.
+Each compiled batch of a search is appended to <results_dir>/<name>_search.jsonl as it is measured, so
+a sweep stopped part-way resumes where it stopped when run again with the same --name.
 For an eval config table 1 compiles tokensr's prefill and generation only: Blink's generation is the
 largest program of the three modes (table 2), and six programs a step would take an hour a cell on a
 2-core host. The configs' meshes take every device (fsdp=-1), so one config serves every topology.
@@ -77,8 +79,11 @@ def main(_):
              "yes" if all(r.fits for r in records) else "NO", f"{max(r.compile_s for r in records):.0f}"]
       if FLAGS.max_batch:
         start = time.perf_counter()
-        result["max_batch"] = aot.max_batch(config, topology, measured=records)
-        result["search_s"] = round(time.perf_counter() - start)
+        log = common.results_dir() / f"{FLAGS.name}_search.jsonl"
+        result["max_batch"] = aot.max_batch(config, topology, measured=records, log=log)
+        result["search_s"] = round(time.perf_counter() - start)   # this run's: less where it resumed
+        result["searched"] = [{k: v for k, v in line.items() if k != "search"}
+                              for line in aot.read_search_log(log, aot.search_key(config, topology))]
         row += [result["max_batch"], f"{result['max_batch'] / chips:.0f}", result["search_s"]]
       rows.append(row)
       results.append(result)

@@ -244,7 +244,7 @@ def peak_device_bytes() -> int | None:
   return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
 
 
-def _results_dir() -> pathlib.Path:
+def results_dir() -> pathlib.Path:
   results = pathlib.Path(flags.FLAGS.results_dir)
   results.mkdir(parents=True, exist_ok=True)
   return results
@@ -258,7 +258,7 @@ def write(name: str, payload: dict, table: list[list], header: list[str]):
   for row in table:
     print(fmt.format(*[str(x) for x in row]))
   payload = {"machine": machine(), "time": time.strftime("%Y-%m-%d %H:%M:%S"), **payload}
-  (_results_dir() / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float))
+  (results_dir() / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float))
 
 
 def bar_plot(name: str, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str):
@@ -275,5 +275,5 @@ def bar_plot(name: str, groups: list[str], series: dict[str, list[float]], ylabe
   ax.set_title(title)
   ax.legend()
   fig.tight_layout()
-  fig.savefig(_results_dir() / f"{name}.png", dpi=110)
+  fig.savefig(results_dir() / f"{name}.png", dpi=110)
   plt.close(fig)

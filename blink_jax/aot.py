@@ -1,7 +1,7 @@
 """Ahead-of-time compilation for a TPU topology from any host, with no TPU, weights or data:
 
     python -m blink_jax.aot --config configs/tokensr.py [--topology v5e:2x4] [--config.FIELD=VALUE ...]
-        [--json PATH] [--max_batch]
+        [--json PATH] [--max_batch [--search_log PATH]]
 
 It takes the configs train.py and eval.py take and compiles exactly the programs those jobs run,
 built by the same code (train.step.train_program; the pipeline's generate_program over the runner's
@@ -17,6 +17,7 @@ the largest global batch that fits. As MaxText's train_compile.py does for its m
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import pathlib
@@ -171,10 +172,31 @@ def compile_config(config: ml_collections.ConfigDict, topology: str) -> list[Rec
   return records(config, partitioner, topology, hbm)
 
 
+def search_key(config: ml_collections.ConfigDict, topology: str) -> str:
+  """What a max_batch search is of: the config (its batch aside), the topology and jax's version."""
+  config = config.copy_and_resolve_references()
+  (config.train if is_train_config(config) else config).batch_size = 0
+  text = json.dumps([config.to_json_best_effort(sort_keys=True), topology, jax.__version__])
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_search_log(log: pathlib.Path, key: str) -> list[dict]:
+  """The batches a search of `key` measured, in the order it measured them (other searches' lines,
+  which share a log, are left out)."""
+  if not log.exists():
+    return []
+  lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+  return [line for line in lines if line["search"] == key]
+
+
 def max_batch(config: ml_collections.ConfigDict, topology: str, limit: int = 4096,
-              measured: list[Record] | None = None) -> int:
+              measured: list[Record] | None = None, log: pathlib.Path | None = None) -> int:
   """The largest global batch (a multiple of what the mesh and gradient accumulation need) whose every
   program fits; 0 if none does. `measured`: the records of the config's own batch, if already compiled.
+  `log`: a JSON-lines file each compiled batch is appended to (search_key, batch, the largest program's
+  per-device GiB, fits, compile s); a search stopped part-way (a 7B one takes hours on a small host)
+  resumes from it without compiling those batches again. A log holds what one version of the code
+  measured: delete it after changing the model or the compiler.
 
   A program's memory is close to affine in its batch: the line through the config's own batch and its
   double (or half, if it does not fit) crosses the HBM budget at the guess, which is compiled with the
@@ -194,15 +216,29 @@ def max_batch(config: ml_collections.ConfigDict, topology: str, limit: int = 409
   peaks: dict[int, float] = {}     # multiples of `step` -> the largest per-device total of any program
   fitting: dict[int, bool] = {}
 
+  key = search_key(config, topology)
+  logged = {line["batch"]: line for line in read_search_log(log, key)} if log else {}
+  if logged:
+    print(f"  resuming from {log}: batches {', '.join(map(str, logged))} measured", flush=True)
+
   def note(m: int, records: list[Record]):
     peaks[m], fitting[m] = max(r.total_gib for r in records), all(r.fits for r in records)
+    if log and m * step not in logged:
+      log.parent.mkdir(parents=True, exist_ok=True)
+      with log.open("a") as f:
+        f.write(json.dumps({"search": key, "batch": m * step, "peak_gib": peaks[m], "fits": fitting[m],
+                            "compile_s": round(sum(r.compile_s for r in records), 1)}) + "\n")
 
   def fits(m: int) -> bool:
-    if m not in fitting:
-      node.batch_size = m * step
-      note(m, compile_config(config, topology))
-      print(f"  batch {m * step}: {peaks[m]:.2f} GiB per device of {budget:.1f} "
-            f"({'fits' if fitting[m] else 'does not fit'})", flush=True)   # a search takes minutes
+    if m in fitting:
+      return fitting[m]
+    if m * step in logged:
+      peaks[m], fitting[m] = logged[m * step]["peak_gib"], logged[m * step]["fits"]
+      return fitting[m]
+    node.batch_size = m * step
+    note(m, compile_config(config, topology))
+    print(f"  batch {m * step}: {peaks[m]:.2f} GiB per device of {budget:.1f} "
+          f"({'fits' if fitting[m] else 'does not fit'})", flush=True)   # a search takes minutes
     return fitting[m]
 
   def line_ends(lo: int, hi: int) -> tuple[int, int]:
@@ -268,7 +304,8 @@ def main(argv):
   records = compile_config(config, topology)
   print(table(records))
   if f.max_batch:
-    print(f"largest global batch that fits {topology}: {max_batch(config, topology, measured=records)}")
+    log = pathlib.Path(f.search_log) if f.search_log else None
+    print(f"largest global batch that fits {topology}: {max_batch(config, topology, measured=records, log=log)}")
   if f.json:
     path = pathlib.Path(f.json)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -283,5 +320,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("json", None, "Also write the records to this JSON file.")
   flags.DEFINE_bool("max_batch", False, "Find the largest global batch that fits (compiles at two batches "
                     "give the memory line; its crossing with the HBM budget is confirmed by compiling it).")
+  flags.DEFINE_string("search_log", None, "With --max_batch: append each compiled batch to this JSON-lines "
+                      "file, and resume a stopped search from it.")
   flags.mark_flag_as_required("config")
   app.run(main)

@@ -171,6 +171,42 @@ def test_max_batch_draws_no_line_through_neighbouring_multiples(monkeypatch, tmp
   assert _search_from_own_batch(monkeypatch, tmp_path, memory) == (136, [64, 128, 136, 144])
 
 
+def test_a_stopped_search_resumes_from_its_log_without_compiling_a_batch_twice(monkeypatch, tmp_path):
+  """A search stopped after its second compile (here: an exception from the third) resumes from its log
+  with the same answer and the same batches as one run through (memory 1 + 0.3 b^0.8: 64, 104, 112,
+  120), compiling only those it had not; a log line of another config is not taken for this one's."""
+  config = tiny_config(tmp_path, **{"mesh.data": 4, "mesh.fsdp": 2, "train.batch_size": 32})
+  monkeypatch.setattr(aot, "topology_devices", lambda name: (jax.devices(), 16.0))
+  log = tmp_path / "search.jsonl"
+  other = config.copy_and_resolve_references()
+  other.model.dtype = "float32" if config.model.dtype != "float32" else "bfloat16"
+  log.write_text(json.dumps({"search": aot.search_key(other, "v5e:2x4"), "batch": 104, "peak_gib": 99.0,
+                             "fits": False, "compile_s": 1.0}) + "\n")
+  tried = []
+
+  def fake_compile(c, topology, stop_after=None):
+    if stop_after is not None and len(tried) == stop_after:
+      raise KeyboardInterrupt
+    b = c.train.batch_size
+    tried.append(b)
+    total = 1 + 0.3 * b ** 0.8
+    return [aot.Record("train_step", topology, "", "splash", b, 0, 0, 0, total, 16.0, total <= 0.9 * 16.0, 1.5)]
+
+  own = fake_compile(config, "v5e:2x4")
+  tried.clear()
+  monkeypatch.setattr(aot, "compile_config", lambda c, t: fake_compile(c, t, stop_after=2))
+  with pytest.raises(KeyboardInterrupt):
+    aot.max_batch(config, "v5e:2x4", measured=own, log=log)
+  assert tried == [64, 104]
+  config.train.batch_size = 32
+  monkeypatch.setattr(aot, "compile_config", fake_compile)
+  assert aot.max_batch(config, "v5e:2x4", measured=own, log=log) == 112
+  assert tried == [64, 104, 112, 120]
+  lines = aot.read_search_log(log, aot.search_key(config, "v5e:2x4"))
+  assert [(line["batch"], line["fits"], line["compile_s"]) for line in lines] == [
+      (32, True, 1.5), (64, True, 1.5), (104, True, 1.5), (112, True, 1.5), (120, False, 1.5)]
+
+
 def test_a_program_too_large_to_compile_is_reported_as_not_fitting(tmp_path):
   """libtpu refuses to compile a program whose temporaries exceed HBM: that is a NO, not a crash."""
   proc, records = _aot(tmp_path, "configs/tokensr.py", "--topology=v5e:2x2", "--config.model.preset=llava-1.5-7b",
