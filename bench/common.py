@@ -20,6 +20,10 @@ from blink_jax.blink.config import BlinkConfig
 from blink_jax.models import presets
 from blink_jax.pipeline import Pipeline
 
+# The bench scripts measure compiles (their seconds, their programs' memory): never take one from a
+# persistent compilation cache a user's environment may set (JAX_COMPILATION_CACHE_DIR).
+jax.config.update("jax_enable_compilation_cache", False)
+
 flags.DEFINE_string("results_dir", str(pathlib.Path(__file__).resolve().parent / "results"),
                     "Where <name>.json and <name>.png are written.")
 

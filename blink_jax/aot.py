@@ -1,7 +1,7 @@
 """Ahead-of-time compilation for a TPU topology from any host, with no TPU, weights or data:
 
     python -m blink_jax.aot --config configs/tokensr.py [--topology v5e:2x4] [--config.FIELD=VALUE ...]
-        [--json PATH] [--max_batch [--search_log PATH]]
+        [--json PATH] [--max_batch [--max_batch_limit N] [--search_log PATH]]
 
 It takes the configs train.py and eval.py take and compiles exactly the programs those jobs run,
 built by the same code (train.step.train_program; the pipeline's generate_program over the runner's
@@ -266,6 +266,8 @@ def max_batch(config: ml_collections.ConfigDict, topology: str, limit: int = 409
     lo = max([m for m, ok in fitting.items() if ok], default=0)
     hi = min([m for m, ok in fitting.items() if not ok], default=top + 1)
     if hi - lo <= 1:
+      if lo == top:
+        print(f"  batch {lo * step} is the search's limit ({limit}): larger batches may fit too", flush=True)
       return lo * step
     # Bisect where the last guess did not halve the bracket; while nothing has failed yet there is no
     # bracket to halve, and the line through two fitting batches near the budget goes on.
@@ -299,13 +301,16 @@ def main(argv):
     raise ValueError(f"unexpected arguments: {argv[1:]}")
   if not f["verbosity"].present:
     absl_logging.set_verbosity(absl_logging.WARNING)
+  # What is measured is the compiler: never a program from a persistent cache (JAX_COMPILATION_CACHE_DIR).
+  jax.config.update("jax_enable_compilation_cache", False)
   config = f.config
   topology = f.topology or config.aot.topology
   records = compile_config(config, topology)
   print(table(records))
   if f.max_batch:
     log = pathlib.Path(f.search_log) if f.search_log else None
-    print(f"largest global batch that fits {topology}: {max_batch(config, topology, measured=records, log=log)}")
+    found = max_batch(config, topology, limit=f.max_batch_limit, measured=records, log=log)
+    print(f"largest global batch that fits {topology}: {found}")
   if f.json:
     path = pathlib.Path(f.json)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -320,6 +325,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("json", None, "Also write the records to this JSON file.")
   flags.DEFINE_bool("max_batch", False, "Find the largest global batch that fits (compiles at two batches "
                     "give the memory line; its crossing with the HBM budget is confirmed by compiling it).")
+  flags.DEFINE_integer("max_batch_limit", 4096, "With --max_batch: the largest global batch tried.")
   flags.DEFINE_string("search_log", None, "With --max_batch: append each compiled batch to this JSON-lines "
                       "file, and resume a stopped search from it.")
   flags.mark_flag_as_required("config")

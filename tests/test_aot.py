@@ -26,7 +26,9 @@ KEYS = {"program", "topology", "attention", "batch", "args_gib", "out_gib", "tem
 
 def _aot(tmp_path, config, *extra):
   out = tmp_path / "aot.json"
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "PYTHONPATH": str(ROOT)}
+  # a persistent compilation cache set: aot must not use it (it measures the compile)
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "PYTHONPATH": str(ROOT),
+         "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache")}
   proc = subprocess.run([sys.executable, "-m", "blink_jax.aot", "--config", str(ROOT / config),
                          f"--json={out}", *extra], cwd=tmp_path, env=env, capture_output=True, text=True,
                         timeout=600)
@@ -38,6 +40,7 @@ def _aot(tmp_path, config, *extra):
 def test_tiny_train_step_compiles_with_splash_attention_and_fits(tmp_path, topology, hbm):
   proc, records = _aot(tmp_path, "configs/tokensr.py", f"--topology={topology}")
   assert proc.returncode == 0, proc.stderr[-3000:]
+  assert not (tmp_path / "jax_cache").exists()   # compiled, not loaded: its seconds are a compile's
   (step,) = records
   assert KEYS <= set(step) and step["program"] == "train_step" and step["topology"] == topology
   assert step["fits"] and step["hbm_gib"] == hbm and 0 < step["total_gib"] < 1

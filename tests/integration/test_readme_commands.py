@@ -130,8 +130,11 @@ def test_every_readme_command_runs_as_written(stand_ins, tmp_path, gcs_emulator)
   gcs_fixtures.upload(samples / "gqa_images", f"{gcs_emulator}/lmms-lab/GQA/testdev_balanced_images")
   gcs_fixtures.upload(stand_ins["samples"] / "folder" / "vstar", f"{gcs_emulator}/vstar_bench")
   gcs_fixtures.upload(samples / "hrbench_4k", f"{gcs_emulator}/HR-Bench/4k")
+  # with the persistent compilation cache the README recommends: later commands load the programs
+  # earlier ones compiled (the same model, buckets and modes) rather than compile them again
   env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+         "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache")}
   substitutes = _substitutes(stand_ins, gcs_emulator)
   ran = []
   for line in readme_commands():
@@ -160,3 +163,4 @@ def test_every_readme_command_runs_as_written(stand_ins, tmp_path, gcs_emulator)
   results = json.loads((work / "runs" / "eval" / "results.json").read_text())
   assert results["pope"]["tokensr"]["expansions"] > 0 and results["pope"]["interp"]["questions_expanded"] > 0
   assert (work / "blink.png").exists()
+  assert any((tmp_path / "jax_cache").iterdir())
