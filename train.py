@@ -6,8 +6,13 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(pathlib.Path(__file__).parent / "configs/tokensr.py"), "Training configuration.", lock_config=True)
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS, argv: list[str] | None = None):
+  """--config (a config file) and its --config.FIELD=VALUE overrides, those of `argv` (default sys.argv):
+  the README-commands test parses the README's lines with these."""
+  config_flags.DEFINE_config_file("config", str(pathlib.Path(__file__).parent / "configs/tokensr.py"),
+                                  "Training configuration.", flag_values=flag_values, lock_config=True,
+                                  sys_argv=argv)
 
 
 def main(argv):
@@ -17,11 +22,12 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax/grain INFO lines drown the progress bar
   from blink_jax.train.loop import PREEMPTED_EXIT_CODE, Preempted, train
   try:
-    train(_CONFIG.value)
+    train(flags.FLAGS.config)
   except Preempted as e:
     logging.warning("%s", e)
     sys.exit(PREEMPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

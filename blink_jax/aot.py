@@ -17,6 +17,7 @@ the largest global batch that fits. As MaxText's train_compile.py does for its m
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
@@ -120,18 +121,30 @@ def _kernel(config, partitioner: shd.Partitioner) -> str:
     return attention_kernels.resolve(config.model.attention)
 
 
-def train_records(config, partitioner: shd.Partitioner, topology: str, hbm: float) -> list[Record]:
+@dataclasses.dataclass
+class Program:
+  """One program of a job (a jitted function) and its abstract arguments: aot lowers and compiles it,
+  the README-commands test traces it. Call either with the partitioner activated."""
+  name: str
+  batch: int
+  fn: Any
+  args: tuple
+
+  def trace(self) -> jax.stages.Traced:
+    return self.fn.trace(*self.args)
+
+  def lower(self) -> jax.stages.Lowered:
+    return self.fn.lower(*self.args)
+
+
+def train_programs(config, partitioner: shd.Partitioner) -> list[Program]:
   from blink_jax.train.step import train_program
   program = train_program(config, partitioner, abstract=True)
-
-  def compile_step():
-    with partitioner.activated():
-      return program.step.lower(program.state, program.frozen, program.batch).compile()
-  return [_measure("train_step", compile_step, topology, partitioner.mesh, _kernel(config, partitioner),
-                   config.train.batch_size, hbm)]
+  return [Program("train_step", config.train.batch_size, program.step,
+                  (program.state, program.frozen, program.batch))]
 
 
-def eval_records(config, partitioner: shd.Partitioner, topology: str, hbm: float) -> list[Record]:
+def eval_programs(config, partitioner: shd.Partitioner) -> list[Program]:
   from blink_jax.data.prompt_batch import pad_prompts
   from blink_jax.eval.runner import build_pipeline
   pipe = build_pipeline(config, partitioner, abstract=True).pipe
@@ -142,22 +155,24 @@ def eval_records(config, partitioner: shd.Partitioner, topology: str, hbm: float
                            np.full(pipe.family.image_tokens(cfg, pixels.shape), cfg.image_token_id),
                            np.full(config.aot.text_tokens, cfg.bos_token_id)]).astype(np.int32)
   prompts = pad_prompts([prompt] * b, pixels, pipe.buckets, cfg.pad_token_id, cfg.image_token_id)
-  kernel = _kernel(config, partitioner)
-  records = []
+  programs = []
   for mode in config_lists.names(config.modes, "modes"):
     batch = pipe.layout_for(prompts, mode)
     args = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=partitioner.batch(x.ndim))
             for x in (batch.ids, batch.pixels, batch.lengths)]
     params = pipe.mode_params(mode, abstract=True)
-    programs = {f"prefill_{mode} (prompt {batch.ids.shape[1]})": pipe.prefill_program(mode, batch.image_start),
-                f"generate_{mode} (prompt {batch.ids.shape[1]}, +{config.max_new_tokens})":
-                    pipe.generate_program(mode, config.max_new_tokens, batch.image_start)}
-    for name, program in programs.items():
-      def compile_program(program=program, params=params, args=args):
-        with partitioner.activated():
-          return program.lower(params, *args).compile()
-      records.append(_measure(name, compile_program, topology, partitioner.mesh, kernel, b, hbm))
-  return records
+    for name, program in {
+        f"prefill_{mode} (prompt {batch.ids.shape[1]})": pipe.prefill_program(mode, batch.image_start),
+        f"generate_{mode} (prompt {batch.ids.shape[1]}, +{config.max_new_tokens})":
+            pipe.generate_program(mode, config.max_new_tokens, batch.image_start)}.items():
+      programs.append(Program(name, b, program, (params, *args)))
+  return programs
+
+
+def job_programs(config: ml_collections.ConfigDict, partitioner: shd.Partitioner) -> list[Program]:
+  """The programs of the job `config` describes (a train.py config: its train step; an eval.py
+  config: each mode's prefill and generation), built by the jobs' own code on abstract params."""
+  return (train_programs if is_train_config(config) else eval_programs)(config, partitioner)
 
 
 def is_train_config(config) -> bool:
@@ -168,8 +183,13 @@ def compile_config(config: ml_collections.ConfigDict, topology: str) -> list[Rec
   """Every program of the job `config` describes, compiled for `topology`."""
   devices, hbm = topology_devices(topology)
   partitioner = topology_partitioner(config, devices, topology)
-  records = train_records if is_train_config(config) else eval_records
-  return records(config, partitioner, topology, hbm)
+  kernel = _kernel(config, partitioner)
+
+  def compile_fn(program: Program):
+    with partitioner.activated():
+      return program.lower().compile()
+  return [_measure(p.name, functools.partial(compile_fn, p), topology, partitioner.mesh, kernel, p.batch, hbm)
+          for p in job_programs(config, partitioner)]
 
 
 def search_key(config: ml_collections.ConfigDict, topology: str) -> str:
@@ -317,16 +337,27 @@ def main(argv):
     path.write_text(json.dumps([dataclasses.asdict(r) for r in records], indent=2))
 
 
-if __name__ == "__main__":
-  from absl import app, flags
+def define_flags(fv=None, argv: list[str] | None = None):
+  """The command's flags, with the --config.FIELD overrides of `argv` (default sys.argv): the
+  README-commands test parses the README's lines with these."""
+  from absl import flags
   from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", None, "A train.py or eval.py configuration.", lock_config=True)
-  flags.DEFINE_string("topology", None, "TPU topology, e.g. v5e:2x4 (default: the config's aot.topology).")
-  flags.DEFINE_string("json", None, "Also write the records to this JSON file.")
+  fv = flags.FLAGS if fv is None else fv
+  config_flags.DEFINE_config_file("config", None, "A train.py or eval.py configuration.", flag_values=fv,
+                                  lock_config=True, sys_argv=argv)
+  flags.DEFINE_string("topology", None, "TPU topology, e.g. v5e:2x4 (default: the config's aot.topology).",
+                      flag_values=fv)
+  flags.DEFINE_string("json", None, "Also write the records to this JSON file.", flag_values=fv)
   flags.DEFINE_bool("max_batch", False, "Find the largest global batch that fits (compiles at two batches "
-                    "give the memory line; its crossing with the HBM budget is confirmed by compiling it).")
-  flags.DEFINE_integer("max_batch_limit", 4096, "With --max_batch: the largest global batch tried.")
+                    "give the memory line; its crossing with the HBM budget is confirmed by compiling it).",
+                    flag_values=fv)
+  flags.DEFINE_integer("max_batch_limit", 4096, "With --max_batch: the largest global batch tried.", flag_values=fv)
   flags.DEFINE_string("search_log", None, "With --max_batch: append each compiled batch to this JSON-lines "
-                      "file, and resume a stopped search from it.")
-  flags.mark_flag_as_required("config")
+                      "file, and resume a stopped search from it.", flag_values=fv)
+  flags.mark_flag_as_required("config", flag_values=fv)
+
+
+if __name__ == "__main__":
+  from absl import app
+  define_flags()
   app.run(main)

@@ -263,7 +263,8 @@ def score_mode(bench: benchmarks.Benchmark, examples: list[EvalExample], predict
   return out
 
 
-def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
+def check_settings(config: ml_collections.ConfigDict) -> tuple[list[str], list[str], shd.Partitioner]:
+  """The benchmarks, modes and partitioner `config` names, checked before anything is loaded."""
   names = config_lists.names(config.benchmarks, "benchmarks")
   modes = config_lists.names(config.modes, "modes")
   for name in names:
@@ -271,13 +272,18 @@ def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
   for mode in modes:
     if mode not in benchmarks.MODES:
       raise ValueError(f"unknown mode {mode!r}; expected some of {benchmarks.MODES}")
-  output = epath.Path(config.output_dir)
-  output.mkdir(parents=True, exist_ok=True)
   partitioner = shd.Partitioner.from_config(config)
   ways = partitioner.batch_parallelism
   if config.batch_size % ways:
     raise ValueError(f"batch_size={config.batch_size} must be divisible by the batch-parallel mesh size "
                      f"{ways} (mesh {dict(partitioner.mesh.shape)})")
+  return names, modes, partitioner
+
+
+def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  names, modes, partitioner = check_settings(config)
+  output = epath.Path(config.output_dir)
+  output.mkdir(parents=True, exist_ok=True)
   model = build_pipeline(config, partitioner)
   pipe = model.pipe
   if "tokensr" in modes and jax.process_index() == 0:

@@ -27,7 +27,7 @@ def _launch(workdir, *extra, devices=8, env_extra=None):
          "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT), **(env_extra or {})}
   args = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/tokensr.py"),
           f"--config.workdir={workdir}", "--config.data.sample_images=8", "--config.train.batch_size=8",
-          "--config.log_batch_indices=True", "--config.train.log_every=20", *extra]
+          "--config.log_batch_indices=True", "--config.train.log_every=5", *extra]
   return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)
 
@@ -62,24 +62,25 @@ def _batches(workdir):
 
 
 def test_sigkill_and_sigterm_resume_bit_identical(tmp_path):
-  steps = ["--config.train.steps=300", "--config.checkpoint.every=100"]
+  # tens of steps, a checkpoint every 10: killed after the first, preempted between the second and third
+  steps = ["--config.train.steps=40", "--config.checkpoint.every=10"]
   ref, cut = tmp_path / "ref", tmp_path / "cut"
   _finish(_launch(ref, *steps))
 
   first = _launch(cut, *steps)
-  _wait_for(lambda: (cut / "checkpoints" / "100").exists() and _logged_step(cut) >= 120, first)
+  _wait_for(lambda: (cut / "checkpoints" / "10").exists() and _logged_step(cut) >= 12, first)
   first.send_signal(signal.SIGKILL)
   first.wait()
 
   second = _launch(cut, *steps)
-  _wait_for(lambda: (cut / "batches_process0.jsonl").read_text().count('"step": 100,') >= 2
-            and _logged_step(cut) >= 150, second)
+  _wait_for(lambda: (cut / "batches_process0.jsonl").read_text().count('"step": 10,') >= 2
+            and _logged_step(cut) >= 15, second)
   second.send_signal(signal.SIGTERM)
   out = _finish(second, returncode=PREEMPTED_EXIT_CODE)   # "rerun me", not success
   assert "for preemption; rerun the same command" in out
   saved = sorted(int(p.name) for p in (cut / "checkpoints").iterdir() if p.name.isdigit())
   preempted_at = saved[-1]
-  assert 150 < preempted_at < 300 and preempted_at % 100, (saved, out[-500:])
+  assert 15 < preempted_at < 40 and preempted_at % 10, (saved, out[-500:])
   assert not (cut / "export").exists()
 
   out = _finish(_launch(cut, *steps))
