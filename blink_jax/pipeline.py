@@ -212,8 +212,11 @@ class Pipeline:
     tokens, counts = pad_continuations(continuations, self.cfg.pad_token_id)
     batch = self.layout_for(batch, mode)
     program = self.loglikelihood_program(mode, batch.image_start)
+    # Params and inputs are placed before the mesh is activated: under it, an untrained TokenSR's
+    # first initialisation (mode_params) would meet the abstract mesh and fail.
+    params, args = self.mode_params(mode), self._device_batch(batch) + self._device(tokens, counts)
     with self.partitioner.activated():
-      out = program(self.mode_params(mode), *self._device_batch(batch), *self._device(tokens, counts))
+      out = program(params, *args)
     return Scores(*(np.asarray(x) for x in jax.device_get(out)))
 
   def mode_params(self, mode: str, abstract: bool = False) -> Any:

@@ -41,7 +41,8 @@ def test_vanilla_equals_transformers_log_probs(gqa_ckpt):
     assert bool(scores.greedy[i]) == bool((logp.argmax(-1) == target).all())
 
 
-@pytest.mark.parametrize("mode", ["vanilla", pytest.param("interp", marks=pytest.mark.slow), "tokensr"])
+@pytest.mark.parametrize("mode", [pytest.param("vanilla", marks=pytest.mark.slow),
+                                  pytest.param("interp", marks=pytest.mark.slow), "tokensr"])
 def test_greedy_flag_agrees_with_generation(blink_ckpt, mode):
   """A mode's own greedy tokens score as greedy, with the summed log-probability of its arg-maxes;
   change one token and the continuation is no longer greedy, and less likely."""
@@ -65,13 +66,15 @@ def test_greedy_flag_agrees_with_generation(blink_ckpt, mode):
 
 
 def test_blink_without_expansion_scores_as_vanilla(blink_ckpt):
+  """tokensr (untrained: interp's path, test_blink.py) on a fresh pipeline: no generation before it
+  has initialised TokenSR (the README's inference example scores first)."""
   never = BlinkConfig(first_scan_layer=1, last_scan_layer=6, region_size=2, token_sr_channels=8, tau_exp=1.0)
   pipe = Pipeline.from_hf(blink_ckpt, buckets=(96, 128, 256)).with_blink(never)
   batch = pipe.prepare(_images(), QUESTIONS)
+  tokensr = pipe.loglikelihood(batch, CONTINUATIONS, mode="tokensr")
   vanilla = pipe.loglikelihood(batch, CONTINUATIONS)
-  interp = pipe.loglikelihood(batch, CONTINUATIONS, mode="interp")
-  assert (interp.expansions == 0).all()
-  np.testing.assert_allclose(interp.logprob, vanilla.logprob, atol=1e-4)
+  assert (tokensr.expansions == 0).all()
+  np.testing.assert_allclose(tokensr.logprob, vanilla.logprob, atol=1e-4)
 
 
 def test_text_continuations_need_the_prompt_text(mha_ckpt):
