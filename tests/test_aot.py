@@ -48,6 +48,7 @@ def test_tiny_train_step_compiles_with_splash_attention_and_fits(tmp_path, topol
   assert f"| train_step | {topology} | data4xfsdp1xtensor1 | splash | 8 |" in proc.stdout
 
 
+@pytest.mark.slow   # the fast tier compiles the train step for TPU; the README test lowers these on CPU
 def test_blink_generation_compiles_for_v5e_and_fits(tmp_path):
   proc, records = _aot(tmp_path, "configs/eval.py", "--config.modes=vanilla,interp,tokensr",
                        "--config.token_sr=")

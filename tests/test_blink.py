@@ -91,10 +91,12 @@ def _assert_matches_reference(pipe, blink, batch, out, refs):
 K2 = dict(max_regions=2, position_ids="fractional", after_scan="drop", saliency_norm="visual")
 
 
-# XLA's kernel (the accelerators') in the full tier: the CPU's blocked kernel equals it in test_attention_kernels.
-@pytest.mark.parametrize("variant,pipe_name", [(dict(max_regions=1), "pipe"), (K2, "pipe"),
+# The fast tier: K2 (two regions, fractional positions, drop, visual norm) on the CPU's kernel. The full
+# tier: one region, and K2 on XLA's and the splash kernel (each equals the CPU's in test_attention_kernels).
+@pytest.mark.parametrize("variant,pipe_name", [pytest.param(dict(max_regions=1), "pipe", marks=pytest.mark.slow),
+                                                        (K2, "pipe"),
                                                         pytest.param(K2, "xla_pipe", marks=pytest.mark.slow),
-                                                        (K2, "splash_pipe")])
+                                                        pytest.param(K2, "splash_pipe", marks=pytest.mark.slow)])
 def test_static_slots_equal_literal_reference(batch, variant, pipe_name, request):
   pipe = request.getfixturevalue(pipe_name)
   blink = _thresholds_with_events(pipe, dataclasses.replace(BASE, **variant), batch)

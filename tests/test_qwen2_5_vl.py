@@ -321,6 +321,7 @@ def test_blink_on_qwen_reduces_to_vanilla_and_interp_and_batches_exactly(qwen_ck
     odd.generate_tokens(odd.prepare(images[:1], questions[:1]), 2, mode="interp")
 
 
+@pytest.mark.slow   # the adapter's checks (test_lmms_eval_adapter.py) on the second family
 def test_lmms_eval_adapter_on_qwen_groups_by_bucket_and_equals_the_pipeline(qwen_ckpt):
   from lmms_eval.api.instance import Instance
   from lmms_eval.models import get_model

@@ -250,6 +250,7 @@ def test_saliency_guided_regions_follow_blinks_own_scanning(request, ckpt, prepr
   assert region[2] == 7
 
 
+@pytest.mark.slow   # another kernel (splash equals XLA's forward in test_attention_kernels)
 def test_splash_attention_gives_xlas_loss_and_gradients(tmp_path):
   """The training forwards on the TPU kernel (Pallas interpret mode here) and on XLA's agree."""
   results = {}

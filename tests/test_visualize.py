@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 from PIL import Image
 
 import hf_fixtures
@@ -31,7 +32,6 @@ def test_visualize_writes_png_with_answers(blink_ckpt, tmp_path):
 
 
 def test_token_sr_export_round_trip_and_width_check(tmp_path):
-  import pytest
   blink = BlinkConfig(first_scan_layer=1, last_scan_layer=3, region_size=2, token_sr_channels=4)
   tsr = init_token_sr(3, 4, 2, 16, jax.random.key(3))
   export_token_sr(tmp_path / "e", tsr, blink, width=16)
@@ -49,9 +49,13 @@ def test_override_parsing():
       "tau_exp": 0.1, "position_ids": "fractional", "max_regions": 2}
 
 
-def test_visualize_any_checkpoint_without_overrides(blink_ckpt, tmp_path):
+def test_blink_defaults_carried_to_other_checkpoints():
   assert defaults_for(24, 32) == BlinkConfig()                  # LLaVA-1.5-7B: the spec's defaults
   assert (defaults_for(24, 40).first_scan_layer, defaults_for(24, 40).last_scan_layer) == (15, 22)
+
+
+@pytest.mark.slow   # a second whole visualize run (the first: with an export and overrides)
+def test_visualize_any_checkpoint_without_overrides(blink_ckpt, tmp_path):
   photo = tmp_path / "coffee.png"
   Image.fromarray(hf_fixtures.sample_photos()["coffee"]).save(photo)
   answers = run(checkpoint=str(blink_ckpt), image=str(photo), question="what is in this image ?",
