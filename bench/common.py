@@ -16,9 +16,11 @@ import jax
 import numpy as np
 from absl import flags
 
+from blink_jax import testing
 from blink_jax.blink.config import BlinkConfig
 from blink_jax.models import presets
 from blink_jax.pipeline import Pipeline
+from blink_jax.tokenizer import byte_level_tokenizer
 
 # The bench scripts measure compiles (their seconds, their programs' memory): never take one from a
 # persistent compilation cache a user's environment may set (JAX_COMPILATION_CACHE_DIR).
@@ -91,86 +93,36 @@ def hf_checkpoint(shape_name: str, ckpt_dir: str) -> pathlib.Path:
 
 def build_hf_checkpoint(path: pathlib.Path, shape: dict, seed: int = 0) -> pathlib.Path:
   """A random LlavaForConditionalGeneration of `shape` saved with save_pretrained (+ a tokenizer)."""
-  import torch
-  import transformers
-  from blink_jax.tokenizer import byte_level_tokenizer
   if (path / "config.json").exists():
     return path
-  torch.manual_seed(seed)
   image_id = shape["vocab"] - 64
-  text = transformers.LlamaConfig(
-      vocab_size=shape["vocab"], hidden_size=shape["text_hidden"], intermediate_size=shape["intermediate"],
-      num_hidden_layers=shape["text_layers"], num_attention_heads=shape["heads"],
-      num_key_value_heads=shape["kv_heads"], max_position_embeddings=4096, bos_token_id=1, eos_token_id=2,
-      pad_token_id=0)
-  vision = transformers.CLIPVisionConfig(
-      image_size=shape["image_size"], patch_size=14, hidden_size=shape["vision_hidden"],
-      intermediate_size=4 * shape["vision_hidden"], num_hidden_layers=shape["vision_layers"],
-      num_attention_heads=max(1, shape["vision_hidden"] // 64), hidden_act="quick_gelu")
-  cfg = transformers.LlavaConfig(vision_config=vision, text_config=text, image_token_id=image_id,
-                                 vision_feature_layer=-2, pad_token_id=0)
-  model = transformers.LlavaForConditionalGeneration(cfg).to(getattr(torch, shape["weights_dtype"])).eval()
-  path.mkdir(parents=True, exist_ok=True)
-  model.save_pretrained(path)
-  byte_level_tokenizer(image_id)._tok.save(str(path / "tokenizer.json"))
+  cfg = testing.llava_hf_config(
+      image_token_id=image_id, pad_token_id=0,
+      text=dict(vocab_size=shape["vocab"], hidden_size=shape["text_hidden"], intermediate_size=shape["intermediate"],
+                num_hidden_layers=shape["text_layers"], num_attention_heads=shape["heads"],
+                num_key_value_heads=shape["kv_heads"], max_position_embeddings=4096),
+      vision=dict(image_size=shape["image_size"], hidden_size=shape["vision_hidden"],
+                  intermediate_size=4 * shape["vision_hidden"], num_hidden_layers=shape["vision_layers"],
+                  num_attention_heads=max(1, shape["vision_hidden"] // 64)))
+  testing.save_random_model(path, "LlavaForConditionalGeneration", cfg, byte_level_tokenizer(image_id)._tok,
+                            seed=seed, dtype=shape["weights_dtype"])
   return path
-
-
-def qwen_hf_config(*, vocab: int, token_ids: dict[str, int], text_layers: int = 3, text_hidden: int = 64,
-                   heads: int = 4, kv_heads: int = 2, vision_depth: int = 4, vision_hidden: int = 32,
-                   vision_heads: int = 2, intermediate: int | None = None, tied: bool = False):
-  """A small transformers Qwen2_5_VLConfig (window attention over 4x4-token windows, full attention at
-  block 1 and the last); token_ids: the ids of bos, eos, pad, image, video, vision_start, vision_end."""
-  import transformers
-  return transformers.Qwen2_5_VLConfig(
-      text_config=dict(vocab_size=vocab, hidden_size=text_hidden, intermediate_size=intermediate or 3 * text_hidden // 2,
-                       num_hidden_layers=text_layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                       rms_norm_eps=1e-6, max_position_embeddings=4096, bos_token_id=token_ids["bos"],
-                       eos_token_id=token_ids["eos"], pad_token_id=token_ids["pad"],
-                       rope_parameters={"rope_type": "default", "rope_theta": 1e6,
-                                        "mrope_section": [text_hidden // heads // 8, 3 * text_hidden // heads // 16,
-                                                          3 * text_hidden // heads // 16]}),
-      vision_config=dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=3 * vision_hidden // 2,
-                         num_heads=vision_heads, out_hidden_size=text_hidden, fullatt_block_indexes=[1, vision_depth - 1],
-                         window_size=112),
-      image_token_id=token_ids["image"], video_token_id=token_ids["video"],
-      vision_start_token_id=token_ids["vision_start"], vision_end_token_id=token_ids["vision_end"],
-      tie_word_embeddings=tied)
 
 
 def build_qwen_checkpoint(path: pathlib.Path, shape: dict = QWEN_SMALL, seed: int = 0) -> pathlib.Path:
   """A random Qwen2_5_VLForConditionalGeneration of `shape` (QWEN_SMALL, QWEN_MEDIUM) saved with
   save_pretrained, with a byte-level tokenizer whose `<|image_pad|>` is the image token."""
-  import torch
-  import transformers
-  from blink_jax.tokenizer import byte_level_tokenizer
   if (path / "config.json").exists():
     return path
   vocab = shape["vocab"]
   ids = dict(pad=0, bos=1, eos=2, image=vocab - 64, video=vocab - 63, vision_start=vocab - 62, vision_end=vocab - 61)
-  torch.manual_seed(seed)
-  model = transformers.Qwen2_5_VLForConditionalGeneration(qwen_hf_config(
+  cfg = testing.qwen_hf_config(
       vocab=vocab, token_ids=ids, text_layers=shape["text_layers"], text_hidden=shape["text_hidden"],
       heads=shape["heads"], kv_heads=shape["kv_heads"], intermediate=shape["intermediate"],
-      vision_depth=shape["vision_layers"], vision_hidden=shape["vision_hidden"],
-      vision_heads=shape["vision_heads"])).eval()
-  path.mkdir(parents=True, exist_ok=True)
-  model.save_pretrained(path)
-  byte_level_tokenizer(ids["image"], image_placeholder="<|image_pad|>")._tok.save(str(path / "tokenizer.json"))
+      vision_depth=shape["vision_layers"], vision_hidden=shape["vision_hidden"], vision_heads=shape["vision_heads"])
+  tokenizer = byte_level_tokenizer(ids["image"], image_placeholder="<|image_pad|>")._tok
+  testing.save_random_model(path, "Qwen2_5_VLForConditionalGeneration", cfg, tokenizer, seed=seed)
   return path
-
-
-def hf_patches(pixels: np.ndarray, patch_size: int = 14, merge_size: int = 2, temporal_patch_size: int = 2) -> np.ndarray:
-  """An image [H, W, C] (as preprocess_qwen_image gives it) in transformers' Qwen2.5-VL pixel_values
-  layout: [H W / 196, C x temporal x 14 x 14], patches in 2 x 2 merge-block order, the frame repeated
-  in time."""
-  h, w, c = pixels.shape
-  gh, gw = h // patch_size, w // patch_size
-  x = pixels.transpose(2, 0, 1).reshape(c, gh // merge_size, merge_size, patch_size, gw // merge_size,
-                                        merge_size, patch_size)
-  x = x.transpose(1, 4, 2, 5, 0, 3, 6)[:, :, :, :, :, None]
-  x = np.broadcast_to(x, x.shape[:5] + (temporal_patch_size,) + x.shape[6:])
-  return np.ascontiguousarray(x).reshape(gh * gw, c * temporal_patch_size * patch_size * patch_size)
 
 
 def torch_forward(ckpt: pathlib.Path, batch, implementation: str, dtype: str):
@@ -190,7 +142,7 @@ def torch_forward(ckpt: pathlib.Path, batch, implementation: str, dtype: str):
   mask = torch.from_numpy(np.arange(ids.shape[1])[None] < batch.lengths[:, None]).long().to(device)
   if qwen:
     _, h, w, _ = batch.pixels.shape
-    image = dict(pixel_values=torch.from_numpy(np.concatenate([hf_patches(p) for p in batch.pixels])),
+    image = dict(pixel_values=torch.from_numpy(np.concatenate([testing.hf_patches(p) for p in batch.pixels])),
                  image_grid_thw=torch.tensor([[1, h // 14, w // 14]] * len(batch.pixels)),
                  mm_token_type_ids=(ids == model.config.image_token_id).int())
   else:

@@ -50,31 +50,18 @@ def build_checkpoint(path: pathlib.Path, *, image_size: int = 56, kv_heads: int 
                      text_layers: int = 3, vision_layers: int = 3, seed: int = 0,
                      max_shard_size: str | None = "200KB", lm_head_scale: float = 8.0):
   """Saves a tiny random LlavaForConditionalGeneration + tokenizer.json under `path`; returns the model."""
-  import torch
-  from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+  from blink_jax import testing
   tok = build_tokenizer()
-  image_id = tok.token_to_id(IMAGE_TOKEN)
-  vocab = 128
-  assert tok.get_vocab_size() <= vocab
-  torch.manual_seed(seed)
-  text = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=text_layers,
-                     num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=2048,
-                     rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2, pad_token_id=3,
-                     initializer_range=0.1, rope_theta=10000.0)
-  vision = CLIPVisionConfig(image_size=image_size, patch_size=14, hidden_size=32, intermediate_size=48,
-                            num_hidden_layers=vision_layers, num_attention_heads=4,
-                            projection_dim=32, hidden_act="quick_gelu")
-  cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_id=image_id,
-                    vision_feature_layer=-2, vision_feature_select_strategy="default",
-                    projector_hidden_act="gelu", pad_token_id=3)
-  model = LlavaForConditionalGeneration(cfg).eval()
-  with torch.no_grad():  # make the random model's logits peaky so greedy ties cannot happen
-    model.lm_head.weight.mul_(lm_head_scale)
-  path.mkdir(parents=True, exist_ok=True)
-  kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
-  model.save_pretrained(path, **kwargs)
-  tok.save(str(path / "tokenizer.json"))
-  return model
+  assert tok.get_vocab_size() <= 128
+  cfg = testing.llava_hf_config(
+      image_token_id=tok.token_to_id(IMAGE_TOKEN), pad_token_id=3,
+      text=dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=text_layers,
+                num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=2048,
+                rms_norm_eps=1e-5, initializer_range=0.1, rope_theta=10000.0),
+      vision=dict(image_size=image_size, hidden_size=32, intermediate_size=48, num_hidden_layers=vision_layers,
+                  num_attention_heads=4, projection_dim=32))
+  return testing.save_random_model(path, "LlavaForConditionalGeneration", cfg, tok, seed=seed,
+                                   lm_head_scale=lm_head_scale, max_shard_size=max_shard_size)
 
 
 def long_question(n_words: int, seed: int = 0) -> str:

@@ -43,24 +43,18 @@ def build_tokenizer():
 def build_checkpoint(path: pathlib.Path, *, text_layers: int = 3, kv_heads: int = 2, vision_depth: int = 4,
                      tied: bool = False, seed: int = 0, max_shard_size: str | None = "300KB"):
   """Saves a tiny random Qwen2_5_VLForConditionalGeneration + tokenizer.json under `path`; returns it."""
-  import torch
-  from transformers import Qwen2_5_VLForConditionalGeneration
-  from bench.common import qwen_hf_config
+  from blink_jax import testing
   tok = build_tokenizer()
   ids = {t: tok.token_to_id(t) for t in SPECIALS}
-  cfg = qwen_hf_config(vocab=160, text_layers=text_layers, kv_heads=kv_heads, vision_depth=vision_depth, tied=tied,
-                       token_ids=dict(bos=ids["<|endoftext|>"], eos=ids["<|im_end|>"], pad=ids["<|endoftext|>"],
-                                      image=ids["<|image_pad|>"], video=ids["<|video_pad|>"],
-                                      vision_start=ids["<|vision_start|>"], vision_end=ids["<|vision_end|>"]))
+  cfg = testing.qwen_hf_config(vocab=160, text_layers=text_layers, kv_heads=kv_heads, vision_depth=vision_depth,
+                               tied=tied, token_ids=dict(bos=ids["<|endoftext|>"], eos=ids["<|im_end|>"],
+                                                         pad=ids["<|endoftext|>"], image=ids["<|image_pad|>"],
+                                                         video=ids["<|video_pad|>"],
+                                                         vision_start=ids["<|vision_start|>"],
+                                                         vision_end=ids["<|vision_end|>"]))
   assert tok.get_vocab_size() <= 160
-  torch.manual_seed(seed)
-  model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
-  with torch.no_grad():   # random init's logits are near-uniform: sharpen them so greedy choices are robust
-    model.lm_head.weight.mul_(8.0)
-  path.mkdir(parents=True, exist_ok=True)
-  model.save_pretrained(path, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
-  tok.save(str(path / "tokenizer.json"))
-  return model
+  return testing.save_random_model(path, "Qwen2_5_VLForConditionalGeneration", cfg, tok, seed=seed,
+                                   lm_head_scale=8.0, max_shard_size=max_shard_size)
 
 
 class HFProcessor:

@@ -60,14 +60,11 @@ def test_blink_generation_compiles_for_v5e_and_fits(tmp_path):
 
 
 @pytest.mark.slow
-def test_qwen_blink_generation_compiles_for_v5e_and_fits(tmp_path):
+def test_qwen_blink_generation_compiles_for_v5e_and_fits(qwen_ckpt, tmp_path):
   """Qwen2.5-VL's programs (window-attention ViT, multimodal RoPE, Blink over a non-square bucket) from a
   small checkpoint's config.json: nothing else is read."""
-  import qwen_fixtures
-  ckpt = tmp_path / "qwen"
-  qwen_fixtures.build_checkpoint(ckpt)
   proc, records = _aot(tmp_path, "configs/eval.py", "--config.modes=vanilla,interp", "--config.token_sr=",
-                       f"--config.model.hf_checkpoint={ckpt}", "--config.model.preprocessing=8x12",
+                       f"--config.model.hf_checkpoint={qwen_ckpt}", "--config.model.preprocessing=8x12",
                        "--config.blink.first_scan_layer=1", "--config.blink.last_scan_layer=2")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert [r["program"].split(" ")[0] for r in records] == [

@@ -17,7 +17,7 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 
 import hf_fixtures
 import qwen_fixtures
-from bench.common import hf_patches
+from blink_jax.testing import hf_patches
 from blink_jax.convert.hf_qwen2_5_vl import load_hf_qwen2_5_vl
 from blink_jax.data.prompt import QWEN_IMAGE_PLACEHOLDER, qwen_chat_prompt
 from blink_jax.data.qwen_preprocessing import (DEFAULT_GRID_BUCKETS, choose_bucket, preprocess_qwen_image,

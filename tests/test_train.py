@@ -148,7 +148,7 @@ def test_qwen_teacher_is_transformers_on_the_crop_at_its_own_grid(qwen_ckpt, tmp
   2p x 2p-token image."""
   import torch
   from transformers import Qwen2_5_VLForConditionalGeneration
-  from bench.common import hf_patches
+  from blink_jax.testing import hf_patches
   config = train_fixtures.tiny_config(tmp_path, **{
       "model.hf_checkpoint": str(qwen_ckpt), "model.preprocessing": "8x12", "blink.first_scan_layer": 0,
       "blink.last_scan_layer": 1, "blink.region_size": 2})   # (transformers' last hidden state is normed)

@@ -16,6 +16,12 @@ pytestmark = pytest.mark.slow   # whole jobs in subprocesses: the full tier only
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.fixture(scope="module")
+def ckpt_dir(tmp_path_factory):
+  """Where the scripts build their random checkpoints on first use: built once for the whole file."""
+  return tmp_path_factory.mktemp("bench_ckpts")
+
+
 def _run(module, tmp_path, *args):
   results = tmp_path / "results"
   cmd = [sys.executable, "-m", module, f"--results_dir={results}", *args]
@@ -25,9 +31,9 @@ def _run(module, tmp_path, *args):
   return results
 
 
-def test_prefill_bench(tmp_path):
+def test_prefill_bench(tmp_path, ckpt_dir):
   results = _run("bench.prefill", tmp_path, "--shape=tiny", "--batches=1,2", "--repeats=1",
-                 f"--ckpt_dir={tmp_path / 'ckpt'}")
+                 f"--ckpt_dir={ckpt_dir}")
   out = json.loads((results / "prefill_tiny_text70.json").read_text())
   assert (results / "prefill_tiny_text70.png").exists()
   assert [r["batch"] for r in out["records"]] == [1, 2]
@@ -38,9 +44,9 @@ def test_prefill_bench(tmp_path):
     assert 0 < record["saliency_seconds"] and 0 < record["scan_layer_seconds"]
 
 
-def test_generation_bench(tmp_path):
+def test_generation_bench(tmp_path, ckpt_dir):
   results = _run("bench.generation", tmp_path, "--shape=tiny", "--batches=2", "--repeats=1",
-                 "--new_tokens=4", f"--ckpt_dir={tmp_path / 'ckpt'}")
+                 "--new_tokens=4", f"--ckpt_dir={ckpt_dir}")
   out = json.loads((results / "generation_tiny.json").read_text())
   record = out["records"][0]
   # the floor reads every decoder weight (tiny: 4 layers of 128 wide, a 512 x 128 head) and the cache
@@ -50,7 +56,7 @@ def test_generation_bench(tmp_path):
     assert out["records"][0][mode]["ttft_seconds"] > 0, mode
 
 
-def test_easydel_worker_reads_the_checkpoint_in_the_hubs_layout(tmp_path):
+def test_easydel_worker_reads_the_checkpoint_in_the_hubs_layout(tmp_path, ckpt_dir):
   """The EasyDeL baseline's copy of a transformers-5 checkpoint is the llava-hf layout (the vision tower
   under `vision_model`), and transformers loads it to the same weights with no key missing."""
   import numpy as np
@@ -60,7 +66,7 @@ def test_easydel_worker_reads_the_checkpoint_in_the_hubs_layout(tmp_path):
 
   from bench import common
   from bench.easydel_worker import hub_layout
-  ckpt = common.build_hf_checkpoint(tmp_path / "ckpt", common.TINY)
+  ckpt = common.hf_checkpoint("tiny", ckpt_dir)
   copy = hub_layout(ckpt, tmp_path / "hub")
   keys = set(load_file(copy / "model.safetensors"))
   assert "vision_tower.vision_model.embeddings.patch_embedding.weight" in keys
@@ -75,10 +81,10 @@ def test_easydel_worker_reads_the_checkpoint_in_the_hubs_layout(tmp_path):
 
 @pytest.mark.skipif(not os.environ.get("BLINK_EASYDEL_PYTHON"),
                     reason="set BLINK_EASYDEL_PYTHON to the python of a venv with bench/requirements-easydel.txt")
-def test_generation_bench_with_easydel(tmp_path):
+def test_generation_bench_with_easydel(tmp_path, ckpt_dir):
   results = _run("bench.generation", tmp_path, "--shape=tiny", "--batches=1", "--repeats=1", "--new_tokens=4",
                  "--step_repeats=3", f"--easydel_python={os.environ['BLINK_EASYDEL_PYTHON']}",
-                 f"--ckpt_dir={tmp_path / 'ckpt'}")
+                 f"--ckpt_dir={ckpt_dir}")
   record = json.loads((results / "generation_tiny.json").read_text())["records"][0]
   check = record["easydel_check"]
   assert check["logits_max_abs_diff_vs_transformers"] <= 1e-2 * check["logits_max_abs"]
@@ -93,9 +99,9 @@ def test_training_bench(tmp_path, shape):
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
-def test_compiles_bench_passes_its_own_check(tmp_path, family):
+def test_compiles_bench_passes_its_own_check(tmp_path, ckpt_dir, family):
   results = _run("bench.compiles", tmp_path, "--prompts=16", "--batch=2", f"--family={family}",
-                 f"--ckpt_dir={tmp_path / 'ckpt'}")
+                 f"--ckpt_dir={ckpt_dir}")
   out = json.loads((results / ("compiles.json" if family == "llava" else f"compiles_{family}.json")).read_text())
   for mode, record in out["records"].items():
     assert record["buckets_hit"] >= 2, mode  # the stream really spans (image shape, length) buckets
