@@ -4,7 +4,7 @@ log-likelihoods), batched, in any mode."""
 
 import numpy as np
 import pytest
-from lmms_eval.api.instance import Instance
+from lmms_eval.api.instance import Instance, unwrap_generation_output
 from lmms_eval.models import get_model
 from PIL import Image
 
@@ -70,17 +70,28 @@ def test_generate_until_equals_the_pipeline_cut_at_until(model):
 
 
 def test_loglikelihood_equals_the_pipeline_and_flags_greedy(model):
+  """What lmms-eval's evaluator takes from the adapter (through its own unwrap_generation_output) is
+  (loss, greedy), the loss the pipeline's negative log-probability: its multiple-choice argmin over
+  the options' losses picks the option the pipeline finds most likely."""
   docs = _docs()
   pipe = model.pipe
   batch = _padded(pipe, docs)
   greedy = pipe.generate_tokens(batch, 3, mode="interp")[:3]
-  targets = [pipe.tokenizer.decode(t) for t in greedy]
-  out = model.loglikelihood(_requests("loglikelihood", docs, lambda d: targets[QUESTIONS.index(d["question"])]))
-  want = pipe.loglikelihood(batch, [" " + t.lstrip() for t in targets + targets[-1:] * 5], mode="interp")
-  want = want._replace(logprob=want.logprob[:3], greedy=want.greedy[:3])
-  np.testing.assert_allclose([lp for lp, _ in out], want.logprob, atol=1e-4)
-  assert [g for _, g in out] == want.greedy.tolist()
-  assert all(lp < 0 for lp, _ in out)
+  # two options per question: the greedy reply, and the same with another last word
+  sky, red = (pipe.tokenizer.encode(w, add_special_tokens=False)[0] for w in ("sky", "red"))
+  options = [[pipe.tokenizer.decode(t) for t in greedy],
+             [pipe.tokenizer.decode(list(t[:-1]) + [sky if t[-1] != sky else red]) for t in greedy]]
+  got, logprob = [], []
+  for option in options:
+    raw = model.loglikelihood(_requests("loglikelihood", docs, lambda d, o=option: o[QUESTIONS.index(d["question"])]))
+    got.append([unwrap_generation_output(r)[0] for r in raw])
+    want = pipe.loglikelihood(batch, [" " + t.lstrip() for t in option + option[-1:] * 5], mode="interp")
+    np.testing.assert_allclose([loss for loss, _ in got[-1]], -want.logprob[:3], atol=1e-4)
+    assert [g for _, g in got[-1]] == want.greedy[:3].tolist()
+    logprob.append(want.logprob[:3])
+  for q in range(len(docs)):   # lmms-eval's choice (np.argmin over the options' first elements)
+    assert abs(logprob[0][q] - logprob[1][q]) > 1e-3
+    assert np.argmin([g[q][0] for g in got]) == np.argmax([lp[q] for lp in logprob])
 
 
 def test_requests_it_cannot_answer_are_named(model):

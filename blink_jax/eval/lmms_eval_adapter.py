@@ -16,7 +16,10 @@ group `lmms_eval.models` (pyproject.toml); needs `pip install -r requirements-lm
   stopped at `max_new_tokens` and cut at the first `until` string.
 - `loglikelihood`: the continuation scored as the assistant's reply (LLaVA: after `ASSISTANT:` and a
   space, as the template writes it; Qwen2.5-VL: right after `assistant\n`; no end-of-turn token),
-  against the mode's own prefill: (summed log-probability, whether greedy).
+  against the mode's own prefill: (its loss, whether greedy), the loss being the negative summed
+  log-probability. lmms-eval's multiple-choice scoring picks the option of least loss (`np.argmin`
+  in its Task.process_results, as its own models return losses), so the option the model finds most
+  likely; a log-probability (lm-evaluation-harness's convention) would be picked inverted.
 - One host: all its devices, params sharded over them (mesh fsdp=-1). For a pod, use eval.py.
 """
 
@@ -26,7 +29,7 @@ import json
 import logging
 from typing import Any
 
-from lmms_eval.api.instance import Instance
+from lmms_eval.api.instance import GenerationResult, Instance
 from lmms_eval.api.model import lmms
 from PIL import Image
 
@@ -114,8 +117,12 @@ class BlinkJax(lmms):
           out[members[i]] = text
     return out
 
-  def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
-    out: list[tuple[float, bool] | None] = [None] * len(requests)
+  def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
+    """Per request (loss = -summed log-probability of the continuation, is it greedy), wrapped in a
+    GenerationResult: lmms-eval 0.7's evaluator passes each response through unwrap_generation_output,
+    which turns a bare tuple into its string (and the task then fails to unpack it), but hands a
+    GenerationResult's payload on unchanged."""
+    out: list[GenerationResult | None] = [None] * len(requests)
     for idx, images, prompts in self._batches(requests):
       replies = []
       for i in idx:
@@ -124,7 +131,7 @@ class BlinkJax(lmms):
         replies.append(self.pipe.family.reply_prefix + str(text).lstrip())
       scores = self.pipe.loglikelihood(self.pipe.prepare(images, prompts=prompts), replies, mode=self.mode)
       for k, i in enumerate(idx):
-        out[i] = (float(scores.logprob[k]), bool(scores.greedy[k]))
+        out[i] = GenerationResult((-float(scores.logprob[k]), bool(scores.greedy[k])))
     return out
 
   def generate_until_multi_round(self, requests) -> list[str]:
