@@ -123,15 +123,12 @@ def _kernel(config, partitioner: shd.Partitioner) -> str:
 
 @dataclasses.dataclass
 class Program:
-  """One program of a job (a jitted function) and its abstract arguments: aot lowers and compiles it,
-  the README-commands test traces it. Call either with the partitioner activated."""
+  """One program of a job (a jitted function) and its abstract arguments: aot compiles what `lower`
+  gives, the README-commands test only lowers it. Call it with the partitioner activated."""
   name: str
   batch: int
   fn: Any
   args: tuple
-
-  def trace(self) -> jax.stages.Traced:
-    return self.fn.trace(*self.args)
 
   def lower(self) -> jax.stages.Lowered:
     return self.fn.lower(*self.args)

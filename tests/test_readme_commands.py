@@ -3,7 +3,7 @@ examples: parsed by its script's own flag definitions (train.py, eval.py, visual
 with the real config files, its settings validated, the paths it names opened, and its programs built
 on abstract params and lowered (traced, not compiled or run) at the shapes the command asks for. A
 broken flag, config field, path substitution or shape fails here. Checkpoints, data and buckets the
-README names are replaced by stand-ins (SUBSTITUTES): the published models' config.json and a
+README names are replaced by stand-ins (the `stand_ins` fixture): the published models' config.json and a
 tokenizer (nothing else is read by an abstract build), TokenSR exports, sample data on a local GCS
 emulator. A README command that names anything else, or runs a script nothing here checks, fails.
 
@@ -73,7 +73,7 @@ def runnable(command: str) -> list[str] | None:
   return shlex.split(command)[1:]
 
 
-def _config_only_checkpoint(path: pathlib.Path, preset: str, placeholder: str) -> pathlib.Path:
+def _config_only_checkpoint(path: pathlib.Path, preset: str) -> pathlib.Path:
   """A published model's config.json (presets.HF_CONFIGS) and a byte-level tokenizer.json at its
   special ids: all that an abstract build of the model reads."""
   hf = presets.HF_CONFIGS[preset]
@@ -99,8 +99,8 @@ def _export_for(path: pathlib.Path, train_config: str, width: int) -> pathlib.Pa
 def stand_ins(tmp_path_factory):
   """What the README's commands name, as local files and a GCS emulator's bucket."""
   root = tmp_path_factory.mktemp("readme")
-  llava = _config_only_checkpoint(root / "llava-1.5-7b-hf", "llava-1.5-7b", "<image>")
-  qwen = _config_only_checkpoint(root / "Qwen2.5-VL-7B-Instruct", "qwen2.5-vl-7b", "<|image_pad|>")
+  llava = _config_only_checkpoint(root / "llava-1.5-7b-hf", "llava-1.5-7b")
+  qwen = _config_only_checkpoint(root / "Qwen2.5-VL-7B-Instruct", "qwen2.5-vl-7b")
   Image.fromarray(hf_fixtures.sample_photos()["chelsea"]).save(root / "cat.jpg")
   write_sample_images(root / "llava_train_images", 2)
   samples = sample_benchmarks.write_samples(root / "samples")
