@@ -62,37 +62,36 @@ def test_per_layer_params_are_the_stacked_layers(pipes):
   jax.tree.map(np.testing.assert_array_equal, rest(per_layer.params), rest(stacked.params))
 
 
-def _agree_across_layouts(pipes, batch, modes):
-  """Blink's prefill (logits, regions, expansions), greedy tokens with their expansions, and the scores
-  of those tokens as continuations are the same from either layout in each of `modes`."""
-  for mode in modes:
-    if mode != "vanilla":
-      a, b = (p.blink_forward(batch, mode, trace=True) for p in pipes)
-      np.testing.assert_allclose(b.logits, a.logits, atol=2e-5, rtol=1e-5)
-      np.testing.assert_array_equal(b.trace.region, a.trace.region)
-      np.testing.assert_array_equal(b.expansions, a.expansions)
-      assert int(np.asarray(a.expansions).sum()) > 0   # tau_exp = 0: the scanning layers expand
-    a, b = (p.generate_tokens(batch, max_new_tokens=6, mode=mode, with_expansions=True) for p in pipes)
-    np.testing.assert_array_equal(b[0], a[0])
-    np.testing.assert_array_equal(b[1], a[1])
-    continuations = [list(row[:4]) for row in a[0]]
-    sa, sb = (p.loglikelihood(batch, continuations, mode=mode) for p in pipes)
-    np.testing.assert_allclose(sb.logprob, sa.logprob, atol=1e-4, rtol=1e-5)
-    np.testing.assert_array_equal(sb.greedy, sa.greedy)
-    assert sa.greedy.all()    # the continuation is each mode's own greedy output
+def _blink_prefills_agree(pipes, batch, mode):
+  """Blink's prefill (logits, regions, expansions) is the same from either layout."""
+  a, b = (p.blink_forward(batch, mode, trace=True) for p in pipes)
+  np.testing.assert_allclose(b.logits, a.logits, atol=2e-5, rtol=1e-5)
+  np.testing.assert_array_equal(b.trace.region, a.trace.region)
+  np.testing.assert_array_equal(b.expansions, a.expansions)
+  assert int(np.asarray(a.expansions).sum()) > 0   # tau_exp = 0: the scanning layers expand
 
 
-def test_logits_blink_generation_and_scores_agree_across_layouts(pipes, batch):
+def test_logits_and_blink_prefill_agree_across_layouts(pipes, batch):
   stacked, per_layer = pipes
   np.testing.assert_allclose(per_layer.logits(batch), stacked.logits(batch), atol=2e-5, rtol=1e-5)
-  _agree_across_layouts(pipes, batch, ("tokensr",))
+  _blink_prefills_agree(pipes, batch, "tokensr")
 
 
-# interp runs the code tokensr runs, with the interpolation in place of TokenSR; vanilla's generation
-# and scores run the layers tokensr's run after its scan (the logits above compare vanilla's prefill)
-@pytest.mark.slow
-def test_vanilla_and_interp_agree_across_layouts(pipes, batch):
-  _agree_across_layouts(pipes, batch, ("vanilla", "interp"))
+@pytest.mark.slow   # every mode's prefill, greedy generation and scores (the fast tier: the prefills)
+@pytest.mark.parametrize("mode", ["vanilla", "interp", "tokensr"])
+def test_generation_and_scores_agree_across_layouts(pipes, batch, mode):
+  """Greedy tokens with their expansions, and the scores of those tokens as continuations, are the
+  same from either layout."""
+  if mode != "vanilla":
+    _blink_prefills_agree(pipes, batch, mode)
+  a, b = (p.generate_tokens(batch, max_new_tokens=6, mode=mode, with_expansions=True) for p in pipes)
+  np.testing.assert_array_equal(b[0], a[0])
+  np.testing.assert_array_equal(b[1], a[1])
+  continuations = [list(row[:4]) for row in a[0]]
+  sa, sb = (p.loglikelihood(batch, continuations, mode=mode) for p in pipes)
+  np.testing.assert_allclose(sb.logprob, sa.logprob, atol=1e-4, rtol=1e-5)
+  np.testing.assert_array_equal(sb.greedy, sa.greedy)
+  assert sa.greedy.all()    # the continuation is each mode's own greedy output
 
 
 def test_a_random_model_has_the_same_weights_in_either_layout():

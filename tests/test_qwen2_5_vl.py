@@ -62,10 +62,11 @@ def _prompts(tok, grid, question_words, seed=0):
   return [tok.encode_prompt(qwen_chat_prompt(" ".join(rng.choice(words, k))), n) for k in question_words]
 
 
-# The other kernels equal xla on LLaVA in the fast tier (test_attention_kernels, test_llava_parity);
-# on Qwen they run in the full tier.
-@pytest.mark.parametrize("attention", ["xla", pytest.param("blocked", marks=pytest.mark.slow),
-                                       pytest.param("splash", marks=pytest.mark.slow)])
+# The full tier: the model's own parity with each kernel (the other kernels equal xla on LLaVA in the
+# fast tier: test_attention_kernels, test_llava_parity). The fast tier checks Qwen2.5-VL's parity
+# through the whole pipeline (test_pipeline_logits_generation_and_scores_equal_transformers).
+@pytest.mark.slow
+@pytest.mark.parametrize("attention", ["xla", "blocked", "splash"])
 def test_logits_positions_and_generation_match_transformers(qwen_ckpt, attention):
   hf = _hf(qwen_ckpt)
   hf.generation_config.eos_token_id = None   # both generate 6 tokens, EOS (here <|im_end|>) included
@@ -323,7 +324,7 @@ def test_blink_on_qwen_reduces_to_vanilla_and_interp_and_batches_exactly(qwen_ck
 
 @pytest.mark.slow   # the adapter's checks (test_lmms_eval_adapter.py) on the second family
 def test_lmms_eval_adapter_on_qwen_groups_by_bucket_and_equals_the_pipeline(qwen_ckpt):
-  from lmms_eval.api.instance import Instance
+  from lmms_eval.api.instance import Instance, unwrap_generation_output
   from lmms_eval.models import get_model
   from PIL import Image
   photos = hf_fixtures.sample_photos()
@@ -343,9 +344,9 @@ def test_lmms_eval_adapter_on_qwen_groups_by_bucket_and_equals_the_pipeline(qwen
     assert text == pipe.generate(batch, 3)[0]
   reqs = [Instance("loglikelihood", (d["question"], "a cat", lambda doc: [doc["image"]], i, "toy", "test"), idx=0,
                    metadata={"task": "toy", "doc_id": i, "repeats": 1}) for i, d in enumerate(docs)]
-  scores = m.loglikelihood(reqs)
-  for batch, (logprob, _) in zip(alone, scores):
-    np.testing.assert_allclose(logprob, pipe.loglikelihood(batch, ["a cat"] * 8).logprob[0], rtol=1e-5, atol=1e-5)
+  scores = [unwrap_generation_output(r)[0] for r in m.loglikelihood(reqs)]   # as lmms-eval reads them
+  for batch, (loss, _) in zip(alone, scores):
+    np.testing.assert_allclose(-loss, pipe.loglikelihood(batch, ["a cat"] * 8).logprob[0], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow   # a whole job (the full tier)
