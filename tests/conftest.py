@@ -10,9 +10,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # hold libtpu at once (libtpu otherwise takes a lock file for the chips, which these never touch).
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 # One persistent compilation cache for the whole session: every worker, and the subprocesses its tests
-# start (they inherit the environment), loads a program another has compiled (tests build the same
-# tiny programs again and again) rather than compiling it. Every program is cached, however fast its
-# compile. A size limit turns on JAX's own file lock around each read and write, so concurrent writers
+# start (they inherit the environment), loads a program another has compiled rather than compiling it
+# (few repeat within one run: the gain is mostly a developer's second run). Every program is cached,
+# however fast its compile. A size limit turns on JAX's own file lock around each read and write, so concurrent writers
 # are safe; a torn entry (a killed writer) fails to decompress and is compiled again. Kept between
 # runs; BLINK_TEST_JAX_CACHE=DIR puts it elsewhere. Tests that measure compiles turn it off (aot, bench).
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ.get(

@@ -164,7 +164,7 @@ def _check_train(config) -> shd.Partitioner:
 def _check_eval(config) -> shd.Partitioner:
   names, _, partitioner = runner.check_settings(config)
   for name in names:   # each source the command names yields a question
-    source = {k: v for k, v in config.sources[name].to_dict().items() if v}
+    source = runner.configured_source(config, name)
     if source:
       assert next(read_rows(source), None) is not None, (name, source)
   return partitioner

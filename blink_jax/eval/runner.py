@@ -231,11 +231,16 @@ def answer(pipe: Pipeline, examples: list[EvalExample], mode: str, path: epath.P
   return skipped
 
 
+def configured_source(config: ml_collections.ConfigDict, name: str) -> dict:
+  """The source fields config.sources.<name> sets; {} for the embedded sample."""
+  return {k: v for k, v in config.sources[name].to_dict().items() if v} if name in config.sources else {}
+
+
 def resolve_sources(config: ml_collections.ConfigDict, names: list[str], output: epath.Path) -> dict[str, dict]:
   samples = None
   out = {}
   for name in names:
-    source = {k: v for k, v in config.sources[name].to_dict().items() if v} if name in config.sources else {}
+    source = configured_source(config, name)
     if not source:
       samples = samples or write_samples(output / "samples")
       source = samples[name]
