@@ -18,11 +18,8 @@ import numpy as np
 from absl import app, flags
 
 from bench import common
-from blink_jax import backbone
-from blink_jax import sharding as shd
 from blink_jax.blink.config import from_mapping
 from blink_jax.pipeline import Pipeline
-from blink_jax.tokenizer import byte_level_tokenizer
 from configs import tokensr
 
 flags.DEFINE_integer("prompts", 200, "Prompts in the stream.")
@@ -48,10 +45,8 @@ def pipeline(buckets) -> Pipeline:
     pipe = Pipeline.from_hf(ckpt, preprocessing=FLAGS.qwen_grids, buckets=buckets)
     return pipe.with_blink(common.blink_for(pipe))
   c = tokensr.get_config()
-  partitioner = shd.Partitioner.single_device()
-  cfg, params = backbone.build(c.model, partitioner, 0, training=False)
-  tok = byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id)
-  return Pipeline(cfg, params, tok, partitioner, buckets=buckets).with_blink(from_mapping(c.blink.to_dict()))
+  pipe = Pipeline.from_preset(c.model.preset, buckets=buckets)
+  return pipe.with_blink(from_mapping(c.blink.to_dict()))
 
 
 def main(_):

@@ -16,7 +16,7 @@ from blink_jax import families
 from blink_jax import sharding as shd
 from blink_jax.models import presets, vision_language
 from blink_jax.models.layer_stack import per_layer_params, resolve_layout
-from blink_jax.tokenizer import Tokenizer
+from blink_jax.tokenizer import Tokenizer, byte_level_tokenizer
 
 
 def model_config(model_cfg: ml_collections.ConfigDict, platform: str = "cpu", training: bool = False) -> Any:
@@ -54,6 +54,23 @@ def build(model_cfg: ml_collections.ConfigDict, partitioner: shd.Partitioner, se
     return params
 
   return cfg, shd.create(init, shardings, jax.random.key(seed), abstract=abstract)
+
+
+def random_model_config(preset: str, *, dtype: str = "float32", param_dtype: str | None = None,
+                        attention: str = "auto", layer_layout: str = "auto") -> ml_collections.ConfigDict:
+  """A job's `config.model` for the random model of a named preset (no checkpoint)."""
+  return ml_collections.ConfigDict(dict(hf_checkpoint="", preset=preset, prefix_len=8, dtype=dtype,
+                                        param_dtype=param_dtype or dtype, remat=False, attention=attention,
+                                        layer_layout=layer_layout, preprocessing="auto"))
+
+
+def tokenizer(model_cfg: ml_collections.ConfigDict, cfg: Any) -> Tokenizer:
+  """The checkpoint's tokenizer.json, or for a random model a byte-level tokenizer at its ids."""
+  placeholder = families.of_config(cfg).image_placeholder
+  if model_cfg.hf_checkpoint:
+    return Tokenizer(model_cfg.hf_checkpoint, image_placeholder=placeholder)
+  return byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id,
+                              image_placeholder=placeholder)
 
 
 def prompt_prefix(model_cfg: ml_collections.ConfigDict, cfg: Any) -> np.ndarray:

@@ -26,6 +26,10 @@ from blink_jax import sharding as shd
 from blink_jax.blink.config import BlinkConfig, from_mapping
 from blink_jax.models.token_sr import init_token_sr, token_sr_shardings
 
+# Where train.py's default job (configs/tokensr.py: workdir runs/tokensr) exports its TokenSR: eval.py
+# and visualize.py use it for the embedded model when it exists.
+DEFAULT_EXPORT = "runs/tokensr/export"
+
 
 def params_sha256(params: Any) -> str:
   """A digest of a param tree's paths and values, equal on every process (leaves are gathered)."""

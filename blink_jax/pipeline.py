@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from blink_jax import backbone
 from blink_jax import families
 from blink_jax import sharding as shd
 from blink_jax.blink.config import BlinkConfig, defaults_for, from_mapping
@@ -46,13 +47,15 @@ class Pipeline:
   partitioner: shd.Partitioner
   preprocessing: str = "auto"   # the family's (families.py); "auto": its default
   buckets: Sequence[int] = DEFAULT_BUCKETS
-  blink: BlinkConfig = BlinkConfig()
+  blink: BlinkConfig | None = None   # None: the spec's settings carried to this model (defaults_for)
   token_sr: Any = None   # trained TokenSR params; None: untrained (equal to interp)
 
   def __post_init__(self):
     self.family = families.of_config(self.cfg)
     self.preprocessing = self.family.preprocessing(self.preprocessing)
     self.model = self.family.model(self.cfg)
+    if self.blink is None:
+      self.blink = defaults_for(self.family.fixed_grid(self.cfg), self.cfg.text.num_layers)
     self._logits = jax.jit(lambda p, ids, px, valid: self.model.apply(
         {"params": p}, ids, px, self.model.apply({"params": p}, ids, px, method="prompt_positions"), valid))
     self._generate_fns: dict[Any, Any] = {}
@@ -93,10 +96,15 @@ class Pipeline:
     if key not in self._blink_fns:
       self._blink_fns[key] = jax.jit(lambda p, ids, px, ln: blink_prefill(
           self.model, blink, p, ids, px, ln, image_start=batch.image_start, all_logits=True, trace=trace))
-    ids, pixels, lengths = self._device_batch(batch)
+    n, (ids, pixels, lengths) = batch.ids.shape[0], self._device_batch(batch)
     params = self.mode_params(mode)
     with self.partitioner.activated():
-      return self._blink_fns[key](params, ids, pixels, lengths)
+      out = self._blink_fns[key](params, ids, pixels, lengths)
+    if ids.shape[0] == n:
+      return out
+    # The batch was padded to the mesh (_device); the cache stays padded (its layout is decoding's).
+    return out._replace(logits=out.logits[:n], expansions=out.expansions[:n], key_valid=out.key_valid[:, :n],
+                        trace=None if out.trace is None else jax.tree.map(lambda x: x[:n], out.trace))
 
   @classmethod
   def from_hf(cls, ckpt_dir: str | epath.PathLike, *, partitioner: shd.Partitioner | None = None,
@@ -113,6 +121,21 @@ class Pipeline:
                               attention=attention, layer_layout=resolve_layout(layer_layout, partitioner.platform))
     tokenizer = Tokenizer(ckpt_dir, image_placeholder=family.image_placeholder)
     return cls(cfg, params, tokenizer, partitioner, preprocessing, buckets)
+
+  @classmethod
+  def from_preset(cls, preset: str = "tiny", *, seed: int = 0, partitioner: shd.Partitioner | None = None,
+                  dtype: str = "float32", param_dtype: str | None = None, preprocessing: str = "auto",
+                  buckets: Sequence[int] = DEFAULT_BUCKETS, attention: str = "auto",
+                  layer_layout: str = "auto") -> "Pipeline":
+    """A random model of a named shape (models/presets.py) with a byte-level tokenizer: no checkpoint,
+    no download, for trying the API (its answers are noise). With the defaults it is the model the
+    embedded defaults of train.py and eval.py use, whose TokenSR train.py's default job exports to
+    runs/tokensr/export (`with_blink_for_checkpoint("runs/tokensr/export")`)."""
+    partitioner = partitioner or shd.Partitioner.single_device()
+    model_cfg = backbone.random_model_config(preset, dtype=dtype, param_dtype=param_dtype, attention=attention,
+                                             layer_layout=layer_layout)
+    cfg, params = backbone.build(model_cfg, partitioner, seed, training=False)
+    return cls(cfg, params, backbone.tokenizer(model_cfg, cfg), partitioner, preprocessing, buckets)
 
   def grid_of(self, image: ImageLike) -> tuple[int, int]:
     """The (H, W) pixels `prepare` resizes `image` to (one for every LLaVA image; Qwen2.5-VL's by
@@ -142,12 +165,12 @@ class Pipeline:
     return dataclasses.replace(batch, texts=tuple(texts))
 
   def _device(self, *arrays: np.ndarray) -> list[jax.Array]:
-    """Host arrays with a leading batch axis, placed in the batch sharding."""
-    ways = self.partitioner.batch_parallelism
-    if arrays[0].shape[0] % ways:
-      raise ValueError(f"a batch of {arrays[0].shape[0]} examples cannot be split over the mesh's {ways} "
-                       f"batch-parallel devices ({dict(self.partitioner.mesh.shape)}): give a multiple of {ways} "
-                       "examples (repeat the last one, as eval.py does) or a mesh whose data x fsdp divides it")
+    """Host arrays with a leading batch axis, placed in the batch sharding; a batch that the mesh's
+    batch-parallel devices (data x fsdp) do not divide is padded by repeating its last example (the
+    public methods return the first B rows of what they compute)."""
+    fill = -arrays[0].shape[0] % self.partitioner.batch_parallelism
+    if fill:
+      arrays = tuple(np.concatenate([x, np.repeat(x[-1:], fill, axis=0)]) for x in arrays)
     return [jax.device_put(x, self.partitioner.batch(x.ndim)) for x in arrays]
 
   def _device_batch(self, batch: PromptBatch) -> list[jax.Array]:
@@ -158,7 +181,7 @@ class Pipeline:
     ids, pixels, lengths = self._device_batch(batch)
     valid = jnp.arange(ids.shape[1])[None, :] < lengths[:, None]
     with self.partitioner.activated():
-      return self._logits(self.params, ids, pixels, valid)
+      return self._logits(self.params, ids, pixels, valid)[:batch.ids.shape[0]]
 
   def prefill_fn(self, mode: str, image_start: int):
     """The prompt pass of `mode` in greedy_generate's shape (generate.PrefillFn), not jitted."""
@@ -217,7 +240,7 @@ class Pipeline:
     params, args = self.mode_params(mode), self._device_batch(batch) + self._device(tokens, counts)
     with self.partitioner.activated():
       out = program(params, *args)
-    return Scores(*(np.asarray(x) for x in jax.device_get(out)))
+    return Scores(*(np.asarray(x)[:len(continuations)] for x in jax.device_get(out)))
 
   def mode_params(self, mode: str, abstract: bool = False) -> Any:
     """The params `mode` runs with: the LLaVA params, plus TokenSR for tokensr (untrained when none
@@ -242,8 +265,9 @@ class Pipeline:
     params = self.mode_params(mode)
     with self.partitioner.activated():
       out = jax.device_get(program(params, ids, pixels, lengths))
-    tokens = np.asarray(out.tokens)
-    return (tokens, np.asarray(out.expansions)) if with_expansions else tokens
+    n = batch.ids.shape[0]
+    tokens = np.asarray(out.tokens)[:n]
+    return (tokens, np.asarray(out.expansions)[:n]) if with_expansions else tokens
 
   def decode(self, tokens: np.ndarray) -> list[str]:
     texts = []

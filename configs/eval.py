@@ -12,7 +12,7 @@ import dataclasses
 
 import ml_collections
 
-from blink_jax.blink.config import BlinkConfig
+from blink_jax.blink.config import RANDOM_MODEL_THRESHOLDS, BlinkConfig
 from blink_jax.data.image_preprocessing import DEFAULT_MAX_PIXELS
 from blink_jax.eval.benchmarks import BENCHMARKS, MODES
 from blink_jax.pipeline import DEFAULT_BUCKETS
@@ -38,11 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
   # (runs/tokensr/export) when it exists; otherwise (and with ""), untrained TokenSR (= interp).
   c.token_sr = "auto"
   c.model = tokensr.get_config().model
-  # The embedded model is random, so its saliency is nearly uniform (rho ~ 1/16 over its 16 regions):
-  # the spec's tau_exp = 3/36 would never expand. These thresholds make Blink act on every question.
+  # The embedded model is random: thresholds at which Blink acts on its nearly uniform saliency.
   c.blink = ml_collections.ConfigDict(dataclasses.asdict(BlinkConfig(
-      first_scan_layer=2, last_scan_layer=4, region_size=2, token_sr_channels=32, tau_exp=0.05,
-      tau_drop=0.025)))
+      first_scan_layer=2, last_scan_layer=4, region_size=2, token_sr_channels=32, **RANDOM_MODEL_THRESHOLDS)))
   # Per benchmark: where its data is. All fields empty: the embedded sample.
   #   parquet: path (file, directory or glob; local or gs://), images (GQA's image parquet)
   #   llava:   questions (.jsonl), image_folder, annotations (.jsonl, optional)

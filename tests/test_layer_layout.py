@@ -2,7 +2,6 @@
 and every inference path (logits, Blink's prefill, greedy generation in each mode, continuation
 scores) gives the same numbers with either; 'auto' picks by platform and job."""
 
-import dataclasses
 
 import jax
 import numpy as np

@@ -65,9 +65,10 @@ def test_greedy_flag_agrees_with_generation(blink_ckpt, mode):
   assert (worse.logprob < scores.logprob).all()
 
 
+@pytest.mark.slow
 def test_blink_without_expansion_scores_as_vanilla(blink_ckpt):
-  """tokensr (untrained: interp's path, test_blink.py) on a fresh pipeline: no generation before it
-  has initialised TokenSR (the README's inference example scores first)."""
+  """tokensr (untrained: interp's path, test_blink.py) that never expands scores as vanilla (a fresh
+  pipeline: test_readme_inference.py scores tokensr first under a mesh in the fast tier)."""
   never = BlinkConfig(first_scan_layer=1, last_scan_layer=6, region_size=2, token_sr_channels=8, tau_exp=1.0)
   pipe = Pipeline.from_hf(blink_ckpt, buckets=(96, 128, 256)).with_blink(never)
   batch = pipe.prepare(_images(), QUESTIONS)

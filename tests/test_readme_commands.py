@@ -27,7 +27,7 @@ import gcs_fixtures
 import hf_fixtures
 from blink_jax import aot, families
 from blink_jax import sharding as shd
-from blink_jax.blink.config import defaults_for, from_mapping, parse_overrides
+from blink_jax.blink.config import RANDOM_MODEL_THRESHOLDS, defaults_for, from_mapping, parse_overrides
 from blink_jax.checkpoint import export_token_sr, token_sr_settings
 from blink_jax.data.image_preprocessing import load_image
 from blink_jax.data.sample_images import write_sample_images
@@ -173,13 +173,15 @@ def _check_eval(config) -> shd.Partitioner:
 def _check_visualize(f: flags.FlagValues):
   """visualize.py's inputs: the checkpoint's shape, the image, the export's (or the checkpoint's
   default) Blink settings with the overrides, valid for the model (its run: tests/test_visualize.py)."""
-  cfg = families.read_hf_config(f.checkpoint)
+  cfg = families.read_hf_config(f.checkpoint) if f.checkpoint else presets.get("tiny")
   family = families.of_config(cfg)
-  load_image(f.image, name=f.image)
+  if f.image:
+    load_image(f.image, name=f.image)
   grid = family.fixed_grid(cfg)
   blink = (token_sr_settings(f.token_sr, width=cfg.text.hidden_size) if f.token_sr
            else defaults_for(grid, cfg.text.num_layers))
-  from_mapping({**dataclasses.asdict(blink), **parse_overrides(f.blink)}).validate(grid, cfg.text.num_layers)
+  overrides = {**({} if f.checkpoint else RANDOM_MODEL_THRESHOLDS), **parse_overrides(f.blink)}
+  from_mapping({**dataclasses.asdict(blink), **overrides}).validate(grid, cfg.text.num_layers)
 
 
 def _check_aot(f: flags.FlagValues) -> shd.Partitioner:

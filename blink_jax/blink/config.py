@@ -10,6 +10,10 @@ MODES = ("vanilla", "interp", "tokensr")
 POSITION_SCHEMES = ("parent", "fractional")
 AFTER_SCAN = ("keep", "drop")
 SALIENCY_NORMS = ("row", "visual")
+# A random model's saliency is nearly uniform (rho ~ 1/16 over the tiny preset's 16 regions): the
+# spec's tau_exp = 3/36 would never expand. With these thresholds Blink acts on every question of the
+# embedded defaults (eval.py's config, visualize.py and Pipeline.from_preset's demo).
+RANDOM_MODEL_THRESHOLDS = dict(tau_exp=0.05, tau_drop=0.025)
 
 
 @dataclasses.dataclass(frozen=True)

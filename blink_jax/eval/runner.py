@@ -24,21 +24,17 @@ from tqdm import tqdm
 
 from blink_jax import backbone
 from blink_jax import config_lists
-from blink_jax import families
 from blink_jax import sharding as shd
 from blink_jax.blink.config import from_mapping
-from blink_jax.checkpoint import load_token_sr, params_sha256, token_sr_settings
+from blink_jax.checkpoint import DEFAULT_EXPORT, load_token_sr, params_sha256, token_sr_settings
 from blink_jax.data.image_preprocessing import ImageError, load_image
 from blink_jax.eval import benchmarks, mmvet, paired, provenance
 from blink_jax.eval.example import EvalExample
 from blink_jax.eval.readers import LazyFile, ParquetCell, read_rows
 from blink_jax.eval.sample_benchmarks import write_samples
 from blink_jax.pipeline import Pipeline
-from blink_jax.tokenizer import Tokenizer, byte_level_tokenizer
 
 STRUCTURAL_FIELDS = ("first_scan_layer", "last_scan_layer", "region_size", "token_sr_channels")
-# Where train.py's default job exports its TokenSR; token_sr="auto" uses it for the embedded model.
-DEFAULT_EXPORT = "runs/tokensr/export"
 MAX_LISTED_SKIPS = 50
 
 
@@ -80,11 +76,8 @@ def build_pipeline(config: ml_collections.ConfigDict, partitioner: shd.Partition
                                  attention=config.model.attention, layer_layout=config.model.layer_layout)
   else:
     cfg, params = backbone.build(config.model, partitioner, config.seed, training=False, abstract=abstract)
-    placeholder = families.of_config(cfg).image_placeholder
-    tokenizer = (Tokenizer(ckpt, image_placeholder=placeholder) if ckpt else
-                 byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id,
-                                      image_placeholder=placeholder))
-    pipe = Pipeline(cfg, params, tokenizer, partitioner, config.model.preprocessing, buckets)
+    pipe = Pipeline(cfg, params, backbone.tokenizer(config.model, cfg), partitioner, config.model.preprocessing,
+                    buckets)
   token_sr, blink = None, from_mapping(config.blink.to_dict())
   path, source = _token_sr_path(config)
   digest = ""

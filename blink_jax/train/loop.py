@@ -29,7 +29,6 @@ from blink_jax.data.image_folder_builder import build_image_folder_dataset, data
 from blink_jax.data.sample_images import write_sample_images
 from blink_jax.data.train_pipeline import (QuestionSuffix, data_source, skipped_count, to_global,
                                            train_dataset)
-from blink_jax.tokenizer import Tokenizer, byte_level_tokenizer
 from blink_jax.train import run_record
 from blink_jax.train.state import unflatten
 from blink_jax.train.step import train_program
@@ -127,11 +126,7 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
   family = families.of_config(cfg)
   questions = None
   if "question_ids" in program.batch:   # saliency-guided regions: the step takes question tokens
-    tokenizer = (Tokenizer(config.model.hf_checkpoint, image_placeholder=family.image_placeholder)
-                 if config.model.hf_checkpoint else
-                 byte_level_tokenizer(cfg.image_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id,
-                                      image_placeholder=family.image_placeholder))
-    questions = QuestionSuffix(tokenizer, family.image_tokens(cfg, program.batch["pixels"].shape),
+    questions = QuestionSuffix(backbone.tokenizer(config.model, cfg), family.image_tokens(cfg, program.batch["pixels"].shape),
                                config.data.max_question_tokens, cfg.pad_token_id, family.prompt)
   preprocess = functools.partial(family.preprocess, cfg=cfg,
                                  preprocessing=family.training_preprocessing(config.model.preprocessing))
