@@ -3,7 +3,7 @@
 import pathlib
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 
@@ -15,11 +15,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS, argv: list[str] | 
                                   sys_argv=argv)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+def main(_):
   from blink_jax.eval.runner import NothingAnswered, evaluate
   try:
     evaluate(flags.FLAGS.config)
@@ -29,5 +25,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  from blink_jax import cli
+  cli.run(main, define_flags)

@@ -9,7 +9,7 @@ random model (Pipeline.from_preset) with the TokenSR train.py's default job expo
 exists), on a sample photograph: a try-out with no download (the answers are noise).
 """
 
-from absl import app, flags, logging
+from absl import flags
 
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS):
@@ -30,13 +30,11 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS):
 
 def main(_):
   f = flags.FLAGS
-  if not f["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # backend INFO lines, as train.py and eval.py
   from blink_jax.visualize_job import run
   run(checkpoint=f.checkpoint, image=f.image, question=f.question, out=f.out, token_sr=f.token_sr, modes=f.modes,
       max_new_tokens=f.max_new_tokens, dtype=f.dtype, blink_overrides=f.blink)
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  from blink_jax import cli
+  cli.run(main, define_flags)

@@ -310,14 +310,9 @@ def table(records: list[Record]) -> str:
   return "\n".join("| " + " | ".join(map(str, r)) + " |" for r in [head, ["---"] * len(head)] + rows)
 
 
-def main(argv):
+def main(_):
   from absl import flags
-  from absl import logging as absl_logging
   f = flags.FLAGS
-  if len(argv) > 1:
-    raise ValueError(f"unexpected arguments: {argv[1:]}")
-  if not f["verbosity"].present:
-    absl_logging.set_verbosity(absl_logging.WARNING)
   # What is measured is the compiler: never a program from a persistent cache (JAX_COMPILATION_CACHE_DIR).
   jax.config.update("jax_enable_compilation_cache", False)
   config = f.config
@@ -355,6 +350,5 @@ def define_flags(fv=None, argv: list[str] | None = None):
 
 
 if __name__ == "__main__":
-  from absl import app
-  define_flags()
-  app.run(main)
+  from blink_jax import cli
+  cli.run(main, define_flags)
