@@ -11,7 +11,9 @@ import dataclasses
 import hashlib
 import json
 import logging
+import sys
 import time
+import traceback
 from typing import Any
 
 import grain
@@ -84,6 +86,24 @@ def load_token_sr(directory: str | epath.PathLike, *, width: int,
   return params, blink
 
 
+def _drop_closed_loop_callbacks():
+  """When a restore fails, tensorstore's reads still in flight call back into orbax's asyncio loop,
+  closed by then, at any later time: each callback prints an 'Event loop is closed' traceback (about
+  20 for one corrupt checkpoint) through sys.unraisablehook. They say nothing that the failure's own
+  message does not: from the first restore on, the process drops exactly those (once installed)."""
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_closed_loop_callbacks", False):
+    return
+
+  def hook(unraisable):
+    frames = traceback.extract_tb(unraisable.exc_traceback) if unraisable.exc_traceback else []
+    if not (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"
+            and frames and frames[0].name == "call_soon_threadsafe"):
+      previous(unraisable)
+  hook.drops_closed_loop_callbacks = True
+  sys.unraisablehook = hook
+
+
 class TrainCheckpoints:
   """Orbax CheckpointManager over {state, data, log}: the train state, the grain iterator and the
   partial metric window (so a resumed run logs what an uninterrupted one would), saved together
@@ -119,12 +139,14 @@ class TrainCheckpoints:
     A checkpoint that fails to restore is named; with `fallback` it is moved aside to
     `<directory>_corrupt/` (so later saves of that step do not collide) and the previous one is tried.
     """
+    _drop_closed_loop_callbacks()
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
         return (step, *self.restore(step, state_like, data_iterator))
       except Exception as e:  # orbax/tensorstore raise many types for a damaged checkpoint
         where = self.directory / str(step)
-        problem = f"checkpoint step {step} at {where} could not be restored ({type(e).__name__}: {str(e)[:300]})"
+        problem = (f"checkpoint step {step} at {where} could not be restored "
+                   f"({type(e).__name__}: {str(e)[:300]})")
         if not fallback:
           raise ValueError(f"{problem}; pass --config.checkpoint.fallback_on_corrupt=True to resume from the "
                            "previous checkpoint") from e

@@ -128,6 +128,7 @@ def _corrupt(step_dir):
 
 
 @pytest.mark.slow   # a whole job (the full tier)
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")   # nothing but the one warning
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
   run = tmp_path / "run"
   train(train_fixtures.tiny_config(run, **{"train.steps": 6, "checkpoint.every": 3}))
