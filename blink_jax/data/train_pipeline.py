@@ -1,8 +1,8 @@
 """The training input pipeline: TFDS array_record source -> grain (shuffle, per-process shard, decode,
 the base model's preprocessing, batch, prefetch workers) -> global jax.Arrays.
 
-Unusable images (undecodable, too large) are skipped, named and counted (the count is part of the
-iterator state, so it survives a restart); a run of `max_consecutive_skips` of them, or a whole pass
+Unusable images (undecodable, too large) are skipped, each file named and counted once (the files
+met are part of the iterator state, so they survive a restart); a run of `max_consecutive_skips` of them, or a whole pass
 with none usable, stops the job with an error naming the dataset instead of spinning forever. The
 iterator's state is saved with the train state, so a resumed run sees the same batches.
 """
@@ -69,7 +69,7 @@ class DecodeAndPreprocess(grain.transforms.Map):
     try:
       pixels = self.preprocess(example[self.image_key], name=name, max_pixels=self.max_pixels)
     except ImageError as e:
-      return {"_skip": str(e)}
+      return {"_skip": str(e), "index": np.int64(index)}
     out = {"pixels": pixels, "index": np.int64(index)}
     if self.questions is not None:
       question = example.get(self.question_key, b"")
@@ -79,22 +79,25 @@ class DecodeAndPreprocess(grain.transforms.Map):
 
 
 class SkipCorrupt(grain.IterDataset):
-  """Drops skip markers, counting them; raises after `limit` in a row (`where` names the dataset)."""
+  """Drops skip markers; names each unusable file once (the first time it is met) and counts files,
+  not reads; raises after `limit` skips in a row (`where` names the dataset). A marker's index modulo
+  `source_len` is its file's position in the source."""
 
-  def __init__(self, parent, limit: int, where: str):
+  def __init__(self, parent, limit: int, where: str, source_len: int):
     super().__init__(parent)
-    self.limit, self.where = limit, where
+    self.limit, self.where, self.source_len = limit, where, source_len
 
   def __iter__(self):
-    return _SkipCorruptIterator(self._parent.__iter__(), self.limit, self.where)
+    return _SkipCorruptIterator(self._parent.__iter__(), self.limit, self.where, self.source_len)
 
 
 class _SkipCorruptIterator(grain.DatasetIterator):
 
-  def __init__(self, parent, limit: int, where: str):
+  def __init__(self, parent, limit: int, where: str, source_len: int):
     super().__init__(parent)
-    self.limit, self.where = limit, where
-    self.skipped = self.consecutive = 0
+    self.limit, self.where, self.source_len = limit, where, source_len
+    self.files: set[int] = set()   # source positions of the unusable files met so far
+    self.consecutive = 0
 
   def __next__(self):
     while True:
@@ -102,20 +105,24 @@ class _SkipCorruptIterator(grain.DatasetIterator):
       if "_skip" not in element:
         self.consecutive = 0
         return element
-      self.skipped += 1
       self.consecutive += 1
-      logging.warning("skipping unusable image (%d so far): %s", self.skipped, element["_skip"])
+      position = int(element["index"]) % self.source_len
+      if position not in self.files:
+        self.files.add(position)
+        logging.warning("skipping unusable image (%d files so far; it is skipped on every pass): %s",
+                        len(self.files), element["_skip"])
       if self.consecutive >= self.limit:
         raise RuntimeError(f"{self.where}: {self.consecutive} images in a row could not be used (the last: "
                            f"{element['_skip']}); check the data (config.data.*) or raise "
                            "data.max_consecutive_skips")
 
   def get_state(self) -> dict[str, Any]:
-    return {"parent": self._parent.get_state(), "skipped": self.skipped, "consecutive": self.consecutive}
+    return {"parent": self._parent.get_state(), "skipped_files": sorted(self.files),
+            "consecutive": self.consecutive}
 
   def set_state(self, state: dict[str, Any]) -> None:
     self._parent.set_state(state["parent"])
-    self.skipped = int(state["skipped"])
+    self.files = {int(p) for p in state.get("skipped_files", ())}
     self.consecutive = int(state.get("consecutive", 0))
 
 
@@ -147,7 +154,7 @@ def train_dataset(source, *, global_batch: int, image_key: str, preprocess: Call
   if workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   one_pass = -(-len(source) // process_count)
-  return SkipCorrupt(it, min(max_consecutive_skips, one_pass), where).batch(
+  return SkipCorrupt(it, min(max_consecutive_skips, one_pass), where, len(source)).batch(
       global_batch // process_count, drop_remainder=True)
 
 
@@ -158,11 +165,12 @@ def to_global(batch: dict[str, np.ndarray], partitioner: shd.Partitioner) -> dic
 
 
 def skipped_count(iterator: Iterator) -> int:
-  """How many unreadable images the pipeline behind `iterator` has skipped so far (this process)."""
+  """How many unusable image files the pipeline behind `iterator` has met so far (this process; a
+  file skipped on every pass counts once)."""
   node = iterator
   while node is not None:
     if isinstance(node, _SkipCorruptIterator):
-      return node.skipped
+      return len(node.files)
     parents = getattr(node, "_parents", ())
     node = parents[0] if parents else None
   return 0
