@@ -102,11 +102,18 @@ def test_image_paths_may_not_leave_their_folder(tmp_path):
 
 
 @pytest.mark.slow   # a whole job (the full tier)
-def test_predictions_resume_only_under_the_settings_that_made_them(tmp_path):
+def test_predictions_resume_only_under_the_settings_that_made_them(tmp_path, capsys):
   settings = dict(benchmarks="pope", modes="vanilla,interp,tokensr")
   runner.evaluate(_config(tmp_path, **settings))
+  out_dir = tmp_path / "out"
+  results = json.loads((out_dir / "results.json").read_text())
+  (out_dir / "results.json").write_text(json.dumps({**results, "mme": results["pope"]}))  # as if scored before
+  capsys.readouterr()
   again = runner.evaluate(_config(tmp_path, **settings))                  # same settings: resumes
   assert again["pope"]["interp"]["answered"] == 12
+  out = capsys.readouterr().out
+  assert f"results: {out_dir / 'results.md'}" in out
+  assert "the earlier results of mme" in out and "--config.benchmarks=pope,mme" in out
   export = tmp_path / "export"
   c = _config(tmp_path, **settings)
   blink = from_mapping(c.blink.to_dict())

@@ -310,12 +310,32 @@ def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
       results[name]["paired"] = {m: paired.compare(bench, examples, texts["vanilla"], texts[m],
                                                    samples=config.bootstrap_samples, seed=config.seed)
                                  for m in modes if m != "vanilla"}
+  left_out = earlier_benchmarks(output, names)
   write_results(results, modes, pipe, output)
+  if jax.process_index() == 0:
+    print(f"results: {output / 'results.md'} and results.json; answers: {output}/<benchmark>/<mode>.jsonl")
+    if left_out:
+      print(f"results.md and results.json now cover {','.join(names)}; the earlier results of "
+            f"{','.join(left_out)} in {output} are left out of them. To score them together, run with "
+            f"--config.benchmarks={','.join(names + left_out)}: answers already in the folder are resumed, "
+            "not recomputed.")
   nothing = [f"{n}/{m}" for n in names for m in modes if not results[n][m]["answered"]]
   if nothing:
     raise NothingAnswered(f"no question was answered for {nothing} (every image was skipped; see the warnings "
                        f"and {output / 'results.json'}); nothing was scored for them")
   return results
+
+
+def earlier_benchmarks(output: epath.Path, names: list[str]) -> list[str]:
+  """The benchmarks an earlier run's results.json in `output` scored that this run does not."""
+  path = output / "results.json"
+  if not path.exists():
+    return []
+  try:
+    earlier = json.loads(path.read_text())
+  except json.JSONDecodeError:
+    return []
+  return sorted(n for n in earlier if not n.startswith("_") and n not in names)
 
 
 def is_llava_7b(pipe: Pipeline) -> bool:
