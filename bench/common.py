@@ -9,6 +9,7 @@ import os
 import pathlib
 import platform
 import statistics
+import sys
 import time
 from typing import Any, Callable
 
@@ -213,7 +214,8 @@ def write(name: str, payload: dict, table: list[list], header: list[str]):
   print(fmt.format(*header))
   for row in table:
     print(fmt.format(*[str(x) for x in row]))
-  payload = {"machine": machine(), "time": time.strftime("%Y-%m-%d %H:%M:%S"), **payload}
+  command = " ".join([f"python -m bench.{pathlib.Path(sys.argv[0]).stem}", *sys.argv[1:]])
+  payload = {"machine": machine(), "time": time.strftime("%Y-%m-%d %H:%M:%S"), "command": command, **payload}
   (results_dir() / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float))
 
 
