@@ -49,7 +49,7 @@ def _ratio(a: float, b: float) -> str:
 def prefill(name: str) -> list[str]:
   d = load(name)
   header = ["batch", "prompt tokens", "padded vanilla / Blink", "vanilla ms", "interp / vanilla",
-            "tokensr / vanilla", "saliency / scan layer", "JAX / torch sdpa", "JAX / EasyDeL"]
+            "tokensr / vanilla", "saliency / scan layer", "JAX / torch sdpa", "JAX / EasyDeL", "XLA's attention / JAX's kernel"]
   rows = []
   for r in d["records"]:
     van = r["vanilla"]["seconds"]
@@ -57,14 +57,15 @@ def prefill(name: str) -> list[str]:
                  _ratio(r["interp"]["seconds"], van), _ratio(r["tokensr"]["seconds"], van),
                  f"{100 * r['saliency_seconds'] / r['scan_layer_seconds']:.1f}%",
                  _ratio(van, r["torch_sdpa"]["seconds"]),
-                 _ratio(van, r["easydel"]["seconds"]) if "easydel" in r else "-"])
+                 _ratio(van, r["easydel"]["seconds"]) if "easydel" in r else "-",
+                 _ratio(r["vanilla_xla_attention"]["seconds"], van) if "vanilla_xla_attention" in r else "-"])
   return [_source(name, d), f"JAX attention kernel: `{d['attention']}`.", ""] + _md(header, rows)
 
 
 def generation(name: str) -> list[str]:
   d = load(name)
   header = ["batch", "layout", "vanilla TTFT ms", "vanilla step ms", "interp / vanilla step",
-            "tokensr / vanilla step", "per_layer / stacked step", "TTFT / EasyDeL", "step / EasyDeL"]
+            "tokensr / vanilla step", "per_layer / stacked step", "TTFT / EasyDeL", "step / EasyDeL's decode"]
   rows = []
   for r in d["records"]:
     van = r["vanilla"]
@@ -75,9 +76,10 @@ def generation(name: str) -> list[str]:
                  f"{step:.1f}", _ratio(per_mode("interp"), step), _ratio(per_mode("tokensr"), step),
                  _ratio(step, r["stacked_vanilla_step_ms"]) if "stacked_vanilla_step_ms" in r else "-",
                  _ratio(van["ttft_seconds"], easy["ttft_seconds"]) if easy else "-",
-                 _ratio(van["decode_ms_per_step"], easy["decode_ms_per_step"]) if easy else "-"])
+                 _ratio(step, easy["decode_ms_per_step"]) if easy else "-"])
   return [_source(name, d), f"{d['new_tokens']} new tokens, no EOS; a step is one compiled decode step alone "
-          "(the modes timed in turns).", ""] + _md(header, rows)
+          "(the modes timed in turns); EasyDeL's decode is its end-to-end figure ((time of N tokens - time of 1) / (N - 1)), the "
+          "only one its worker gives.", ""] + _md(header, rows)
 
 
 def training(name: str) -> list[str]:

@@ -1,6 +1,6 @@
 """TokenSR distillation against LLaVA-1.5-7B on a TPU slice, sized for a v5e-8 (`aot.topology`:
 `python -m blink_jax.aot --config configs/tokensr_7b.py` compiles its train step there and checks it
-fits with 10% HBM headroom; bench/README.md has what fits where). Set the checkpoint and data on the
+fits with 10% HBM headroom; docs/tpu.md has what fits where). Set the checkpoint and data on the
 command line:
 
   python train.py --config configs/tokensr_7b.py \\

@@ -1,4 +1,4 @@
-"""Every command the README shows is checked in-process, as the best JAX codebases check their
+"""Every command the README and docs/*.md show is checked in-process, as the best JAX codebases check their
 examples: parsed by its script's own flag definitions (train.py, eval.py, visualize.py, blink_jax.aot)
 with the real config files, its settings validated, the paths it names opened, and its programs built
 on abstract params and lowered (traced, not compiled or run) at the shapes the command asks for. A
@@ -16,6 +16,8 @@ import json
 import pathlib
 import re
 import shlex
+import subprocess
+import sys
 import time
 
 import jax
@@ -43,10 +45,14 @@ UNSUBSTITUTED = ("$", "/ckpts/", "/data/", "/mnt/", "gs://")
 EMBEDDED = ("tiny", "qwen2.5-vl-tiny")   # model.preset of the embedded defaults (no checkpoint)
 
 
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def readme_commands() -> list[str]:
-  """The README's indented code lines, continuation lines joined, outside ``` fences."""
+  """The indented code lines of the README, then of docs/*.md, continuation lines joined, outside ```
+  fences."""
   commands, current, fenced = [], "", False
-  for line in (ROOT / "README.md").read_text().splitlines():
+  for line in (line for doc in DOCUMENTS for line in doc.read_text().splitlines()):
     if line.startswith("```"):
       fenced = not fenced
       continue
@@ -211,6 +217,13 @@ def _check_readme(stand_ins, tmp_path, monkeypatch, *, published: bool) -> list[
     script = args[1] if args[0] == "-m" else args[0]
     args = args[2:] if args[0] == "-m" else args[1:]
     start = time.perf_counter()
+    if script.startswith("bench."):   # a bench script's flags, parsed by the script itself (absl's check)
+      if not published:
+        proc = subprocess.run([sys.executable, "-m", script, *args, "--only_check_args"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"command fails its check: {line}\n{proc.stderr[-2000:]}"
+        checked.append(script)
+      continue
     try:
       f = _parse(script, args)
       check = {"train.py": lambda: _check_train(f.config), "eval.py": lambda: _check_eval(f.config),

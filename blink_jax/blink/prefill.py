@@ -8,7 +8,7 @@ body is one decoder layer plus, on the scanning layers first..last (under a `lax
 SGS (saliency from the layer's own keys), DTR (drop/expand) and the SR tokens written into the slots
 (live from the next layer). After the scanning layers the final live blocks stay keys (or none do:
 after_scan="drop"). So the stacked program holds one layer body, and the KV cache is the loop's
-output, as vanilla's is (compile time and memory close to vanilla's: bench/README.md). The
+output, as vanilla's is (compile time and memory close to vanilla's: docs/tpu.md). The
 layers before scanning pay for the 4p^2 K dead slot rows (about 3% more prefill FLOPs at 7B, the
 spec's settings): running them on the short layout takes a second loop over the layer stack, whose
 weights and cache XLA then lays out twice (1.6 - 2.3x vanilla's temporaries on TPU).

@@ -7,7 +7,7 @@ body to compile. `per_layer` (MaxText's scan_layers=False): params `layer_0` .. 
 array per layer and weight, and the range is unrolled. A loop over a stack indexes its weights with a
 dynamic-slice, which XLA:CPU copies out of the stack before the dots read them: in a decoding step,
 where every weight is read once for a few tokens, those copies cost most of the step. Separate arrays
-are read in place (bench/README.md, "Generation").
+are read in place (docs/benchmarks.md, "Generation").
 
 Running a sub-range is what lets the vision tower stop at its feature layer and Blink run the layers
 before, during and after scanning on different token layouts, all from one param tree.
@@ -29,7 +29,7 @@ LAYOUTS = ("auto", "stacked", "per_layer")
 
 def resolve_layout(name: str, platform: str, training: bool = False) -> str:
   """The layout `name` stands for: 'auto' is per_layer for inference on CPU (where decoding reads the
-  weights in place: bench/README.md) and stacked otherwise (training scans its layers; on TPUs the
+  weights in place: docs/benchmarks.md) and stacked otherwise (training scans its layers; on TPUs the
   AOT-measured programs hold one layer body)."""
   if name not in LAYOUTS:
     raise ValueError(f"layer_layout={name!r} is unknown; expected one of {LAYOUTS}")

@@ -20,7 +20,7 @@ TINY = {
     "image_token_id": 511,
 }
 
-# LLaVA-1.5's token geometry (336 px, 24x24 = 576 visual tokens) with small widths (bench/README.md).
+# LLaVA-1.5's token geometry (336 px, 24x24 = 576 visual tokens) with small widths (docs/benchmarks.md).
 MEDIUM = {
     "vision": dict(image_size=336, patch_size=14, hidden_size=256, intermediate_size=1024, num_layers=6,
                    num_heads=4),

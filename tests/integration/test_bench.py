@@ -1,5 +1,5 @@
 """The bench scripts run end to end on a tiny model (bench.aot: the tiny configs, compiled for a small
-TPU topology) and write what bench/README.md says they do.
+TPU topology) and write what docs/benchmarks.md says they do.
 
 Figures are not checked (they are noise on a tiny model); the compile-count script's own check is.
 """
