@@ -19,12 +19,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from blink_jax.blink.visualize import model_view
 from blink_jax.convert import hf_llava, hf_qwen2_5_vl
 from blink_jax.data import image_preprocessing, qwen_preprocessing
+from blink_jax.data.image_preprocessing import model_view
 from blink_jax.data.prompt import (IMAGE_PLACEHOLDER, QWEN_IMAGE_PLACEHOLDER, qwen_chat_answer, qwen_chat_prompt,
                                    vicuna_v1_answer, vicuna_v1_prompt)
-from blink_jax.models import llava_config, qwen2_5_vl_config
+from blink_jax.models import llava_config, model_config, qwen2_5_vl_config
 from blink_jax.models.llava import Llava
 from blink_jax.models.qwen2_5_vl import Qwen2_5_VL
 
@@ -184,7 +184,7 @@ def get(name: str) -> Family:
 
 def of_checkpoint(ckpt_dir) -> Family:
   """The family of a Hugging Face checkpoint directory, from its config.json's model_type."""
-  hf, path = llava_config.config_json(ckpt_dir)
+  hf, path = model_config.config_json(ckpt_dir)
   model_type = hf.get("model_type")
   if model_type not in FAMILIES:
     raise ValueError(f"{path}: model_type={model_type!r}; blink-jax runs {sorted(FAMILIES)} checkpoints")

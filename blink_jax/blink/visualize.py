@@ -8,7 +8,6 @@ from typing import Mapping
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from blink_jax.data.image_preprocessing import CLIP_MEAN, ImageLike, load_image
 
 BLOCK_COLOURS = [(255, 40, 40), (40, 220, 40), (60, 120, 255), (255, 200, 0), (255, 0, 255), (0, 230, 230)]
 
@@ -21,20 +20,6 @@ def _heat(values: np.ndarray) -> np.ndarray:
   lo = np.clip(np.floor(x).astype(int), 0, len(stops) - 2)
   frac = (x - lo)[..., None]
   return (stops[lo] * (1 - frac) + stops[lo + 1] * frac).astype(np.uint8)
-
-
-def model_view(image: ImageLike, size: int, mode: str = "pad") -> Image.Image:
-  """The image as the vision tower sees it (padded or cropped square), un-normalised."""
-  img = load_image(image)
-  w, h = img.size
-  if mode == "pad":
-    side = max(w, h)
-    sq = Image.new("RGB", (side, side), tuple(int(m * 255) for m in CLIP_MEAN))
-    sq.paste(img, ((side - w) // 2, (side - h) // 2))
-  else:
-    side = min(w, h)
-    sq = img.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
-  return sq.resize((size, size), Image.Resampling.BICUBIC)
 
 
 def render(view: Image.Image, trace: Mapping[str, np.ndarray], answers: Mapping[str, str], *,

@@ -16,7 +16,7 @@ from blink_jax import sharding as shd
 from blink_jax.convert import strict_loading
 from blink_jax.convert.safetensors_reader import SafetensorsCheckpoint
 from blink_jax.convert.strict_loading import Source, dense, heads_bias, heads_in, heads_out, identity, llama_sources, per_layer
-from blink_jax.models.llava_config import config_json, optional_json
+from blink_jax.models.model_config import config_json, optional_json
 from blink_jax.models import vision_language
 from blink_jax.models.qwen2_5_vl import Qwen2_5_VL
 from blink_jax.models.qwen2_5_vl_config import Qwen2_5_VLConfig, from_hf_config, pixel_bounds

@@ -25,10 +25,9 @@ from PIL import Image
 
 from blink_jax.data.image_preprocessing import (CLIP_MEAN, CLIP_STD, DEFAULT_MAX_PIXELS, ImageError, ImageLike,
                                                load_image)
+from blink_jax.models.qwen2_5_vl_config import MAX_PIXELS, MIN_PIXELS
 
 UNIT = 28                       # pixels a side of one merged visual token (patch 14 x merge 2)
-MIN_PIXELS = 56 * 56            # transformers' Qwen2VLImageProcessor defaults
-MAX_PIXELS = 28 * 28 * 1280
 
 DEFAULT_GRID_BUCKETS: tuple[tuple[int, int], ...] = (
     (32, 32),                   # 1:1

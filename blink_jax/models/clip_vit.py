@@ -9,7 +9,8 @@ import jax.numpy as jnp
 from blink_jax.models.attention_kernels import self_attention
 from blink_jax.models.layer_stack import StackedLayers, detached
 from blink_jax.models.linear import WEIGHT_INIT, Linear
-from blink_jax.models.llava_config import Numerics, VisionConfig
+from blink_jax.models.llava_config import VisionConfig
+from blink_jax.models.model_config import Numerics
 
 ACTIVATIONS = {
     "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),

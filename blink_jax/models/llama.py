@@ -20,7 +20,7 @@ import numpy as np
 from blink_jax.models.attention_kernels import cached_attention, decode_attention, self_attention
 from blink_jax.models.layer_stack import StackedLayers, detached
 from blink_jax.models.linear import WEIGHT_INIT, Linear
-from blink_jax.models.llava_config import Numerics, TextConfig
+from blink_jax.models.model_config import Numerics, TextConfig
 
 
 class RMSNorm(nn.Module):

@@ -8,8 +8,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from blink_jax.data.qwen_preprocessing import MAX_PIXELS, MIN_PIXELS
-from blink_jax.models.llava_config import ModelConfig, TextConfig, _pick, end_token_fields
+from blink_jax.models.model_config import ModelConfig, TextConfig, end_token_fields, pick
+
+MIN_PIXELS = 56 * 56            # transformers' Qwen2VLImageProcessor defaults (preprocessor_config.json)
+MAX_PIXELS = 28 * 28 * 1280
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,56 +107,56 @@ def from_hf_config(hf: Mapping[str, Any], where: str = "config.json", generation
                      "(model_type 'qwen2_5_vl')")
   t = hf.get("text_config") or hf        # transformers 5 nests the decoder; the hub's files are flat
   v = hf.get("vision_config") or {}
-  if _pick(t, "use_sliding_window", default=False):
+  if pick(t, "use_sliding_window", default=False):
     raise ValueError(f"{where}: use_sliding_window=True is not supported (Qwen2.5-VL's released "
                      "checkpoints attend to the whole sequence)")
   rope = t.get("rope_parameters") or t.get("rope_scaling") or {}
   if rope.get("rope_type", rope.get("type", "default")) not in ("default", "mrope"):
     raise ValueError(f"{where}: rope type {rope.get('rope_type', rope.get('type'))!r} is not supported "
                      "(only Qwen2.5-VL's multimodal RoPE)")
-  n_heads = _pick(t, "num_attention_heads", default=28)
-  hidden = _pick(t, "hidden_size", default=3584)
+  n_heads = pick(t, "num_attention_heads", default=28)
+  hidden = pick(t, "hidden_size", default=3584)
   text = TextConfig(
-      vocab_size=_pick(t, "vocab_size", default=152064),
+      vocab_size=pick(t, "vocab_size", default=152064),
       hidden_size=hidden,
-      intermediate_size=_pick(t, "intermediate_size", default=18944),
-      num_layers=_pick(t, "num_hidden_layers", default=28),
+      intermediate_size=pick(t, "intermediate_size", default=18944),
+      num_layers=pick(t, "num_hidden_layers", default=28),
       num_heads=n_heads,
-      num_kv_heads=_pick(t, "num_key_value_heads", default=n_heads),
+      num_kv_heads=pick(t, "num_key_value_heads", default=n_heads),
       head_dim=hidden // n_heads,
-      rope_theta=float(_pick(rope, "rope_theta", default=_pick(t, "rope_theta", default=1e6))),
-      rms_norm_eps=float(_pick(t, "rms_norm_eps", default=1e-6)),
-      max_position_embeddings=_pick(t, "max_position_embeddings", default=128000),
-      tie_word_embeddings=bool(_pick(hf, "tie_word_embeddings", default=_pick(t, "tie_word_embeddings",
+      rope_theta=float(pick(rope, "rope_theta", default=pick(t, "rope_theta", default=1e6))),
+      rms_norm_eps=float(pick(t, "rms_norm_eps", default=1e-6)),
+      max_position_embeddings=pick(t, "max_position_embeddings", default=128000),
+      tie_word_embeddings=bool(pick(hf, "tie_word_embeddings", default=pick(t, "tie_word_embeddings",
                                                                              default=False))),
       attention_bias=True,
-      mrope_section=tuple(_pick(rope, "mrope_section", default=(16, 24, 24))),
+      mrope_section=tuple(pick(rope, "mrope_section", default=(16, 24, 24))),
   )
   v_rope = v.get("rope_parameters") or {}
   vision = QwenVisionConfig(
-      depth=_pick(v, "depth", "num_hidden_layers", default=32),
-      hidden_size=_pick(v, "hidden_size", default=1280),
-      intermediate_size=_pick(v, "intermediate_size", default=3420),
-      num_heads=_pick(v, "num_heads", "num_attention_heads", default=16),
-      num_channels=_pick(v, "in_channels", "in_chans", default=3),
-      patch_size=_pick(v, "patch_size", "spatial_patch_size", default=14),
-      temporal_patch_size=_pick(v, "temporal_patch_size", default=2),
-      spatial_merge_size=_pick(v, "spatial_merge_size", default=2),
-      window_size=_pick(v, "window_size", default=112),
-      out_hidden_size=_pick(v, "out_hidden_size", default=hidden),
-      fullatt_block_indexes=tuple(_pick(v, "fullatt_block_indexes", default=(7, 15, 23, 31))),
-      hidden_act=_pick(v, "hidden_act", default="silu"),
-      rope_theta=float(_pick(v_rope, "rope_theta", default=10000.0)),
+      depth=pick(v, "depth", "num_hidden_layers", default=32),
+      hidden_size=pick(v, "hidden_size", default=1280),
+      intermediate_size=pick(v, "intermediate_size", default=3420),
+      num_heads=pick(v, "num_heads", "num_attention_heads", default=16),
+      num_channels=pick(v, "in_channels", "in_chans", default=3),
+      patch_size=pick(v, "patch_size", "spatial_patch_size", default=14),
+      temporal_patch_size=pick(v, "temporal_patch_size", default=2),
+      spatial_merge_size=pick(v, "spatial_merge_size", default=2),
+      window_size=pick(v, "window_size", default=112),
+      out_hidden_size=pick(v, "out_hidden_size", default=hidden),
+      fullatt_block_indexes=tuple(pick(v, "fullatt_block_indexes", default=(7, 15, 23, 31))),
+      hidden_act=pick(v, "hidden_act", default="silu"),
+      rope_theta=float(pick(v_rope, "rope_theta", default=10000.0)),
   )
-  bos = _pick(t, "bos_token_id", default=_pick(hf, "bos_token_id", default=151643))
+  bos = pick(t, "bos_token_id", default=pick(hf, "bos_token_id", default=151643))
   return Qwen2_5_VLConfig(
       vision=vision, text=text,
-      image_token_id=_pick(hf, "image_token_id", default=151655),
-      video_token_id=_pick(hf, "video_token_id", default=151656),
-      vision_start_token_id=_pick(hf, "vision_start_token_id", default=151652),
-      vision_end_token_id=_pick(hf, "vision_end_token_id", default=151653),
+      image_token_id=pick(hf, "image_token_id", default=151655),
+      video_token_id=pick(hf, "video_token_id", default=151656),
+      vision_start_token_id=pick(hf, "vision_start_token_id", default=151652),
+      vision_end_token_id=pick(hf, "vision_end_token_id", default=151653),
       bos_token_id=bos,
       **end_token_fields(t, hf, generation, default=151645),
-      pad_token_id=_pick(hf, "pad_token_id", default=_pick(t, "pad_token_id", default=bos)),
+      pad_token_id=pick(hf, "pad_token_id", default=pick(t, "pad_token_id", default=bos)),
       **runtime,
   )

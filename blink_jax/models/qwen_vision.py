@@ -24,7 +24,7 @@ from blink_jax.models.clip_vit import activation
 from blink_jax.models.layer_stack import StackedLayers, detached
 from blink_jax.models.linear import WEIGHT_INIT, Linear
 from blink_jax.models.llama import RMSNorm, apply_rope
-from blink_jax.models.llava_config import Numerics
+from blink_jax.models.model_config import Numerics
 from blink_jax.models.qwen2_5_vl_config import QwenVisionConfig
 
 
