@@ -13,7 +13,7 @@ checkpoint's family: families.py) with its tokenizer, preprocessing and prompt t
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -142,6 +142,17 @@ class Pipeline:
     the image's aspect ratio): the images of one batch must share it."""
     img = load_image(image)
     return self.family.resized_shape(img.height, img.width, self.cfg, self.preprocessing)
+
+  def shape_batches(self, images: Sequence[ImageLike], batch_size: int) -> Iterator[list[int]]:
+    """Indices into `images` in batches of one image shape (grid_of: one for LLaVA, Qwen2.5-VL's grid
+    buckets) and exactly `batch_size` entries, in order, the last batch of a shape padded by repeating
+    its last index: a stream of such batches compiles one program per (shape, prompt bucket)."""
+    shapes = [self.grid_of(im) for im in images]
+    for shape in dict.fromkeys(shapes):
+      members = [i for i, s in enumerate(shapes) if s == shape]
+      for start in range(0, len(members), batch_size):
+        idx = members[start:start + batch_size]
+        yield idx + [idx[-1]] * (batch_size - len(idx))
 
   def prepare(self, images: Sequence[ImageLike], questions: Sequence[str] | None = None, *,
               prompts: Sequence[str] | None = None) -> PromptBatch:

@@ -1,6 +1,6 @@
-"""The README's inference example, run as written: on a LLaVA checkpoint the tests make (the README's
-path replaced by it) and on the demo model (the line its comment offers, Pipeline.from_preset), over
-the tests' 8 devices (the mesh pads the example's two images). Scoring gives the same numbers whether
+"""The README's inference example, run as written: on the demo model (the line its comment offers,
+Pipeline.from_preset) and on a LLaVA checkpoint the tests make (the README's path replaced by it),
+over the tests' 8 devices (the mesh pads the example's two images). Scoring gives the same numbers whether
 or not a generation ran before it on the pipeline (every mode runs: vanilla and interp generate, interp
 traces, tokensr scores)."""
 
@@ -35,22 +35,22 @@ def _check(ns: dict):
   assert ns["scores"].greedy.dtype == bool
 
 
-def test_example_on_a_checkpoint(blink_ckpt):
+def test_example_on_the_demo_model():
   code = _example()
-  assert README_CKPT in code
-  ns = _run(code.replace(README_CKPT, repr(str(blink_ckpt))))
+  load = next(line for line in code.splitlines() if line.startswith("pipe = Pipeline.from_hf("))
+  demo = re.search(r"# No checkpoint at hand\? (pipe = Pipeline\.from_preset\(.*?\)):", code).group(1)
+  ns = _run(code.replace(load, demo))
   _check(ns)
   # tokensr on a pipeline that has run nothing yet (its first call initialises TokenSR, which once
   # failed under the mesh) scores as the example's pipeline does after generating in other modes.
-  fresh = Pipeline.from_hf(blink_ckpt, partitioner=ns["partitioner"], dtype="bfloat16")
+  fresh = Pipeline.from_preset("tiny", partitioner=ns["partitioner"])
   first = fresh.loglikelihood(ns["batch"], [" Grey.</s>", " Coffee.</s>"], mode="tokensr")
   np.testing.assert_array_equal(first.logprob, ns["scores"].logprob)
   np.testing.assert_array_equal(first.expansions, ns["scores"].expansions)
 
 
-@pytest.mark.slow
-def test_example_on_the_demo_model():
+@pytest.mark.slow   # the same run on a checkpoint's loading path (the fast tier runs it on the demo model)
+def test_example_on_a_checkpoint(blink_ckpt):
   code = _example()
-  load = next(line for line in code.splitlines() if line.startswith("pipe = Pipeline.from_hf("))
-  demo = re.search(r"# No checkpoint at hand\? (pipe = Pipeline\.from_preset\(.*?\)):", code).group(1)
-  _check(_run(code.replace(load, demo)))
+  assert README_CKPT in code
+  _check(_run(code.replace(README_CKPT, repr(str(blink_ckpt)))))

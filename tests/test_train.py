@@ -41,7 +41,7 @@ def _fixed_batch(cfg, n, tmp_path, preprocessing="auto"):
   family = families.of_config(cfg)
   name, data_dir = train_fixtures.tiny_tfds(tmp_path, count=n)
   preprocess = functools.partial(family.preprocess, cfg=cfg, preprocessing=family.training_preprocessing(preprocessing))
-  it = iter(train_dataset(data_source(name, data_dir, "train"), global_batch=n, image_key="image",
+  it = iter(train_dataset(data_source(name, data_dir, "train"), train_fixtures.data_config(), global_batch=n,
                           preprocess=preprocess, seed=0))
   return next(it)["pixels"]
 
@@ -187,8 +187,8 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path):
   name, data_dir = train_fixtures.tiny_tfds(tmp_path, count=6, corrupt=2)
   source = data_source(name, data_dir, "train")
   good = [i for i in range(len(source)) if not source[i]["id"].startswith(b"broken")]
-  it = iter(train_dataset(source, global_batch=4, image_key="image", preprocess=train_fixtures.pad_to(56),
-                          seed=0))
+  it = iter(train_dataset(source, train_fixtures.data_config(), global_batch=4,
+                          preprocess=train_fixtures.pad_to(56), seed=0))
   seen = np.concatenate([next(it)["index"] for _ in range(6)])  # 24 good examples, 4 epochs of 8 files
   # index = epoch * 8 + source position. Every (epoch, good file) of 4 epochs is seen once; epochs
   # 0-2 were read whole (6 broken reads), epoch 3 up to its last good example.

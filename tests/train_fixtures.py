@@ -45,6 +45,11 @@ def tiny_tfds(root: pathlib.Path, count: int = 8, corrupt: int = 0) -> tuple[str
   return build_image_folder_dataset(str(folder), data_dir, "tiny"), data_dir
 
 
+def data_config(**overrides):
+  """The default job's `config.data` (what train_dataset reads) with `overrides`."""
+  return set_fields(tokensr.get_config().data, overrides)
+
+
 def pad_to(size: int):
   """The training pipeline's `preprocess` for LLaVA's pad-to-square at `size` px."""
   return functools.partial(preprocess_image, size=size, mode="pad")

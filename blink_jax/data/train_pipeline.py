@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 
 import grain
 import jax
+import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -134,14 +135,16 @@ def data_source(name: str, data_dir: str, split: str):
                      f"{data_dir!r}: {e}") from e
 
 
-def train_dataset(source, *, global_batch: int, image_key: str, preprocess: Callable[..., np.ndarray],
-                  seed: int, workers: int = 0, questions: QuestionSuffix | None = None,
+def train_dataset(source, data: ml_collections.ConfigDict, *, global_batch: int,
+                  preprocess: Callable[..., np.ndarray], seed: int, questions: QuestionSuffix | None = None,
                   process_index: int | None = None, process_count: int | None = None,
-                  max_pixels: int | None = DEFAULT_MAX_PIXELS, max_consecutive_skips: int = 1000,
                   where: str = "the training dataset") -> grain.IterDataset:
   """Infinite, shuffled (a new order each epoch), per-process batches of {'pixels', 'index'} (and the
-  question tokens when `questions` is given). Stops with an error after `max_consecutive_skips`
-  unusable images in a row, or a whole pass of this process's share without a usable one."""
+  question tokens when `questions` is given), as the job's `config.data` says: `image_key`, `workers`
+  (grain processes; 0: threads), `max_image_pixels` (0: no limit), `max_consecutive_skips`. Stops
+  with an error after that many unusable images in a row, or a whole pass of this process's share
+  without a usable one."""
+  max_pixels, max_consecutive_skips, workers = data.max_image_pixels or None, data.max_consecutive_skips, data.workers
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   if global_batch % process_count:
@@ -149,7 +152,7 @@ def train_dataset(source, *, global_batch: int, image_key: str, preprocess: Call
   ds = grain.MapDataset.source(source).map_with_index(lambda i, x: (i, x))
   ds = ds.shuffle(seed=seed).repeat(None)
   ds = ds[process_index::process_count]
-  ds = ds.map(DecodeAndPreprocess(image_key, preprocess, questions, max_pixels=max_pixels))
+  ds = ds.map(DecodeAndPreprocess(data.image_key, preprocess, questions, max_pixels=max_pixels))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, workers), prefetch_buffer_size=8))
   if workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))

@@ -86,14 +86,8 @@ class BlinkJax(lmms):
     """(indices, images, prompts) per batch of one image shape, the last of each shape padded by
     repeating its last request."""
     images = [self._doc_image(r) for r in requests]
-    shapes: dict[tuple[int, int], list[int]] = {}
-    for i, image in enumerate(images):
-      shapes.setdefault(self.pipe.grid_of(image), []).append(i)
-    for members in shapes.values():
-      for start in range(0, len(members), self.batch_size):
-        idx = members[start:start + self.batch_size]
-        idx += [idx[-1]] * (self.batch_size - len(idx))
-        yield idx, [images[i] for i in idx], [self._prompt(requests[i].args[0]) for i in idx]
+    for idx in self.pipe.shape_batches(images, self.batch_size):
+      yield idx, [images[i] for i in idx], [self._prompt(requests[i].args[0]) for i in idx]
 
   def generate_until(self, requests: list[Instance]) -> list[str]:
     out: list[str | None] = [None] * len(requests)

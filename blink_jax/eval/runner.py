@@ -149,10 +149,8 @@ def decode_image(e: EvalExample, max_pixels: int | None):
   return load_image(e.image, name=f"of question {e.question_id}", max_pixels=max_pixels)
 
 
-def _generated(pipe: Pipeline, chunk: list[EvalExample], images: list, mode: str, batch_size: int,
-               max_new_tokens: int) -> list[dict]:
-  fill = batch_size - len(chunk)  # static batch shape: repeat the last question
-  batch = pipe.prepare(images + [images[-1]] * fill, [e.question for e in chunk] + [chunk[-1].question] * fill)
+def _generated(pipe: Pipeline, chunk: list[EvalExample], images: list, mode: str, max_new_tokens: int) -> list[dict]:
+  batch = pipe.prepare(images, [e.question for e in chunk])
   texts, expansions = pipe.generate(batch, max_new_tokens, mode=mode, with_expansions=True)
   return [{"question_id": e.question_id, "text": t, "expansions": int(n)}
           for e, t, n in zip(chunk, texts, expansions)]
@@ -210,17 +208,16 @@ def answer(pipe: Pipeline, examples: list[EvalExample], mode: str, path: epath.P
           skipped.append({"question_id": e.question_id, "reason": str(err)})
           logging.warning("%s: question %s skipped: %s", desc, e.question_id, err)
       bar.update(len(group) - len(chunk))
-      # One image shape a batch (Qwen2.5-VL's grid buckets): a group of several is answered in parts.
-      shapes = [pipe.grid_of(im) for im in images]
-      for shape in dict.fromkeys(shapes):
-        part = [i for i, s in enumerate(shapes) if s == shape]
-        sub, sub_images = [chunk[i] for i in part], [images[i] for i in part]
-        rows = (_generated(pipe, sub, sub_images, mode, batch_size, max_new_tokens) if kind
-                else _chosen(pipe, sub, sub_images, mode, batch_size))
+      # One image shape a batch (Qwen2.5-VL's grid buckets): a group of several is answered in parts,
+      # each padded to batch_size (static shapes) by repeating its last question.
+      for idx in pipe.shape_batches(images, batch_size):
+        real = list(dict.fromkeys(idx))
+        rows = (_generated(pipe, [chunk[i] for i in idx], [images[i] for i in idx], mode, max_new_tokens)[:len(real)]
+                if kind else _chosen(pipe, [chunk[i] for i in real], [images[i] for i in real], mode, batch_size))
         for row in rows:
           f.write(json.dumps(row, ensure_ascii=False) + "\n")
         f.flush()
-        bar.update(len(sub))
+        bar.update(len(real))
   return skipped
 
 

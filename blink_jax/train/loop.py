@@ -123,17 +123,14 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
   program = train_program(config, partitioner)
   cfg, t = program.cfg, config.train
   source, dataset = resolve_dataset(config, workdir)
-  family = families.of_config(cfg)
+  family = program.family
   questions = None
   if "question_ids" in program.batch:   # saliency-guided regions: the step takes question tokens
-    questions = QuestionSuffix(backbone.tokenizer(config.model, cfg), family.image_tokens(cfg, program.batch["pixels"].shape),
+    questions = QuestionSuffix(program.tokenizer, family.image_tokens(cfg, program.batch["pixels"].shape),
                                config.data.max_question_tokens, cfg.pad_token_id, family.prompt)
-  preprocess = functools.partial(family.preprocess, cfg=cfg,
-                                 preprocessing=family.training_preprocessing(config.model.preprocessing))
-  iterator = iter(train_dataset(source, global_batch=t.batch_size, image_key=config.data.image_key,
-                                preprocess=preprocess, seed=config.seed, workers=config.data.workers,
-                                questions=questions, max_pixels=config.data.max_image_pixels or None,
-                                max_consecutive_skips=config.data.max_consecutive_skips, where=dataset))
+  preprocess = functools.partial(family.preprocess, cfg=cfg, preprocessing=program.preprocessing)
+  iterator = iter(train_dataset(source, config.data, global_batch=t.batch_size, preprocess=preprocess,
+                                seed=config.seed, questions=questions, where=dataset))
   state, frozen = program.state, program.frozen
   ckpts = TrainCheckpoints(workdir / "checkpoints", config.checkpoint.every, config.checkpoint.keep,
                            config.checkpoint.async_save)

@@ -19,6 +19,7 @@ from blink_jax.blink.config import BlinkConfig, from_mapping
 from blink_jax.models.vision_language import VisionLanguageModel
 from blink_jax.train.distill import (check_teacher_grid, choose_regions, distillation_loss, region_targets,
                                      scan_layer_visual_states)
+from blink_jax.tokenizer import Tokenizer
 from blink_jax.train.state import TrainState, init_train_state, optimizer, schedule, unflatten
 
 
@@ -89,8 +90,12 @@ def jit_train_step(step: Callable, state: TrainState, frozen: dict, batch_shardi
 @dataclasses.dataclass
 class TrainProgram:
   """What the training job runs: the jitted step, the state and frozen params it starts from
-  (arrays, or ShapeDtypeStructs with shardings when abstract) and its global batch's shapes."""
+  (arrays, or ShapeDtypeStructs with shardings when abstract), its global batch's shapes, and what
+  its input pipeline needs: the family, its training preprocessing, the tokenizer."""
   cfg: Any                    # the model's config (LlavaConfig or Qwen2_5_VLConfig)
+  family: families.Family
+  preprocessing: str          # the family's training preprocessing (model.preprocessing resolved)
+  tokenizer: Tokenizer        # the checkpoint's, or a random model's byte-level one
   blink: BlinkConfig
   step: Callable
   state: TrainState
@@ -105,7 +110,8 @@ def train_program(config: ml_collections.ConfigDict, partitioner: shd.Partitione
   cfg, backbone_params = backbone.build(config.model, partitioner, config.seed, abstract=abstract, training=True)
   family = families.of_config(cfg)
   model = family.model(cfg)
-  height, width = family.largest_image(cfg, family.training_preprocessing(config.model.preprocessing))
+  preprocessing = family.training_preprocessing(config.model.preprocessing)
+  height, width = family.largest_image(cfg, preprocessing)
   pixels_shape = (config.train.batch_size, height, width, cfg.vision.num_channels)
   blink = from_mapping(config.blink.to_dict()).validate(model.visual_grid(pixels_shape), cfg.text.num_layers)
   check_teacher_grid(model, pixels_shape, blink.region_size)
@@ -126,4 +132,5 @@ def train_program(config: ml_collections.ConfigDict, partitioner: shd.Partitione
   prefix = jnp.asarray(backbone.prompt_prefix(config.model, cfg))
   step = jit_train_step(make_train_step(model, blink, t, tx, prefix, config.seed), state, frozen,
                         {k: v.sharding for k, v in batch.items()})
-  return TrainProgram(cfg, blink, step, state, frozen, batch)
+  return TrainProgram(cfg, family, preprocessing, backbone.tokenizer(config.model, cfg), blink, step, state, frozen,
+                      batch)
