@@ -20,8 +20,8 @@ from absl import flags
 from blink_jax import testing
 from blink_jax.blink.config import BlinkConfig
 from blink_jax.models import presets
-from blink_jax.pipeline import Pipeline
-from blink_jax.tokenizer import byte_level_tokenizer
+from blink_jax.inference.pipeline import Pipeline
+from blink_jax.data.tokenizer import byte_level_tokenizer
 
 # The bench scripts measure compiles (their seconds, their programs' memory): never take one from a
 # persistent compilation cache a user's environment may set (JAX_COMPILATION_CACHE_DIR).

@@ -19,7 +19,7 @@ from absl import app, flags
 
 from bench import common
 from blink_jax.blink.config import from_mapping
-from blink_jax.pipeline import Pipeline
+from blink_jax.inference.pipeline import Pipeline
 from configs import tokensr
 
 flags.DEFINE_integer("prompts", 200, "Prompts in the stream.")

@@ -31,9 +31,9 @@ from absl import app, flags
 from bench import common
 from bench.easydel_baseline import EasyDeL, checked
 from blink_jax.data.prompt_batch import PromptBatch
-from blink_jax.generate import decode_step, first_positions
+from blink_jax.inference.generate import decode_step, first_positions
 from blink_jax.models import token_sr
-from blink_jax.pipeline import Pipeline
+from blink_jax.inference.pipeline import Pipeline
 
 flags.DEFINE_enum("shape", "medium", list(common.SHAPES), "Model shape (7b needs an accelerator; tiny only checks the script runs).")
 flags.DEFINE_list("batches", ["1", "8"], "Batch sizes.")

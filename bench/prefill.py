@@ -29,7 +29,7 @@ from blink_jax.models.attention_kernels import IMPLEMENTATIONS, resolve
 from blink_jax.models.llama import LayerInputs
 from blink_jax.models.vision_language import decoder_layer, text_layer_params
 from blink_jax.models.token_sr import init_for
-from blink_jax.pipeline import Pipeline
+from blink_jax.inference.pipeline import Pipeline
 
 flags.DEFINE_enum("shape", "medium", list(common.SHAPES), "Model shape (7b needs an accelerator; tiny only checks the script runs).")
 flags.DEFINE_list("batches", ["1", "8", "32"], "Batch sizes.")

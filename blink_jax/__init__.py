@@ -5,11 +5,10 @@ The package is layered; a module imports only from its own layer or those below 
 
   1. sharding.py, config_lists.py                   meshes and shardings, config helpers
   2. models/                                        the networks and their configs
-  3. convert/, data/, tokenizer.py                  checkpoints into params; images, prompts, tokens
+  3. convert/, data/                                checkpoints into params; images, prompts, tokens
   4. blink/                                         the method on top of a model
-  5. families.py, checkpoint.py, generate.py,       one family's pieces together; TokenSR exports;
-     loglikelihood.py                               decoding and scoring
-  6. backbone.py, pipeline.py                       the model a job names; the inference API
+  5. families.py, checkpoint.py                     one family's pieces together; TokenSR exports
+  6. backbone.py, inference/                        the model a job names; the inference API
   7. train/, eval/                                  the jobs
   8. aot.py, visualize_job.py, cli.py               tools over the jobs: TPU sizing, the picture,
                                                     the command lines

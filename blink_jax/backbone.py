@@ -16,7 +16,7 @@ from blink_jax import families
 from blink_jax import sharding as shd
 from blink_jax.models import presets, vision_language
 from blink_jax.models.layer_stack import per_layer_params, resolve_layout
-from blink_jax.tokenizer import Tokenizer, byte_level_tokenizer
+from blink_jax.data.tokenizer import Tokenizer, byte_level_tokenizer
 
 
 def model_config(model_cfg: ml_collections.ConfigDict, platform: str = "cpu", training: bool = False) -> Any:

@@ -12,7 +12,7 @@ from blink_jax.blink.config import RANDOM_MODEL_THRESHOLDS, parse_overrides
 from blink_jax.blink.visualize import render
 from blink_jax.checkpoint import DEFAULT_EXPORT
 from blink_jax.data.image_preprocessing import load_image
-from blink_jax.pipeline import Pipeline
+from blink_jax.inference.pipeline import Pipeline
 
 SAMPLE_QUESTION = "What colour is the cat's fur?"
 

@@ -12,7 +12,7 @@ on the command line:
 import dataclasses
 
 from blink_jax.blink.config import defaults_for
-from blink_jax.pipeline import DEFAULT_BUCKETS
+from blink_jax.inference.pipeline import DEFAULT_BUCKETS
 from configs import eval as eval_config
 
 

@@ -9,7 +9,7 @@ from safetensors.numpy import load_file, save_file
 
 from blink_jax.convert.hf_llava import load_hf_llava
 from blink_jax.data.image_preprocessing import preprocess_image
-from blink_jax.tokenizer import Tokenizer
+from blink_jax.data.tokenizer import Tokenizer
 
 
 def _copy_with(src, dst, edit):

@@ -11,7 +11,7 @@ import pytest
 import hf_fixtures
 from blink_jax.blink.config import BlinkConfig
 from blink_jax.models.token_sr import TokenSRLayer, init_token_sr
-from blink_jax.pipeline import Pipeline
+from blink_jax.inference.pipeline import Pipeline
 from blink_reference import reference_blink
 
 BASE = BlinkConfig(mode="interp", first_scan_layer=1, last_scan_layer=6, region_size=2, max_regions=1,

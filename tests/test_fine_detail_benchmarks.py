@@ -11,7 +11,7 @@ from blink_jax.data.image_preprocessing import ImageError, preprocess_image
 from blink_jax.eval import benchmarks, hrbench, runner, sample_benchmarks, vstar
 from blink_jax.eval.example import EvalExample
 from blink_jax.eval.readers import ParquetCell, read_rows
-from blink_jax.pipeline import Pipeline
+from blink_jax.inference.pipeline import Pipeline
 
 
 def test_vstar_folder_layout_gives_a_scored_and_a_letter_question(tmp_path):

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 import hf_fixtures
-from blink_jax.pipeline import Pipeline
+from blink_jax.inference.pipeline import Pipeline
 
 
 def _batch(pipe, n_words):

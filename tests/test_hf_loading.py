@@ -9,7 +9,7 @@ import gcs_fixtures
 import hf_fixtures
 from blink_jax import sharding as shd
 from blink_jax.convert.safetensors_reader import SafetensorsCheckpoint
-from blink_jax.pipeline import Pipeline
+from blink_jax.inference.pipeline import Pipeline
 
 
 def test_transformers_key_layout_loads_the_same_params(gqa_ckpt, tmp_path):

@@ -12,7 +12,7 @@ from blink_jax.blink.config import BlinkConfig
 from blink_jax.models import token_sr
 from blink_jax.models.layer_stack import resolve_layout
 from blink_jax.models.vision_language import text_layer_params
-from blink_jax.pipeline import Pipeline
+from blink_jax.inference.pipeline import Pipeline
 from blink_jax.train.loop import check_settings
 from configs import tokensr
 

@@ -9,7 +9,7 @@ import hf_fixtures
 from blink_jax.data.image_preprocessing import preprocess_image
 from blink_jax.data.prompt import vicuna_v1_prompt
 from blink_jax.models.llava import Llava
-from blink_jax.pipeline import Pipeline
+from blink_jax.inference.pipeline import Pipeline
 
 BUCKETS = (64, 128, 256, 512)
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 import hf_fixtures
 from blink_jax.data.prompt import vicuna_v1_prompt
-from blink_jax.pipeline import Pipeline
+from blink_jax.inference.pipeline import Pipeline
 
 OPTIONS = ("yes", "no")
 UTILS = '''

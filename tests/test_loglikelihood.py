@@ -10,7 +10,7 @@ from transformers import LlavaForConditionalGeneration
 
 import hf_fixtures
 from blink_jax.blink.config import BlinkConfig
-from blink_jax.pipeline import Pipeline
+from blink_jax.inference.pipeline import Pipeline
 
 QUESTIONS = ["what is in this image ?", "describe it", hf_fixtures.long_question(120)]
 CONTINUATIONS = [" red cat</s>", " a dog on the left", " yes</s>"]

@@ -22,12 +22,12 @@ from blink_jax.convert.hf_qwen2_5_vl import load_hf_qwen2_5_vl
 from blink_jax.data.prompt import QWEN_IMAGE_PLACEHOLDER, qwen_chat_prompt
 from blink_jax.data.qwen_preprocessing import (DEFAULT_GRID_BUCKETS, choose_bucket, preprocess_qwen_image,
                                                smart_resize)
-from blink_jax.generate import first_positions, greedy_generate, vanilla_prefill
+from blink_jax.inference.generate import first_positions, greedy_generate, vanilla_prefill
 from blink_jax.models import presets
 from blink_jax.models.qwen2_5_vl import Qwen2_5_VL, mrope_positions
 from blink_jax.models.qwen2_5_vl_config import from_hf_config
-from blink_jax.pipeline import Pipeline
-from blink_jax.tokenizer import Tokenizer
+from blink_jax.inference.pipeline import Pipeline
+from blink_jax.data.tokenizer import Tokenizer
 
 # The hub's Qwen/Qwen2.5-VL-7B-Instruct config.json (flat: text fields at the top level, rope_scaling).
 HUB_7B_CONFIG = presets.HF_CONFIGS["qwen2.5-vl-7b"]

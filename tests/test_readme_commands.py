@@ -37,7 +37,7 @@ from blink_jax.eval import runner, sample_benchmarks
 from blink_jax.eval.readers import read_rows
 from blink_jax.models import presets
 from blink_jax.models.token_sr import init_token_sr
-from blink_jax.tokenizer import byte_level_tokenizer
+from blink_jax.data.tokenizer import byte_level_tokenizer
 from blink_jax.train import loop
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from blink_jax.pipeline import Pipeline
+from blink_jax.inference.pipeline import Pipeline
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 README_CKPT = '"/ckpts/llava-1.5-7b-hf"'

@@ -5,7 +5,7 @@ import numpy as np
 
 import hf_fixtures
 from blink_jax import sharding as shd
-from blink_jax.pipeline import Pipeline
+from blink_jax.inference.pipeline import Pipeline
 
 
 def test_sharded_load_and_logits_equal_single_device(gqa_ckpt):

@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from blink_jax.data.prompt import vicuna_v1_prompt
-from blink_jax.tokenizer import Tokenizer, byte_level_tokenizer
+from blink_jax.data.tokenizer import Tokenizer, byte_level_tokenizer
 
-PROBE = ("from blink_jax.tokenizer import byte_level_tokenizer;"
+PROBE = ("from blink_jax.data.tokenizer import byte_level_tokenizer;"
          "print(byte_level_tokenizer(511).encode('USER: <image>\\n这是什么? ASSISTANT:'))")
 
 

@@ -126,7 +126,7 @@ def test_teacher_equals_the_model_run_on_the_crop_outside_the_step(blink_ckpt, t
 def test_qwen_job_trains_and_its_export_runs_blink_at_another_bucket(qwen_ckpt, tmp_path):
   """The training job on a Qwen2.5-VL checkpoint (one 8x8 bucket) exports a TokenSR that Blink's tokensr
   mode loads and runs at another bucket (8x12), where it changes the logits interp gives."""
-  from blink_jax.pipeline import Pipeline
+  from blink_jax.inference.pipeline import Pipeline
   import hf_fixtures
   run = tmp_path / "run"
   metrics = train(train_fixtures.tiny_config(run, **{
@@ -222,7 +222,7 @@ def test_saliency_guided_regions_follow_blinks_own_scanning(request, ckpt, prepr
   LLaVA-1.5 and on Qwen2.5-VL (its chat template, multimodal RoPE, a non-square grid)."""
   from blink_jax.blink.config import BlinkConfig
   from blink_jax.data.train_pipeline import QuestionSuffix
-  from blink_jax.pipeline import Pipeline
+  from blink_jax.inference.pipeline import Pipeline
   from blink_jax.train.distill import choose_regions, scan_layer_visual_states
   import hf_fixtures
   pipe = Pipeline.from_hf(request.getfixturevalue(ckpt), preprocessing=preprocessing, buckets=(96, 128, 192),

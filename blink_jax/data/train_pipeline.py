@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 from blink_jax import sharding as shd
 from blink_jax.data.image_preprocessing import DEFAULT_MAX_PIXELS, ImageError
 from blink_jax.data.prompt import vicuna_v1_prompt
-from blink_jax.tokenizer import Tokenizer
+from blink_jax.data.tokenizer import Tokenizer
 
 
 class QuestionSuffix:

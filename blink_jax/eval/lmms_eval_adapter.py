@@ -36,7 +36,7 @@ from PIL import Image
 from blink_jax import sharding as shd
 from blink_jax.blink.config import MODES, parse_overrides
 from blink_jax.data.prompt import IMAGE_PLACEHOLDER, vicuna_v1_prompt
-from blink_jax.pipeline import Pipeline
+from blink_jax.inference.pipeline import Pipeline
 
 
 def manifest():

@@ -32,7 +32,7 @@ from blink_jax.eval import benchmarks, mmvet, paired, provenance
 from blink_jax.eval.example import EvalExample
 from blink_jax.eval.readers import LazyFile, ParquetCell, read_rows
 from blink_jax.eval.sample_benchmarks import write_samples
-from blink_jax.pipeline import Pipeline
+from blink_jax.inference.pipeline import Pipeline
 
 STRUCTURAL_FIELDS = ("first_scan_layer", "last_scan_layer", "region_size", "token_sr_channels")
 MAX_LISTED_SKIPS = 50

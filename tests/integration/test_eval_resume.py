@@ -6,7 +6,7 @@ import json
 import pytest
 
 from blink_jax.eval import runner
-from blink_jax.pipeline import Pipeline
+from blink_jax.inference.pipeline import Pipeline
 from test_eval import _config
 
 pytestmark = pytest.mark.slow   # two whole evaluations: the full tier only

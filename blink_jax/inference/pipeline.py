@@ -28,11 +28,11 @@ from blink_jax.blink.prefill import BlinkOutput, blink_prefill, blink_prefill_fn
 from blink_jax.checkpoint import load_token_sr
 from blink_jax.data.image_preprocessing import ImageLike, load_image
 from blink_jax.data.prompt_batch import PromptBatch, fit_slots, pad_prompts
-from blink_jax.generate import greedy_generate, vanilla_prefill
-from blink_jax.loglikelihood import Scores, pad_continuations, score_continuations
+from blink_jax.inference.generate import greedy_generate, vanilla_prefill
+from blink_jax.inference.loglikelihood import Scores, pad_continuations, score_continuations
 from blink_jax.models import token_sr as token_sr_lib
 from blink_jax.models.layer_stack import resolve_layout
-from blink_jax.tokenizer import Tokenizer
+from blink_jax.data.tokenizer import Tokenizer
 
 # 64-token steps up to 1024, where LLaVA-1.5 prompts live (576 visual + ~60-120 text tokens): padding
 # stays small, and Blink's 64 SR slots (p=4, K=1) cost at most one step more than the plain prompt.

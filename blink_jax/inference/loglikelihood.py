@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from blink_jax.generate import PrefillFn, decode_step, first_positions
+from blink_jax.inference.generate import PrefillFn, decode_step, first_positions
 from blink_jax.models.vision_language import VisionLanguageModel
 
 CONTINUATION_BUCKETS = (8, 16, 32, 64, 128, 256, 512)
