@@ -74,8 +74,8 @@ def load_token_sr(directory: str | epath.PathLike, *, width: int,
   blink = token_sr_settings(directory, width=width)
   partitioner = partitioner or shd.Partitioner.single_device()
   dims = (blink.num_scan_layers, blink.token_sr_channels, blink.region_size, width)
-  target = jax.eval_shape(lambda: init_token_sr(*dims, jax.random.key(0)))
-  shardings = token_sr_shardings(*dims, partitioner)
+  target = jax.eval_shape(lambda: init_token_sr(*dims, jax.random.key(0), arch=blink.token_sr_arch))
+  shardings = token_sr_shardings(*dims, partitioner, arch=blink.token_sr_arch)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), target, shardings)
   try:
     with ocp.StandardCheckpointer() as ckptr:

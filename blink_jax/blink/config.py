@@ -10,6 +10,9 @@ MODES = ("vanilla", "interp", "tokensr")
 POSITION_SCHEMES = ("parent", "fractional")
 AFTER_SCAN = ("keep", "drop")
 SALIENCY_NORMS = ("row", "visual")
+REGION_CHOICES = ("saliency", "random")
+SCHEDULES = ("dynamic", "fixed")
+TOKEN_SR_ARCHS = ("conv", "mlp")
 # A random model's saliency is nearly uniform (rho ~ 1/16 over the tiny preset's 16 regions): the
 # spec's tau_exp = 3/36 would never expand. With these thresholds Blink acts on every question of the
 # embedded defaults (eval.py's config, visualize.py and Pipeline.from_preset's demo).
@@ -29,6 +32,11 @@ class BlinkConfig:
   after_scan: str = "keep"          # SR tokens live after the last scanning layer: keep | drop
   saliency_norm: str = "row"        # softmax over the whole causal row, or over visual keys only
   token_sr_channels: int = 512      # C of TokenSR
+  token_sr_arch: str = "conv"       # conv: the 3x3 expansion (spec); mlp: per token (1x1), the paper's future work
+  # Ablations (the paper's, section "Ablations"): which region a decision takes, and when decisions happen.
+  region_choice: str = "saliency"   # saliency: the most salient; random: a random region (same trigger)
+  schedule: str = "dynamic"         # dynamic: DTR (tau_exp / tau_drop); fixed: re-expand the top regions at
+                                    # every scanning layer, whatever rho
 
   @property
   def num_scan_layers(self) -> int:
@@ -65,6 +73,9 @@ class BlinkConfig:
     need(0.0 <= self.tau_drop <= self.tau_exp <= 1.0,
          f"thresholds need 0 <= tau_drop ({self.tau_drop}) <= tau_exp ({self.tau_exp}) <= 1")
     need(self.token_sr_channels >= 1, "token_sr_channels must be >= 1")
+    for field, known in (("token_sr_arch", TOKEN_SR_ARCHS), ("region_choice", REGION_CHOICES),
+                         ("schedule", SCHEDULES)):
+      need(getattr(self, field) in known, f"{field}={getattr(self, field)!r}; expected one of {known}")
     return self
 
 

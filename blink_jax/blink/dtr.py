@@ -1,5 +1,6 @@
-"""Dynamic token resolution (BLINK_SPEC §3): per example, drop expanded regions that lost focus, then
-expand the most salient regions above tau_exp into free blocks. All examples decide independently."""
+"""Dynamic token resolution: per example, drop expanded regions that lost focus, then expand the most
+salient regions above tau_exp into free blocks (and the paper's ablations: a fixed schedule, random
+regions). All examples decide independently."""
 
 from __future__ import annotations
 
@@ -26,17 +27,37 @@ class Decision(NamedTuple):
   dropped: jax.Array   # [B, K] cleared this layer
 
 
-def decide(shares: jax.Array, state: BlockState, cfg: BlinkConfig) -> Decision:
-  """shares [B, R] (sum to 1). Drop first (share < tau_drop), then fill free blocks, lowest block
-  first, with the regions above tau_exp that no live block holds, highest share first (ties: lower
-  region id)."""
+def random_scores(shares: jax.Array, layer: int) -> jax.Array:
+  """[B, R] uniform scores for region_choice="random": per example a function of its own shares
+  (rounded to 1e-3, so an example draws the same regions batched or alone) and of the layer."""
+  weights = jnp.arange(1, shares.shape[1] + 1, dtype=jnp.int32)
+  fingerprint = jnp.sum(jnp.round(shares * 1000).astype(jnp.int32) * weights, axis=1).astype(jnp.uint32)
+  base = jax.random.fold_in(jax.random.key(0), layer)
+  return jax.vmap(lambda f: jax.random.uniform(jax.random.fold_in(base, f), shares.shape[1:]))(fingerprint)
+
+
+def decide(shares: jax.Array, state: BlockState, cfg: BlinkConfig, layer: int = 0) -> Decision:
+  """shares [B, R] (sum to 1) at scanning layer `layer`. Dynamic schedule (DTR): drop first (share <
+  tau_drop), then fill free blocks, lowest block first, with the regions above tau_exp that no live
+  block holds, highest share first (ties: lower region id). Fixed schedule (ablation): every block
+  drops and the top regions refill them, whatever rho. region_choice="random" (ablation): as many
+  regions as that would expand, drawn at random (random_scores) among those no live block holds."""
   num_regions = shares.shape[1]
-  held_share = jnp.take_along_axis(shares, state.region, axis=1)
-  dropped = state.live & (held_share < cfg.tau_drop)
+  if cfg.schedule == "fixed":
+    dropped = state.live
+  else:
+    held_share = jnp.take_along_axis(shares, state.region, axis=1)
+    dropped = state.live & (held_share < cfg.tau_drop)
   live = state.live & ~dropped
   held = jnp.any(jax.nn.one_hot(state.region, num_regions, dtype=bool) & live[..., None], axis=1)
-  candidate = (shares > cfg.tau_exp) & ~held
-  order = jnp.argsort(jnp.where(candidate, -shares, jnp.inf), axis=1, stable=True)
+  candidate = ~held if cfg.schedule == "fixed" else (shares > cfg.tau_exp) & ~held
+  scores = shares
+  if cfg.region_choice == "random":
+    scores = random_scores(shares, layer)
+    wanted = jnp.sum(candidate, axis=1, keepdims=True)
+    rank = jnp.argsort(jnp.argsort(jnp.where(held, jnp.inf, -scores), axis=1, stable=True), axis=1)
+    candidate = ~held & (rank < wanted)
+  order = jnp.argsort(jnp.where(candidate, -scores, jnp.inf), axis=1, stable=True)
   free = ~live
   rank = jnp.cumsum(free, axis=1) - 1
   pick = jnp.take_along_axis(order, jnp.clip(rank, 0, num_regions - 1), axis=1)

@@ -28,10 +28,10 @@ from blink_jax.blink.config import BlinkConfig
 from blink_jax.blink.dtr import BlockState, decide
 from blink_jax.blink.saliency import last_token_shares
 from blink_jax.blink.slots import SlotLayout
-from blink_jax.models.layer_stack import detached, is_per_layer, layer_params, run_range, stack
+from blink_jax.models.layer_stack import is_per_layer, layer_params, run_range, stack
 from blink_jax.models.llama import KVCache, LayerInputs, decoding_layout
 from blink_jax.models.vision_language import VisionLanguageModel, decoder_layer, text_layer_params
-from blink_jax.models.token_sr import TokenSRLayer, bilinear_2x
+from blink_jax.models.token_sr import bilinear_2x, layer_for
 
 
 class BlinkTrace(NamedTuple):
@@ -79,8 +79,7 @@ def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, i
   n_layers, first, last = cfg.text.num_layers, blink.first_scan_layer, blink.last_scan_layer
   s = layout.full_len
   text_layer = decoder_layer(cfg)
-  sr_layer = detached(TokenSRLayer, blink.token_sr_channels, jnp.dtype(cfg.dtype),
-                      jnp.dtype(cfg.param_dtype))
+  sr_layer = layer_for(blink, cfg)
   sr_stack = params["token_sr"]["layers"] if blink.mode == "tokensr" else None
   p, d = blink.region_size, cfg.text.hidden_size
 
@@ -98,7 +97,7 @@ def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, i
     saliency, shares = last_token_shares(text_layer, text_params, h_in, positions, last_index, k,
                                          key_valid & row_mask_causal, image_start, layout.num_visual,
                                          layout.grid, blink)
-    decision = decide(shares, state, blink)
+    decision = decide(shares, state, blink, layer=i)
     # Super-resolve each block's region from this layer's output; only newly expanded blocks take it.
     idx = layout.region_token_index(decision.state.region).reshape(b, -1)
     region_h = jnp.take_along_axis(h_out, idx[..., None], axis=1).reshape(b * blink.max_regions, p, p, d)

@@ -34,7 +34,8 @@ from blink_jax.eval.readers import LazyFile, ParquetCell, read_rows
 from blink_jax.eval.sample_benchmarks import write_samples
 from blink_jax.inference.pipeline import Pipeline
 
-STRUCTURAL_FIELDS = ("first_scan_layer", "last_scan_layer", "region_size", "token_sr_channels")
+STRUCTURAL_FIELDS = ("first_scan_layer", "last_scan_layer", "region_size", "token_sr_channels",
+                     "token_sr_arch")
 MAX_LISTED_SKIPS = 50
 
 

@@ -3,6 +3,8 @@ and the bilinear 2x upsampling that is both its skip path and Blink-interp.
 
 conv1x1 (D->C) -> ReLU -> conv3x3 (C->4C) + pixel shuffle x2 -> ReLU -> conv1x1 (C->D), added to
 bilinear_2x(x). The last conv starts at zero, so an untrained TokenSR is exactly Blink-interp.
+`arch="mlp"` (the paper's named future work) makes the expansion 1x1: each token is super-resolved
+from itself alone, a per-token MLP.
 """
 
 from __future__ import annotations
@@ -31,11 +33,16 @@ def pixel_shuffle_2x(x: jax.Array) -> jax.Array:
   return x.reshape(n, 2 * h, 2 * w, c)
 
 
+# The expansion's kernel size per architecture (BlinkConfig.token_sr_arch).
+KERNELS = {"conv": 3, "mlp": 1}
+
+
 class TokenSRLayer(nn.Module):
   """One scanning layer's TokenSR: region grids x [N, p, p, D] -> [N, 2p, 2p, D] (carry unused)."""
   channels: int
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  arch: str = "conv"
 
   @nn.compact
   def __call__(self, carry, x):
@@ -48,7 +55,7 @@ class TokenSRLayer(nn.Module):
                      name=name)
 
     h = nn.relu(conv(c, 1, ("embed", "mlp"), "reduce")(x))
-    h = nn.relu(pixel_shuffle_2x(conv(4 * c, 3, ("mlp", None), "expand")(h)))
+    h = nn.relu(pixel_shuffle_2x(conv(4 * c, KERNELS[self.arch], ("mlp", None), "expand")(h)))
     h = conv(d, 1, ("mlp", "embed"), "project", nn.initializers.zeros)(h)
     return carry, bilinear_2x(x) + h.astype(x.dtype)
 
@@ -60,10 +67,11 @@ class TokenSR(nn.Module):
   channels: int
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  arch: str = "conv"
 
   @nn.compact
   def __call__(self, x, layer: int = 0):
-    stack = StackedLayers(detached(TokenSRLayer, self.channels, self.dtype, self.param_dtype),
+    stack = StackedLayers(detached(TokenSRLayer, self.channels, self.dtype, self.param_dtype, self.arch),
                           self.num_layers, name="layers")
     if self.is_initializing():
       _, out = stack(None, jnp.broadcast_to(x, (self.num_layers,) + x.shape))
@@ -72,29 +80,36 @@ class TokenSR(nn.Module):
     return out[0]
 
 
-def _init_fn(num_layers, channels, region_size, width, dtype, param_dtype):
-  module = TokenSR(num_layers, channels, dtype, param_dtype)
+def layer_for(blink, cfg) -> TokenSRLayer:
+  """One scanning layer's TokenSR module for a BlinkConfig (channels, architecture) at a model
+  config's dtypes, to apply with one layer's params (Blink's prefill, the distillation loss)."""
+  return detached(TokenSRLayer, blink.token_sr_channels, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype),
+                  blink.token_sr_arch)
+
+
+def _init_fn(num_layers, channels, region_size, width, dtype, param_dtype, arch):
+  module = TokenSR(num_layers, channels, dtype, param_dtype, arch)
   x = jnp.zeros((1, region_size, region_size, width), dtype)
   return lambda r: module.init(r, x)["params"]
 
 
 def token_sr_shardings(num_layers: int, channels: int, region_size: int, width: int,
-                       partitioner: shd.Partitioner, param_dtype=jnp.float32):
+                       partitioner: shd.Partitioner, param_dtype=jnp.float32, arch: str = "conv"):
   """NamedShardings of the TokenSR params from their logical axes."""
-  init = _init_fn(num_layers, channels, region_size, width, jnp.float32, param_dtype)
+  init = _init_fn(num_layers, channels, region_size, width, jnp.float32, param_dtype, arch)
   return partitioner.shardings(jax.eval_shape(init, jax.random.key(0)))
 
 
 def init_token_sr(num_layers: int, channels: int, region_size: int, width: int, rng: jax.Array, *,
                   partitioner: shd.Partitioner | None = None, dtype=jnp.float32, param_dtype=jnp.float32,
-                  abstract: bool = False):
+                  arch: str = "conv", abstract: bool = False):
   """TokenSR params ({'layers': {'layers': ...}}), created directly in their shardings when a
   sharding.Partitioner is given (with `abstract`, only their shapes: see sharding.create).
   Untrained (last conv zero): equal to Blink-interp."""
-  init = _init_fn(num_layers, channels, region_size, width, dtype, param_dtype)
+  init = _init_fn(num_layers, channels, region_size, width, dtype, param_dtype, arch)
   if partitioner is None:
     return nn.meta.unbox(init(rng))
-  shardings = token_sr_shardings(num_layers, channels, region_size, width, partitioner, param_dtype)
+  shardings = token_sr_shardings(num_layers, channels, region_size, width, partitioner, param_dtype, arch)
   return shd.create(lambda r: nn.meta.unbox(init(r)), shardings, rng, abstract=abstract)
 
 
@@ -103,4 +118,4 @@ def init_for(blink, cfg, rng: jax.Array, *, partitioner: shd.Partitioner | None 
   width and dtypes: the one call train, the pipeline and bench make."""
   return init_token_sr(blink.num_scan_layers, blink.token_sr_channels, blink.region_size, cfg.text.hidden_size,
                        rng, partitioner=partitioner, dtype=jnp.dtype(cfg.dtype),
-                       param_dtype=jnp.dtype(cfg.param_dtype), abstract=abstract)
+                       param_dtype=jnp.dtype(cfg.param_dtype), arch=blink.token_sr_arch, abstract=abstract)

@@ -24,10 +24,9 @@ import jax.numpy as jnp
 from blink_jax import families
 from blink_jax.blink.config import BlinkConfig
 from blink_jax.blink.saliency import last_token_shares
-from blink_jax.models.layer_stack import detached
 from blink_jax.models.llama import LayerInputs
 from blink_jax.models.vision_language import VisionLanguageModel, decoder_layer, text_layer_params
-from blink_jax.models.token_sr import TokenSRLayer
+from blink_jax.models import token_sr as token_sr_lib
 
 
 class DistillMetrics(NamedTuple):
@@ -169,8 +168,7 @@ def distillation_targets(model: VisionLanguageModel, backbone: Any, prefix_ids, 
 def distillation_loss(model: VisionLanguageModel, blink: BlinkConfig, token_sr: Any, region_states, teacher, *,
                       temperature: float, cosine_weight: float) -> tuple[jax.Array, DistillMetrics]:
   """Mean over scanning layers of KL (+ weighted cosine) between TokenSR_L(region) and the teacher."""
-  sr_layer = detached(TokenSRLayer, blink.token_sr_channels, jnp.dtype(model.cfg.dtype),
-                      jnp.dtype(model.cfg.param_dtype))
+  sr_layer = token_sr_lib.layer_for(blink, model.cfg)
 
   def per_layer(layer_params, x, tgt):
     _, student = sr_layer.apply({"params": layer_params}, None, x)

@@ -1,0 +1,88 @@
+"""The paper's ablations as settings (BlinkConfig.region_choice, schedule, token_sr_arch): a random
+choice takes random regions under the same trigger, a fixed schedule re-expands the top region at
+every scanning layer whatever rho, an MLP TokenSR is per-token and starts as interpolation; each
+runs through Blink's prefill and a TokenSR export."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hf_fixtures
+from blink_jax.blink.config import BlinkConfig
+from blink_jax.blink.dtr import BlockState, decide
+from blink_jax.checkpoint import export_token_sr, load_token_sr
+from blink_jax.inference.pipeline import Pipeline
+from blink_jax.models.token_sr import TokenSRLayer, bilinear_2x, init_token_sr
+
+BASE = BlinkConfig(mode="interp", first_scan_layer=1, last_scan_layer=6, region_size=2, max_regions=1,
+                   token_sr_channels=8)
+
+
+def _shares(batch=256, regions=16, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).dirichlet(np.full(regions, 0.5), batch), jnp.float32)
+
+
+def test_random_region_choice_draws_regions_under_the_same_trigger():
+  shares = _shares()
+  empty = BlockState.empty(shares.shape[0], 1)
+  salient = decide(shares, empty, dataclasses.replace(BASE, tau_exp=0.0))
+  drawn = decide(shares, empty, dataclasses.replace(BASE, tau_exp=0.0, region_choice="random"))
+  assert bool(salient.expanded.all()) and bool(drawn.expanded.all())          # the same trigger
+  np.testing.assert_array_equal(salient.state.region[:, 0], np.argmax(shares, axis=1))
+  picked = np.asarray(drawn.state.region[:, 0])
+  assert np.mean(picked == np.argmax(shares, axis=1)) < 0.25                  # not the salient one
+  assert len(set(picked.tolist())) == 16                                      # every region drawn
+  again = decide(shares, empty, dataclasses.replace(BASE, tau_exp=0.0, region_choice="random"))
+  np.testing.assert_array_equal(again.state.region, drawn.state.region)      # reproducible
+  alone = decide(shares[3:4], BlockState.empty(1, 1), dataclasses.replace(BASE, tau_exp=0.0, region_choice="random"))
+  assert int(alone.state.region[0, 0]) == picked[3]                           # batched = alone
+  never = decide(shares, empty, dataclasses.replace(BASE, tau_exp=1.0, tau_drop=0.0, region_choice="random"))
+  assert not bool(never.expanded.any())                                       # no trigger, no region
+
+
+def test_fixed_schedule_re_expands_the_top_regions_whatever_rho():
+  shares = _shares(batch=8)
+  cfg = dataclasses.replace(BASE, tau_exp=1.0, tau_drop=0.0, schedule="fixed", max_regions=2)
+  first = decide(shares, BlockState.empty(8, 2), cfg)
+  assert bool(first.expanded.all())
+  top2 = np.argsort(-np.asarray(shares), axis=1)[:, :2]
+  np.testing.assert_array_equal(np.sort(first.state.region, axis=1), np.sort(top2, axis=1))
+  later = decide(_shares(batch=8, seed=1), first.state, cfg)
+  assert bool(later.dropped.all()) and bool(later.expanded.all())
+  assert not bool(decide(shares, BlockState.empty(8, 2), dataclasses.replace(cfg, schedule="dynamic")).expanded.any())
+
+
+def test_mlp_token_sr_is_per_token_and_starts_as_interpolation(tmp_path):
+  params = init_token_sr(2, 8, 2, 16, jax.random.key(0), arch="mlp")
+  assert params["layers"]["layers"]["expand"]["kernel"].shape == (2, 1, 1, 8, 32)
+  x = jax.random.normal(jax.random.key(1), (3, 2, 2, 16))
+  layer = jax.tree.map(lambda a: a[0], params["layers"]["layers"])
+  _, out = TokenSRLayer(8, arch="mlp").apply({"params": layer}, None, x)
+  np.testing.assert_allclose(out, bilinear_2x(x), atol=1e-6)
+  blink = dataclasses.replace(BASE, mode="tokensr", token_sr_arch="mlp", last_scan_layer=2)   # 2 layers
+  export_token_sr(tmp_path / "export", params, blink, 16)
+  loaded, trained_for = load_token_sr(tmp_path / "export", width=16)
+  assert trained_for.token_sr_arch == "mlp"
+  jax.tree.map(np.testing.assert_array_equal, loaded, params)
+
+
+def test_ablations_run_through_blinks_prefill(blink_ckpt):
+  pipe = Pipeline.from_hf(blink_ckpt, buckets=(96, 128))
+  batch = pipe.prepare(list(hf_fixtures.sample_photos().values())[:2], ["what is in this image ?", "describe it"])
+  fixed = pipe.with_blink(dataclasses.replace(BASE, tau_exp=1.0, tau_drop=0.0, schedule="fixed"))
+  trace = fixed.blink_forward(batch, mode="interp", trace=True).trace
+  assert bool(np.asarray(trace.expanded).all())          # every scanning layer, every example
+  drawn = pipe.with_blink(dataclasses.replace(BASE, tau_exp=0.0, tau_drop=0.0, region_choice="random"))
+  trace = drawn.blink_forward(batch, mode="interp", trace=True).trace
+  first = np.asarray(trace.region)[:, 0, 0]               # the region each example expanded first
+  assert bool(np.asarray(trace.expanded)[:, 0].all())
+  assert (first != np.asarray(trace.shares)[:, 0].argmax(-1)).any()
+
+
+def test_unknown_ablation_settings_are_named():
+  for field in ("region_choice", "schedule", "token_sr_arch"):
+    with pytest.raises(ValueError, match=f"{field}='x'"):
+      dataclasses.replace(BASE, **{field: "x"}).validate(6, 8)
