@@ -42,7 +42,9 @@ from blink_jax.train import loop
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 UNSUBSTITUTED = ("$", "/ckpts/", "/data/", "/mnt/", "gs://")
-EMBEDDED = ("tiny", "qwen2.5-vl-tiny")   # model.preset of the embedded defaults (no checkpoint)
+EMBEDDED = ("tiny", "qwen2.5-vl-tiny")
+# Scripts whose commands are checked by their own flag parsing (absl's --only_check_args, a subprocess).
+PARSED_BY_THEMSELVES = ("bench.", "blink_jax.data.fine_detail")   # model.preset of the embedded defaults (no checkpoint)
 
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -124,6 +126,7 @@ def stand_ins(tmp_path_factory):
         "/ckpts/Qwen2.5-VL-7B-Instruct": str(qwen),
         "/ckpts/runs/tokensr_7b/export": str(_export_for(root / "tokensr_7b", "configs.tokensr_7b", 4096)),
         "runs/tokensr_7b/export": str(root / "tokensr_7b"),
+        "data/fine_detail": str(root / "samples" / "fine_detail"),   # the generator's output (its samples)
         "runs/tokensr_qwen2_5_vl_7b/export": str(_export_for(root / "tokensr_qwen", "configs.tokensr_qwen2_5_vl_7b",
                                                              3584)),
         "cat.jpg": str(root / "cat.jpg"),
@@ -217,7 +220,7 @@ def _check_readme(stand_ins, tmp_path, monkeypatch, *, published: bool) -> list[
     script = args[1] if args[0] == "-m" else args[0]
     args = args[2:] if args[0] == "-m" else args[1:]
     start = time.perf_counter()
-    if script.startswith("bench."):   # a bench script's flags, parsed by the script itself (absl's check)
+    if script.startswith(PARSED_BY_THEMSELVES):   # flags parsed by the script itself (absl's check)
       if not published:
         proc = subprocess.run([sys.executable, "-m", script, *args, "--only_check_args"], cwd=ROOT,
                               capture_output=True, text=True, timeout=300)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from blink_jax.eval import gqa, hrbench, mmbench, mme, mmvet, pope, scienceqa, seed, vqa_accuracy, vstar
+from blink_jax.eval import (fine_detail, gqa, hrbench, mmbench, mme, mmvet, pope, scienceqa, seed, vqa_accuracy,
+                            vstar)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +45,8 @@ BENCHMARKS = {b.name: b for b in [
                                                      "relative_position/accuracy", "letter/accuracy"), {}),
     Benchmark("hrbench_4k", hrbench.examples, hrbench.score, ("average", "single", "cross"), {}, unit="cycle"),
     Benchmark("hrbench_8k", hrbench.examples, hrbench.score, ("average", "single", "cross"), {}, unit="cycle"),
+    Benchmark("fine_detail", fine_detail.examples, fine_detail.score,
+              ("accuracy",) + tuple(f"{c}/accuracy" for c in fine_detail.CATEGORIES), {}, stratum="category"),
     Benchmark("mmvet", mmvet.examples, mmvet.score, ("predictions_for_grader",),
               {"gpt4_score (external grader)": (32.20, 31.70, 33.40)}, scored_here=False),
 ]}

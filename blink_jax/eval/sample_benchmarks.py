@@ -1,7 +1,7 @@
 """The embedded eval default's data: a few questions per benchmark about the photographs scikit-image
 ships (HR-Bench's at 4K / 8K), written in each benchmark's lmms-lab parquet layout (V* Bench in its own
-folder layout), and POPE
-also in LLaVA's jsonl layout and as a TFDS dataset, so every reader runs without a download."""
+folder layout, the fine-detail task's 8 generated test questions in LLaVA's), and POPE also in
+LLaVA's jsonl layout and as a TFDS dataset, so every reader runs without a download."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
+
+from blink_jax.data import fine_detail
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
@@ -136,6 +138,9 @@ def write_samples(root: str | epath.PathLike) -> dict[str, dict]:
   sources["gqa"]["images"] = str(root / "parquet" / "gqa_images")
   write_llava_layout(rows["pope"], root / "llava" / "pope")
   sources["vstar"] = write_folder_layout(rows["vstar"], root / "folder" / "vstar")
+  fine_detail.write(root / "fine_detail", per_split=(0, 0, 8))
+  sources["fine_detail"] = {"format": "llava", "questions": str(root / "fine_detail" / "test.jsonl"),
+                            "image_folder": str(root / "fine_detail" / "images")}
   return sources
 
 
