@@ -32,6 +32,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.max_new_tokens = 16
   # Blink modes against vanilla: resamples of the paired bootstrap interval (0: the difference only)
   c.bootstrap_samples = 1000
+  # Blink modes on benchmarks whose questions carry the target's box (fine_detail): per scanning layer
+  # the saliency's hit rate, expansions and drops, accuracy by whether the target was expanded
+  # (eval/diagnostics.py; one more traced prefill per batch)
+  c.diagnostics = False
   c.max_image_pixels = DEFAULT_MAX_PIXELS  # larger images: reduced-scale JPEG decode, else a counted skip (0: no limit)
   c.prompt_buckets = ",".join(str(b) for b in DEFAULT_BUCKETS)
   # train.py's export/ directory. "auto": for the embedded model, the default train job's export

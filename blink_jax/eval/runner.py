@@ -28,7 +28,7 @@ from blink_jax import sharding as shd
 from blink_jax.blink.config import from_mapping
 from blink_jax.checkpoint import DEFAULT_EXPORT, load_token_sr, params_sha256, token_sr_settings
 from blink_jax.data.image_preprocessing import ImageError, load_image
-from blink_jax.eval import benchmarks, mmvet, paired, provenance
+from blink_jax.eval import benchmarks, diagnostics, mmvet, paired, provenance
 from blink_jax.eval.example import EvalExample
 from blink_jax.eval.readers import LazyFile, ParquetCell, read_rows
 from blink_jax.eval.sample_benchmarks import write_samples
@@ -222,6 +222,23 @@ def answer(pipe: Pipeline, examples: list[EvalExample], mode: str, path: epath.P
   return skipped
 
 
+def link_diagnostics(pipe: Pipeline, bench: benchmarks.Benchmark, examples: list[EvalExample],
+                     predictions: dict[str, dict], mode: str, batch_size: int,
+                     max_pixels: int | None) -> dict | None:
+  """eval/diagnostics.py over the answered questions that carry a box; None when none does."""
+  boxed, images = [], []
+  for e in examples:
+    if e.meta.get("box") and e.question_id in predictions:
+      boxed.append(e)
+      images.append(decode_image(e, max_pixels))
+  if not boxed:
+    return None
+
+  def correct(e: EvalExample) -> bool:
+    return bench.score({e.question_id: predictions[e.question_id]["text"]}, [e])["accuracy"] == 100
+  return diagnostics.diagnose(pipe, boxed, images, mode, batch_size, correct)
+
+
 def configured_source(config: ml_collections.ConfigDict, name: str) -> dict:
   """The source fields config.sources.<name> sets; {} for the embedded sample."""
   return {k: v for k, v in config.sources[name].to_dict().items() if v} if name in config.sources else {}
@@ -304,6 +321,11 @@ def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
         mmvet.grader_file({q: p["text"] for q, p in predictions.items()}, output / name / f"{mode}_for_grader.json")
       results[name][mode] = score_mode(bench, examples, predictions, skipped)
       texts[mode] = {q: p["text"] for q, p in predictions.items()}
+      if config.diagnostics and mode != "vanilla":
+        found = link_diagnostics(pipe, bench, examples, predictions, mode, config.batch_size, max_pixels)
+        if found is not None:
+          results[name][mode]["diagnostics"] = found
+          (output / name / f"{mode}.diagnostics.json").write_text(json.dumps(found, indent=2))
     if "vanilla" in modes and bench.scored_here:
       results[name]["paired"] = {m: paired.compare(bench, examples, texts["vanilla"], texts[m],
                                                    samples=config.bootstrap_samples, seed=config.seed)

@@ -1,0 +1,66 @@
+"""Each link of Blink measured against ground-truth boxes (questions whose meta carries `box`, in the
+image's pixels: the fine-detail task): per scanning layer, how often the most salient region holds the
+target (against chance, one over the regions); how many regions Blink expands and drops a question;
+how often the target's region was expanded at some layer; and accuracy split by whether it was.
+eval.py writes them per Blink mode with `--config.diagnostics=True`."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from blink_jax.eval.example import EvalExample
+from blink_jax.inference.pipeline import Pipeline
+
+
+def target_region(pipe: Pipeline, image, box, grid: tuple[int, int]) -> int | None:
+  """The region (row-major, p x p tokens) that sees the centre of `box` = [x0, y0, x1, y1], or None
+  when preprocessing cuts it off."""
+  x0, y0, x1, y1 = box
+  token = pipe.family.token_at((x0 + x1) / 2, (y0 + y1) / 2, image.height, image.width, pipe.cfg,
+                               pipe.preprocessing)
+  if token is None:
+    return None
+  p = pipe.blink.region_size
+  return (token[0] // p) * (grid[1] // p) + token[1] // p
+
+
+def diagnose(pipe: Pipeline, examples: list[EvalExample], images: list, mode: str, batch_size: int,
+             correct: Callable[[EvalExample], bool]) -> dict[str, Any]:
+  """The diagnostics of `mode` over the examples that carry a box (images: their decoded images)."""
+  hits, expanded, dropped, target_expanded, right, chance = [], [], [], [], [], []
+  for idx in pipe.shape_batches(images, batch_size):
+    real = list(dict.fromkeys(idx))
+    batch = pipe.prepare([images[i] for i in idx], [examples[i].question for i in idx])
+    trace = pipe.blink_forward(batch, mode=mode, trace=True).trace
+    shares, region, live = (np.asarray(x) for x in (trace.shares, trace.region, trace.live))
+    grid = tuple(np.asarray(trace.saliency).shape[-2:])
+    for k, i in enumerate(real):
+      target = target_region(pipe, images[i], examples[i].meta["box"], grid)
+      if target is None:
+        continue
+      hits.append(shares[k].argmax(-1) == target)
+      chance.append(1 / shares.shape[-1])
+      expanded.append(int(np.asarray(trace.expanded)[k].sum()))
+      dropped.append(int(np.asarray(trace.dropped)[k].sum()))
+      target_expanded.append(bool(((region[k] == target) & live[k]).any()))
+      right.append(correct(examples[i]))
+  if not hits:
+    return {"questions": 0}
+  target_expanded_arr, right_arr = np.asarray(target_expanded), np.asarray(right)
+
+  def accuracy(selection):
+    return 100 * float(right_arr[selection].mean()) if selection.any() else None
+
+  return {
+      "questions": len(hits),
+      "first_scan_layer": pipe.blink.first_scan_layer,
+      "hit_rate_per_layer": [round(float(h), 4) for h in np.mean(hits, axis=0)],
+      "chance": round(float(np.mean(chance)), 4),
+      "expanded_per_question": float(np.mean(expanded)),
+      "dropped_per_question": float(np.mean(dropped)),
+      "target_expanded": float(target_expanded_arr.mean()),
+      "accuracy_target_expanded": accuracy(target_expanded_arr),
+      "accuracy_target_not_expanded": accuracy(~target_expanded_arr),
+  }
