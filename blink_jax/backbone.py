@@ -14,6 +14,7 @@ import numpy as np
 
 from blink_jax import families
 from blink_jax import sharding as shd
+from blink_jax.checkpoint import load_model
 from blink_jax.models import presets, vision_language
 from blink_jax.models.layer_stack import per_layer_params, resolve_layout
 from blink_jax.data.tokenizer import Tokenizer, byte_level_tokenizer
@@ -37,6 +38,12 @@ def build(model_cfg: ml_collections.ConfigDict, partitioner: shd.Partitioner, se
   `training`: for a train step (its layers stacked)."""
   cfg = model_config(model_cfg, partitioner.platform, training)
   family = families.of_config(cfg)
+  if model_cfg.get("params") and not abstract:   # an SFT run's export of this model
+    stacked = family.model(cfg.replace(layer_layout="stacked"))
+    like = shd.create(lambda r: nn.meta.unbox(stacked.init(r, *stacked.init_args())["params"]),
+                      partitioner.shardings(vision_language.abstract_params(stacked)), jax.random.key(0),
+                      abstract=True)
+    return cfg, _in_layout(load_model(model_cfg.params, like), cfg)
   if model_cfg.hf_checkpoint and not abstract:
     return family.load(model_cfg.hf_checkpoint, partitioner=partitioner, dtype=cfg.dtype,
                        param_dtype=cfg.param_dtype, remat=cfg.remat, attention=cfg.attention,
@@ -47,13 +54,17 @@ def build(model_cfg: ml_collections.ConfigDict, partitioner: shd.Partitioner, se
   model = family.model(cfg.replace(layer_layout="stacked"))
 
   def init(rng):
-    params = nn.meta.unbox(model.init(rng, *model.init_args())["params"])
-    if cfg.layer_layout == "per_layer":
-      text = params["language_model"]
-      params = {**params, "language_model": {**text, "layers": per_layer_params(text["layers"])}}
-    return params
+    return _in_layout(nn.meta.unbox(model.init(rng, *model.init_args())["params"]), cfg)
 
   return cfg, shd.create(init, shardings, jax.random.key(seed), abstract=abstract)
+
+
+def _in_layout(params: Any, cfg: Any) -> Any:
+  """Params with stacked decoder layers in cfg's layer layout."""
+  if cfg.layer_layout != "per_layer":
+    return params
+  text = params["language_model"]
+  return {**params, "language_model": {**text, "layers": per_layer_params(text["layers"])}}
 
 
 def random_model_config(preset: str, *, dtype: str = "float32", param_dtype: str | None = None,

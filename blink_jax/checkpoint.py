@@ -104,6 +104,27 @@ def _drop_closed_loop_callbacks():
   sys.unraisablehook = hook
 
 
+def export_model(directory: str | epath.PathLike, flat_params: dict[str, Any]):
+  """A fine-tuned model's params (flat {'path/to/leaf': array}, as training holds them) as an orbax
+  pytree in `directory`, for `config.model.params` (load_model)."""
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(epath.Path(directory).resolve(), flat_params, force=True)
+
+
+def load_model(directory: str | epath.PathLike, like: Any) -> Any:
+  """An export_model directory restored in the shapes, dtypes and shardings of `like` (the model's
+  params tree, stacked layers); a mismatch names the directory."""
+  flat = traverse_util.flatten_dict(like, sep="/")
+  target = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=v.sharding) for k, v in flat.items()}
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      restored = ckptr.restore(epath.Path(directory).resolve(), target)
+  except Exception as e:  # orbax/tensorstore raise many types for a missing or mismatched checkpoint
+    raise ValueError(f"config.model.params={str(directory)!r}: not the params of this model "
+                     f"({type(e).__name__}: {str(e)[:300]}); expected the export/model of an SFT run of it") from e
+  return traverse_util.unflatten_dict(restored, sep="/")
+
+
 class TrainCheckpoints:
   """Orbax CheckpointManager over {state, data, log}: the train state, the grain iterator and the
   partial metric window (so a resumed run logs what an uninterrupted one would), saved together

@@ -15,11 +15,10 @@ import ml_collections
 from blink_jax.blink.config import RANDOM_MODEL_THRESHOLDS, BlinkConfig
 from blink_jax.data.image_preprocessing import DEFAULT_MAX_PIXELS
 from blink_jax.eval.benchmarks import BENCHMARKS, MODES
+from blink_jax.eval.readers import SOURCE_FIELDS
 from blink_jax.inference.pipeline import DEFAULT_BUCKETS
 from configs import tokensr
 
-SOURCE_FIELDS = ("format", "path", "images", "questions", "image_folder", "annotations", "name",
-                 "data_dir", "split")
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -1,4 +1,4 @@
-"""TokenSR distillation. With no overrides: the embedded default (a small random LLaVA-shaped model,
+"""TokenSR distillation (or, with train.objective="sft", supervised fine-tuning). With no overrides: the embedded default (a small random LLaVA-shaped model,
 the sample photographs scikit-image ships, CPU, a few minutes). Every field can be overridden with
 --config.FIELD=VALUE; configs/tokensr_7b.py is the LLaVA-1.5-7B preset."""
 
@@ -8,6 +8,7 @@ import ml_collections
 
 from blink_jax.blink.config import BlinkConfig
 from blink_jax.data.image_preprocessing import DEFAULT_MAX_PIXELS
+from blink_jax.eval.readers import SOURCE_FIELDS
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -18,6 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.hf_checkpoint = ""       # a llava-hf or Qwen2.5-VL checkpoint directory; empty: random model from preset
+  c.model.params = ""              # an SFT run's export/model (params for that checkpoint or preset); empty: its own
   c.model.preset = "tiny"          # models/presets.py: tiny | medium | llava-1.5-7b | llava-1.5-13b | qwen2.5-vl-tiny | ...
   c.model.prefix_len = 8           # random model only: length of the stand-in system prompt
   c.model.dtype = "float32"
@@ -43,8 +45,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.max_question_tokens = 48  # question tokens kept (from the end) for saliency
   c.data.max_image_pixels = DEFAULT_MAX_PIXELS  # larger images: reduced-scale JPEG decode, else skipped (0: no limit)
   c.data.max_consecutive_skips = 1000   # stop with an error after this many unusable images in a row
+  # train.objective="sft": (image, question, answer) examples from a source as eval.py reads them
+  # (format llava | parquet | tfds | folder, and its fields); a step's sequence holds the image's tokens
+  # plus max_text_tokens (template, question and answer; longer examples are skipped and named)
+  c.data.sft = ml_collections.ConfigDict({f: "" for f in SOURCE_FIELDS})
+  c.data.max_text_tokens = 64
 
   c.train = ml_collections.ConfigDict()
+  c.train.objective = "distill"    # distill: TokenSR against the frozen model (spec); sft: answers' cross-entropy
   c.train.steps = 600
   c.train.batch_size = 8           # global
   c.train.grad_accum_steps = 1

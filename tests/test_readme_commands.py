@@ -32,13 +32,14 @@ from blink_jax import sharding as shd
 from blink_jax.blink.config import RANDOM_MODEL_THRESHOLDS, defaults_for, from_mapping, parse_overrides
 from blink_jax.checkpoint import export_token_sr, token_sr_settings
 from blink_jax.data.image_preprocessing import load_image
+from blink_jax.data import fine_detail
 from blink_jax.data.sample_images import write_sample_images
 from blink_jax.eval import runner, sample_benchmarks
 from blink_jax.eval.readers import read_rows
 from blink_jax.models import presets
 from blink_jax.models.token_sr import init_token_sr
 from blink_jax.data.tokenizer import byte_level_tokenizer
-from blink_jax.train import loop
+from blink_jax.train import loop, sft
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 UNSUBSTITUTED = ("$", "/ckpts/", "/data/", "/mnt/", "gs://")
@@ -113,6 +114,8 @@ def stand_ins(tmp_path_factory):
   write_sample_images(root / "llava_train_images", 2)
   samples = sample_benchmarks.write_samples(root / "samples")
   pope = sample_benchmarks.write_llava_layout(list(read_rows(samples["pope"])), root / "pope")
+  fine_detail_task = root / "fine_detail"
+  fine_detail.write(fine_detail_task, image_size=112, per_split=(2, 2, 2))
   with gcs_fixtures.emulator() as bucket:
     parquet = root / "samples" / "parquet"
     for local, remote in [(parquet / "mme", "lmms-lab/MME/data"),
@@ -126,7 +129,7 @@ def stand_ins(tmp_path_factory):
         "/ckpts/Qwen2.5-VL-7B-Instruct": str(qwen),
         "/ckpts/runs/tokensr_7b/export": str(_export_for(root / "tokensr_7b", "configs.tokensr_7b", 4096)),
         "runs/tokensr_7b/export": str(root / "tokensr_7b"),
-        "data/fine_detail": str(root / "samples" / "fine_detail"),   # the generator's output (its samples)
+        "data/fine_detail": str(fine_detail_task),   # the generator's output
         "runs/tokensr_qwen2_5_vl_7b/export": str(_export_for(root / "tokensr_qwen", "configs.tokensr_qwen2_5_vl_7b",
                                                              3584)),
         "cat.jpg": str(root / "cat.jpg"),
@@ -165,6 +168,8 @@ def _lower(config, partitioner) -> list[str]:
 
 def _check_train(config) -> shd.Partitioner:
   loop.check_settings(config)
+  if config.train.objective == "sft":   # its examples: each with an image, a question and an answer
+    assert sft.source_rows(config.data)[0], config.data.sft
   if config.data.image_folder:
     assert pathlib.Path(config.data.image_folder).is_dir(), config.data.image_folder
   return shd.Partitioner.from_config(config)

@@ -15,12 +15,12 @@ import pytest
 from blink_jax import backbone, families
 from blink_jax import sharding as shd
 from blink_jax.blink.config import from_mapping
-from blink_jax.data.train_pipeline import data_source, skipped_count, train_dataset
+from blink_jax.data.train_pipeline import DecodeAndPreprocess, data_source, skipped_count, train_dataset
 from blink_jax.models.llava import Llava
 from blink_jax.train.distill import crop_region, distillation_loss, distillation_targets, pool_grid
 from blink_jax.train.loop import train
 from blink_jax.train.state import init_train_state, optimizer, unflatten
-from blink_jax.train.step import jit_train_step, make_train_step
+from blink_jax.train.step import distill_micro, jit_train_step, make_train_step
 
 
 def _setup(config, devices):
@@ -31,8 +31,8 @@ def _setup(config, devices):
   state, frozen = init_train_state(cfg, blink, config.train, partitioner, config.seed, tx, params)
   model = families.of_config(cfg).model(cfg)
   prefix = jnp.asarray(backbone.prompt_prefix(config.model, cfg))
-  step = jit_train_step(make_train_step(model, blink, config.train, tx, prefix, config.seed), state, frozen,
-                        {"pixels": partitioner.batch(4)})
+  step = make_train_step(distill_micro(model, blink, config.train, prefix), config.train, tx, config.seed)
+  step = jit_train_step(step, state, frozen, {"pixels": partitioner.batch(4)})
   return partitioner, cfg, blink, model, prefix, state, frozen, step
 
 
@@ -42,7 +42,7 @@ def _fixed_batch(cfg, n, tmp_path, preprocessing="auto"):
   name, data_dir = train_fixtures.tiny_tfds(tmp_path, count=n)
   preprocess = functools.partial(family.preprocess, cfg=cfg, preprocessing=family.training_preprocessing(preprocessing))
   it = iter(train_dataset(data_source(name, data_dir, "train"), train_fixtures.data_config(), global_batch=n,
-                          preprocess=preprocess, seed=0))
+                          transform=DecodeAndPreprocess("image", preprocess), seed=0))
   return next(it)["pixels"]
 
 
@@ -188,7 +188,7 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path):
   source = data_source(name, data_dir, "train")
   good = [i for i in range(len(source)) if not source[i]["id"].startswith(b"broken")]
   it = iter(train_dataset(source, train_fixtures.data_config(), global_batch=4,
-                          preprocess=train_fixtures.pad_to(56), seed=0))
+                          transform=DecodeAndPreprocess("image", train_fixtures.pad_to(56)), seed=0))
   seen = np.concatenate([next(it)["index"] for _ in range(6)])  # 24 good examples, 4 epochs of 8 files
   # index = epoch * 8 + source position. Every (epoch, good file) of 4 epochs is seen once; epochs
   # 0-2 were read whole (6 broken reads), epoch 3 up to its last good example.

@@ -16,7 +16,7 @@ from PIL import Image
 import train_fixtures
 from blink_jax.data.image_folder_builder import build_image_folder_dataset, dataset_name
 from blink_jax.data.sample_images import write_sample_images
-from blink_jax.data.train_pipeline import data_source, skipped_count, train_dataset
+from blink_jax.data.train_pipeline import DecodeAndPreprocess, data_source, skipped_count, train_dataset
 from blink_jax.train import loop
 from blink_jax.train.loop import Preempted, train
 from test_image_decoding import _png_claiming
@@ -50,7 +50,7 @@ def test_oversized_and_corrupt_images_are_skipped_by_file_name(tmp_path, caplog)
   (folder / "huge.png").write_bytes(_png_claiming(14000, 14000))
   name = build_image_folder_dataset(str(folder), str(tmp_path / "tfds"))
   it = iter(train_dataset(data_source(name, str(tmp_path / "tfds"), "train"), train_fixtures.data_config(),
-                          global_batch=3, preprocess=train_fixtures.pad_to(56), seed=0))
+                          global_batch=3, transform=DecodeAndPreprocess("image", train_fixtures.pad_to(56)), seed=0))
   with caplog.at_level(logging.WARNING):
     for _ in range(3):
       assert next(it)["pixels"].shape == (3, 56, 56, 3)
@@ -148,7 +148,8 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capl
 def test_skip_counter_survives_in_the_iterator_state(tmp_path):
   name, data_dir = train_fixtures.tiny_tfds(tmp_path, count=4, corrupt=2)
   make = lambda: iter(train_dataset(data_source(name, data_dir, "train"), train_fixtures.data_config(),  # noqa: E731
-                                    global_batch=2, preprocess=train_fixtures.pad_to(56), seed=0))
+                                    global_batch=2, transform=DecodeAndPreprocess("image", train_fixtures.pad_to(56)),
+                                    seed=0))
   it = make()
   for _ in range(3):
     next(it)

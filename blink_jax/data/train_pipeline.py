@@ -2,9 +2,10 @@
 the base model's preprocessing, batch, prefetch workers) -> global jax.Arrays.
 
 Unusable images (undecodable, too large) are skipped, each file named and counted once (the files
-met are part of the iterator state, so they survive a restart); a run of `max_consecutive_skips` of them, or a whole pass
-with none usable, stops the job with an error naming the dataset instead of spinning forever. The
-iterator's state is saved with the train state, so a resumed run sees the same batches.
+met are part of the iterator state, so they survive a restart); a run of `max_consecutive_skips` of
+them, or a whole pass with none usable, stops the job with an error naming the dataset instead of
+spinning forever. The iterator's state is saved with the train state, so a resumed run sees the same
+batches.
 """
 
 from __future__ import annotations
@@ -135,16 +136,15 @@ def data_source(name: str, data_dir: str, split: str):
                      f"{data_dir!r}: {e}") from e
 
 
-def train_dataset(source, data: ml_collections.ConfigDict, *, global_batch: int,
-                  preprocess: Callable[..., np.ndarray], seed: int, questions: QuestionSuffix | None = None,
-                  process_index: int | None = None, process_count: int | None = None,
+def train_dataset(source, data: ml_collections.ConfigDict, *, global_batch: int, transform: grain.transforms.Map,
+                  seed: int, process_index: int | None = None, process_count: int | None = None,
                   where: str = "the training dataset") -> grain.IterDataset:
-  """Infinite, shuffled (a new order each epoch), per-process batches of {'pixels', 'index'} (and the
-  question tokens when `questions` is given), as the job's `config.data` says: `image_key`, `workers`
-  (grain processes; 0: threads), `max_image_pixels` (0: no limit), `max_consecutive_skips`. Stops
-  with an error after that many unusable images in a row, or a whole pass of this process's share
-  without a usable one."""
-  max_pixels, max_consecutive_skips, workers = data.max_image_pixels or None, data.max_consecutive_skips, data.workers
+  """Infinite, shuffled (a new order each epoch), per-process batches of what `transform` makes of
+  each (index, example) of `source` (a TFDS data source or a list; DecodeAndPreprocess for
+  distillation, train/sft.py's TokenizeExample for fine-tuning), as the job's `config.data` says:
+  `workers` (grain processes; 0: threads), `max_consecutive_skips`. Stops with an error after that
+  many unusable examples in a row, or a whole pass of this process's share without a usable one."""
+  max_consecutive_skips, workers = data.max_consecutive_skips, data.workers
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   if global_batch % process_count:
@@ -152,7 +152,7 @@ def train_dataset(source, data: ml_collections.ConfigDict, *, global_batch: int,
   ds = grain.MapDataset.source(source).map_with_index(lambda i, x: (i, x))
   ds = ds.shuffle(seed=seed).repeat(None)
   ds = ds[process_index::process_count]
-  ds = ds.map(DecodeAndPreprocess(data.image_key, preprocess, questions, max_pixels=max_pixels))
+  ds = ds.map(transform)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, workers), prefetch_buffer_size=8))
   if workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))

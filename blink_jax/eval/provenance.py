@@ -32,6 +32,16 @@ def checkpoint_identity(ckpt_dir: str) -> dict[str, Any]:
   return out
 
 
+def params_identity(directory: str) -> dict[str, Any]:
+  """An exported params directory: its path and every file's size and modification stamp."""
+  fs, root = fsspec.core.url_to_fs(str(directory).rstrip("/"))
+  files = {}
+  for path in sorted(fs.find(root)):
+    info = fs.info(path)
+    files[path[len(root):]] = [info.get("size"), str(info.get("mtime", info.get("generation", info.get("updated"))))]
+  return {"path": str(directory), "files": files}
+
+
 def record(config, model, mode: str, source: dict, examples) -> dict[str, Any]:
   """The record of (config, loaded model, mode, benchmark source, questions). `model` is
   runner.Evaluated."""
@@ -41,6 +51,8 @@ def record(config, model, mode: str, source: dict, examples) -> dict[str, Any]:
   else:
     identity = {"random_preset": m.preset, "shape": dataclasses.asdict(model.pipe.cfg), "seed": config.seed,
                 "prefix_len": m.prefix_len}
+  if m.params:   # an SFT run's export: its files' sizes and stamps
+    identity = {**identity, "params": params_identity(m.params)}
   prompts = hashlib.sha256()
   for e in examples:
     asked = [e.question_id, e.question] + ([e.choices] if e.choices is not None else [])

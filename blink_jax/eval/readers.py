@@ -25,10 +25,12 @@ from typing import Any, Iterator
 import fsspec
 import numpy as np
 
-from blink_jax.data.image_preprocessing import ImageError
+from blink_jax.data.image_preprocessing import ImageError, load_image
 from blink_jax.eval.example import BASE64_MIN_CHARS, SHORT_ANSWER, LETTER_ANSWER, image_bytes
 
 FORMATS = ("parquet", "llava", "tfds", "folder")
+# The fields a source sets (config.sources.<benchmark> in eval.py, config.data.sft in train.py).
+SOURCE_FIELDS = ("format", "path", "images", "questions", "image_folder", "annotations", "name", "data_dir", "split")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -214,6 +216,16 @@ def _tfds_rows(name: str, data_dir: str, split: str) -> Iterator[dict]:
       elif isinstance(v, np.generic):
         row[k] = v.item()
     yield row
+
+
+def load_row_image(value: Any, name: str, max_pixels: int | None):
+  """A row's image cell (a LazyFile path, a ParquetCell, bytes, an array) as RGB, or ImageError
+  naming the file (or `name`) and why."""
+  if isinstance(value, (LazyFile, ParquetCell)):
+    return load_image(value.read(), name=str(value), max_pixels=max_pixels)
+  if isinstance(value, str):   # readers turn every path into a LazyFile; a bare str is not read
+    raise ImageError(f"image {value[:80]!r}: a bare path, not read")
+  return load_image(value, name=name, max_pixels=max_pixels)
 
 
 def read_rows(source: dict) -> Iterator[dict]:

@@ -27,10 +27,10 @@ from blink_jax import config_lists
 from blink_jax import sharding as shd
 from blink_jax.blink.config import from_mapping
 from blink_jax.checkpoint import DEFAULT_EXPORT, load_token_sr, params_sha256, token_sr_settings
-from blink_jax.data.image_preprocessing import ImageError, load_image
+from blink_jax.data.image_preprocessing import ImageError
 from blink_jax.eval import benchmarks, diagnostics, mmvet, paired, provenance
 from blink_jax.eval.example import EvalExample
-from blink_jax.eval.readers import LazyFile, ParquetCell, read_rows
+from blink_jax.eval.readers import load_row_image, read_rows
 from blink_jax.eval.sample_benchmarks import write_samples
 from blink_jax.inference.pipeline import Pipeline
 
@@ -66,11 +66,12 @@ def _token_sr_path(config: ml_collections.ConfigDict) -> tuple[str, str]:
 def build_pipeline(config: ml_collections.ConfigDict, partitioner: shd.Partitioner,
                    abstract: bool = False) -> Evaluated:
   """The model to evaluate: an HF checkpoint, or the embedded random model (the one train.py's
-  default trains TokenSR for) with a byte-level tokenizer; plus Blink settings and TokenSR weights.
+  default trains TokenSR for) with a byte-level tokenizer, either with an SFT run's params
+  (model.params) if given; plus Blink settings and TokenSR weights.
   With `abstract`, shapes only (aot.py): nothing is read but config.json, tokenizer.json, blink.json."""
   buckets = tuple(config_lists.ints(config.prompt_buckets, "prompt_buckets"))
   ckpt = config.model.hf_checkpoint
-  if ckpt and not abstract:
+  if ckpt and not abstract and not config.model.params:
     pipe = Pipeline.from_hf(ckpt, partitioner=partitioner, dtype=config.model.dtype,
                                  param_dtype=config.model.param_dtype,
                                  preprocessing=config.model.preprocessing, buckets=buckets,
@@ -143,11 +144,7 @@ def collect_examples(bench: benchmarks.Benchmark, rows: Iterable[dict], where: s
 
 def decode_image(e: EvalExample, max_pixels: int | None):
   """The example's image as RGB, or ImageError naming the file (or the input) and why."""
-  if isinstance(e.image, (LazyFile, ParquetCell)):
-    return load_image(e.image.read(), name=str(e.image), max_pixels=max_pixels)
-  if isinstance(e.image, str):   # readers turn every path into a LazyFile; a bare str is not read
-    raise ImageError(f"image {e.image[:80]!r}: a bare path, not read")
-  return load_image(e.image, name=f"of question {e.question_id}", max_pixels=max_pixels)
+  return load_row_image(e.image, f"of question {e.question_id}", max_pixels)
 
 
 def _generated(pipe: Pipeline, chunk: list[EvalExample], images: list, mode: str, max_new_tokens: int) -> list[dict]:

@@ -24,16 +24,17 @@ from tqdm import tqdm
 
 from blink_jax import backbone, families
 from blink_jax import sharding as shd
-from blink_jax.checkpoint import TrainCheckpoints, export_token_sr, params_sha256
+from blink_jax.checkpoint import TrainCheckpoints, export_model, export_token_sr, params_sha256
 from blink_jax.data.image_folder_builder import build_image_folder_dataset, dataset_name
 from blink_jax.data.sample_images import write_sample_images
-from blink_jax.data.train_pipeline import (QuestionSuffix, data_source, skipped_count, to_global,
-                                           train_dataset)
-from blink_jax.train import run_record
+from blink_jax.data.train_pipeline import (DecodeAndPreprocess, QuestionSuffix, data_source, skipped_count,
+                                           to_global, train_dataset)
+from blink_jax.train import run_record, sft
 from blink_jax.train.state import unflatten
-from blink_jax.train.step import train_program
+from blink_jax.train.step import check_objective, train_program
 
 PREEMPTED_EXIT_CODE = 75
+RATE_METRICS = ("learning_rate", "steps_per_sec", "examples_per_sec", "skipped_images")
 
 
 class Preempted(Exception):
@@ -102,10 +103,28 @@ def resolve_dataset(config: ml_collections.ConfigDict, workdir: epath.Path):
           f"image folder {folder} (dataset blink_image_folder/{name} in {data_dir})")
 
 
+def _examples(config: ml_collections.ConfigDict, program, workdir: epath.Path):
+  """(the examples' source, its identity, what makes a step's example of one): images for
+  distillation (with question tokens for saliency-guided regions), or question-answer pairs for SFT."""
+  cfg, family, max_pixels = program.cfg, program.family, config.data.max_image_pixels or None
+  if config.train.objective == "sft":
+    rows, dataset = sft.source_rows(config.data)
+    return rows, dataset, sft.TokenizeExample(family, cfg, program.preprocessing, program.tokenizer,
+                                              program.batch["ids"].shape[1], max_pixels)
+  source, dataset = resolve_dataset(config, workdir)
+  questions = None
+  if "question_ids" in program.batch:   # saliency-guided regions: the step takes question tokens
+    questions = QuestionSuffix(program.tokenizer, family.image_tokens(cfg, program.batch["pixels"].shape),
+                               config.data.max_question_tokens, cfg.pad_token_id, family.prompt)
+  preprocess = functools.partial(family.preprocess, cfg=cfg, preprocessing=program.preprocessing)
+  return source, dataset, DecodeAndPreprocess(config.data.image_key, preprocess, questions, max_pixels=max_pixels)
+
+
 def check_settings(config: ml_collections.ConfigDict):
   """Settings that would otherwise surface only once data flows (and look like bad images)."""
   families.of_config(backbone.model_config(config.model, training=True)).training_preprocessing(
       config.model.preprocessing)
+  check_objective(config.train)
   if config.data.region not in ("saliency", "random"):
     raise ValueError(f"data.region={config.data.region!r}; expected 'saliency' or 'random'")
   if config.data.max_consecutive_skips < 1:
@@ -122,15 +141,9 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
   partitioner = shd.Partitioner.from_config(config)
   program = train_program(config, partitioner)
   cfg, t = program.cfg, config.train
-  source, dataset = resolve_dataset(config, workdir)
-  family = program.family
-  questions = None
-  if "question_ids" in program.batch:   # saliency-guided regions: the step takes question tokens
-    questions = QuestionSuffix(program.tokenizer, family.image_tokens(cfg, program.batch["pixels"].shape),
-                               config.data.max_question_tokens, cfg.pad_token_id, family.prompt)
-  preprocess = functools.partial(family.preprocess, cfg=cfg, preprocessing=program.preprocessing)
-  iterator = iter(train_dataset(source, config.data, global_batch=t.batch_size, preprocess=preprocess,
-                                seed=config.seed, questions=questions, where=dataset))
+  source, dataset, transform = _examples(config, program, workdir)
+  iterator = iter(train_dataset(source, config.data, global_batch=t.batch_size, transform=transform,
+                                seed=config.seed, where=dataset))
   state, frozen = program.state, program.frozen
   ckpts = TrainCheckpoints(workdir / "checkpoints", config.checkpoint.every, config.checkpoint.keep,
                            config.checkpoint.async_save)
@@ -154,7 +167,7 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
   preemption = _Preemption()
   last: dict[str, Any] = {}
   tick, tick_step = time.perf_counter(), start   # rates count the steps this process ran
-  bar = tqdm(total=t.steps, initial=start, disable=not is_main, desc="tokensr", dynamic_ncols=True)
+  bar = tqdm(total=t.steps, initial=start, disable=not is_main, desc=t.objective, dynamic_ncols=True)
   try:
     with partitioner.activated():
       for step in range(start, t.steps):
@@ -180,9 +193,8 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
           writer.write_scalars(done, last)
           bar.set_postfix(loss=f"{last['loss']:.4f}")
           if is_main:
-            tqdm.write(f"step {done}/{t.steps}  loss {last['loss']:.4f}  kl {last['kl']:.4f}  "
-                       f"cos {last['cosine']:.4f}  |g| {last['grad_norm']:.3f}  "
-                       f"lr {last['learning_rate']:.2e}  {rate:.2f} steps/s")
+            objective = "  ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in RATE_METRICS)
+            tqdm.write(f"step {done}/{t.steps}  {objective}  lr {last['learning_rate']:.2e}  {rate:.2f} steps/s")
         stop = preemption.requested or (jax.process_count() > 1 and ckpts.reached_preemption(done))
         if stop or done == t.steps or done % config.checkpoint.every == 0:
           log = {"window_start": window_start,
@@ -199,8 +211,12 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
     writer.flush()
   ckpts.wait()
   ckpts.close()
-  token_sr = unflatten(dict(state.params)).get("token_sr")
-  if token_sr is not None:
+  if t.objective == "sft":
+    export_model(workdir / "export" / "model", {**frozen, **state.params})
+    if is_main:
+      tqdm.write(f"exported the fine-tuned params to {workdir / 'export' / 'model'} "
+                 "(--config.model.params of train.py and eval.py)")
+  elif (token_sr := unflatten(dict(state.params)).get("token_sr")) is not None:
     export_token_sr(workdir / "export", token_sr, program.blink, cfg.text.hidden_size)
     if is_main:
       tqdm.write(f"exported TokenSR to {workdir / 'export'}")

@@ -57,12 +57,15 @@ def optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformat
 
 
 def init_train_state(cfg: LlavaConfig, blink: BlinkConfig, train_cfg, partitioner: shd.Partitioner, seed: int,
-                     tx: optax.GradientTransformation, frozen_params: Any,
-                     abstract: bool = False) -> tuple[TrainState, dict]:
-  """(TrainState with fresh TokenSR + optimizer state, frozen flat params); with `abstract` (and
-  abstract frozen_params), only their shapes with shardings (see sharding.create)."""
-  token_sr = init_for(blink, cfg, jax.random.key(seed + 1), partitioner=partitioner, abstract=abstract)
-  trainable, frozen = split_trainable({**frozen_params, "token_sr": token_sr}, train_cfg.trainable)
+                     tx: optax.GradientTransformation, frozen_params: Any, abstract: bool = False,
+                     with_token_sr: bool = True) -> tuple[TrainState, dict]:
+  """(TrainState with the trainable params (train.trainable; a fresh TokenSR among them when
+  `with_token_sr`) and their optimizer state, the frozen flat params); with `abstract` (and abstract
+  frozen_params), only their shapes with shardings (see sharding.create)."""
+  params = dict(frozen_params)
+  if with_token_sr:
+    params["token_sr"] = init_for(blink, cfg, jax.random.key(seed + 1), partitioner=partitioner, abstract=abstract)
+  trainable, frozen = split_trainable(params, train_cfg.trainable)
   replicated = jax.sharding.NamedSharding(partitioner.mesh, jax.sharding.PartitionSpec())
   # Optimizer moments follow their params' shardings; its scalars (counts) are replicated.
   opt_shapes = jax.eval_shape(tx.init, trainable)

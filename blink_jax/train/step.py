@@ -1,6 +1,7 @@
 """The jitted train step: one optimizer update per call (gradient accumulation inside), the state
-donated, shardings explicit, the rng derived from the step. `train_program` assembles it with its
-state from a config, for the training job and, abstract, for ahead-of-time compilation (aot.py)."""
+donated, shardings explicit, the rng derived from the step; its objective TokenSR distillation
+(distill.py) or supervised fine-tuning (sft.py), `train.objective`. `train_program` assembles it with
+its state from a config, for the training job and, abstract, for ahead-of-time compilation (aot.py)."""
 
 from __future__ import annotations
 
@@ -17,17 +18,24 @@ from blink_jax import families
 from blink_jax import sharding as shd
 from blink_jax.blink.config import BlinkConfig, from_mapping
 from blink_jax.models.vision_language import VisionLanguageModel
+from blink_jax.train import sft
 from blink_jax.train.distill import (check_teacher_grid, choose_regions, distillation_loss, region_targets,
                                      scan_layer_visual_states)
 from blink_jax.data.tokenizer import Tokenizer
 from blink_jax.train.state import TrainState, init_train_state, optimizer, schedule, unflatten
 
+OBJECTIVES = ("distill", "sft")
 
-def make_train_step(model: VisionLanguageModel, blink: BlinkConfig, train_cfg: ml_collections.ConfigDict,
-                    tx: optax.GradientTransformation, prefix_ids: jax.Array, seed: int) -> Callable:
-  """step(state, frozen, batch) -> (state, metrics). batch: 'pixels' [B, H, W, 3] and optionally
-  'question_ids' [B, Q] + 'question_len' [B] (saliency-guided regions for examples with a question)."""
-  accum = train_cfg.grad_accum_steps
+
+def check_objective(train_cfg: ml_collections.ConfigDict):
+  if train_cfg.objective not in OBJECTIVES:
+    raise ValueError(f"train.objective={train_cfg.objective!r}; expected one of {OBJECTIVES}")
+
+
+def distill_micro(model: VisionLanguageModel, blink: BlinkConfig, train_cfg: ml_collections.ConfigDict,
+                  prefix_ids: jax.Array) -> Callable:
+  """micro(trainable, frozen, batch, rng) -> (grads, DistillMetrics) of one micro-batch. batch: 'pixels'
+  [B, H, W, 3] and optionally 'question_ids' [B, Q] + 'question_len' [B] (saliency-guided regions)."""
 
   def micro(trainable, frozen, batch, rng):
     params = unflatten({**frozen, **trainable})
@@ -49,6 +57,27 @@ def make_train_step(model: VisionLanguageModel, blink: BlinkConfig, train_cfg: m
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
     return grads, metrics
+
+  return micro
+
+
+def sft_micro(model: VisionLanguageModel) -> Callable:
+  """micro(trainable, frozen, batch, rng) -> (grads, SFTMetrics): sft.sft_loss on one micro-batch."""
+
+  def micro(trainable, frozen, batch, rng):
+    del rng
+    loss_fn = lambda tr: sft.sft_loss(model, unflatten({**frozen, **tr}), batch)  # noqa: E731
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+    return grads, metrics
+
+  return micro
+
+
+def make_train_step(micro: Callable, train_cfg: ml_collections.ConfigDict, tx: optax.GradientTransformation,
+                    seed: int) -> Callable:
+  """step(state, frozen, batch) -> (state, metrics): `micro` over train.grad_accum_steps micro-batches,
+  then one optimizer update; metrics are the objective's, the gradient norm and the learning rate."""
+  accum = train_cfg.grad_accum_steps
 
   def step(state: TrainState, frozen: dict, batch: dict) -> tuple[TrainState, dict]:
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
@@ -72,8 +101,8 @@ def make_train_step(model: VisionLanguageModel, blink: BlinkConfig, train_cfg: m
     grads, metrics = jax.tree.map(lambda x: x / accum, total)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    out = {"loss": metrics.loss, "kl": metrics.kl, "cosine": metrics.cosine,
-           "grad_norm": optax.global_norm(grads), "learning_rate": schedule(train_cfg)(state.step)}
+    out = {**metrics._asdict(), "grad_norm": optax.global_norm(grads),
+           "learning_rate": schedule(train_cfg)(state.step)}
     return TrainState(state.step + 1, params, opt_state), out
 
   return step
@@ -114,23 +143,31 @@ def train_program(config: ml_collections.ConfigDict, partitioner: shd.Partitione
   height, width = family.largest_image(cfg, preprocessing)
   pixels_shape = (config.train.batch_size, height, width, cfg.vision.num_channels)
   blink = from_mapping(config.blink.to_dict()).validate(model.visual_grid(pixels_shape), cfg.text.num_layers)
-  check_teacher_grid(model, pixels_shape, blink.region_size)
   t = config.train
+  check_objective(t)
+  distill = t.objective == "distill"
+  if distill:
+    check_teacher_grid(model, pixels_shape, blink.region_size)
   batch_ways = partitioner.batch_parallelism
   if t.batch_size % (batch_ways * t.grad_accum_steps):
     raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the batch-parallel mesh size "
                      f"({batch_ways}) times train.grad_accum_steps ({t.grad_accum_steps})")
   tx = optimizer(t)
   state, frozen = init_train_state(cfg, blink, t, partitioner, config.seed, tx, backbone_params,
-                                   abstract=abstract)
+                                   abstract=abstract, with_token_sr=distill)
   b = t.batch_size
-  shapes = {"pixels": (pixels_shape, jnp.float32)}
-  if config.data.region == "saliency":   # examples with a question pick their region by saliency
-    shapes.update(question_ids=((b, config.data.max_question_tokens), jnp.int32), question_len=((b,), jnp.int32))
+  if distill:
+    shapes = {"pixels": (pixels_shape, jnp.float32)}
+    if config.data.region == "saliency":   # examples with a question pick their region by saliency
+      shapes.update(question_ids=((b, config.data.max_question_tokens), jnp.int32),
+                    question_len=((b,), jnp.int32))
+    micro = distill_micro(model, blink, t, jnp.asarray(backbone.prompt_prefix(config.model, cfg)))
+  else:
+    shapes = sft.batch_shapes(b, pixels_shape, sft.sequence_length(family, cfg, pixels_shape, config.data))
+    micro = sft_micro(model)
   batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=partitioner.batch(len(shape)))
            for k, (shape, dtype) in shapes.items()}
-  prefix = jnp.asarray(backbone.prompt_prefix(config.model, cfg))
-  step = jit_train_step(make_train_step(model, blink, t, tx, prefix, config.seed), state, frozen,
+  step = jit_train_step(make_train_step(micro, t, tx, config.seed), state, frozen,
                         {k: v.sharding for k, v in batch.items()})
   return TrainProgram(cfg, family, preprocessing, backbone.tokenizer(config.model, cfg), blink, step, state, frozen,
                       batch)

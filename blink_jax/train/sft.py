@@ -1,0 +1,101 @@
+"""Supervised fine-tuning, the training job's second objective (`train.objective="sft"`): next-token
+cross-entropy on the answer tokens of (image, question, answer) examples, with `train.trainable`
+choosing what trains (e.g. `.*`, or the projector and the LLM). Examples come from the sources eval.py
+reads (`config.data.sft`: LLaVA jsonl, parquet, TFDS, a folder), each question wrapped in the
+family's template and its answer as the assistant's reply (`family.answer`: LLaVA's `</s>`,
+Qwen2.5-VL's `<|im_end|>`), so the model learns to end its answers."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from blink_jax.data.image_preprocessing import ImageError
+from blink_jax.data.tokenizer import Tokenizer
+from blink_jax.eval.readers import SOURCE_FIELDS, load_row_image, read_rows
+
+
+class SFTMetrics(NamedTuple):
+  loss: jax.Array             # mean cross-entropy per answer token
+  token_accuracy: jax.Array   # share of answer tokens the model's arg-max predicts
+
+
+def source_rows(data: ml_collections.ConfigDict) -> tuple[list[dict], str]:
+  """(the examples of config.data.sft: rows with image, question and answer; where they come from)."""
+  source = {k: v for k, v in data.sft.to_dict().items() if v and k in SOURCE_FIELDS}
+  if not source.get("format"):
+    raise ValueError("train.objective='sft' needs examples: set config.data.sft.format (llava | parquet | tfds | "
+                     "folder) and its fields, as eval.py's config.sources.<benchmark> (e.g. questions, image_folder)")
+  where = f"config.data.sft {source}"
+  rows = []
+  for row in read_rows(source):
+    missing = [k for k in ("image", "question", "answer") if row.get(k) is None]
+    if missing:
+      raise ValueError(f"{where}: row {row.get('question_id', row.get('_row'))} has no {missing}; SFT examples "
+                       "need an image, a question and an answer")
+    rows.append({"image": row["image"], "question": str(row["question"]), "answer": str(row["answer"])})
+  if not rows:
+    raise ValueError(f"{where}: no examples")
+  return rows, where
+
+
+class TokenizeExample(grain.transforms.Map):
+  """(index, row) -> {'pixels', 'ids' [T], 'targets' [T] (the next token at answer positions, -1
+  elsewhere), 'lengths', 'index'}, or a skip marker for an unusable image or a too long example."""
+
+  def __init__(self, family, cfg, preprocessing: str, tokenizer: Tokenizer, length: int, max_pixels: int | None):
+    self.family, self.cfg, self.preprocessing = family, cfg, preprocessing
+    self.tokenizer, self.length, self.max_pixels = tokenizer, length, max_pixels
+
+  def map(self, element):
+    index, row = element
+    try:
+      image = load_row_image(row["image"], f"of example {index}", self.max_pixels)
+    except ImageError as e:
+      return {"_skip": str(e), "index": np.int64(index)}
+    pixels = self.family.preprocess(image, self.cfg, self.preprocessing)
+    n = self.family.image_tokens(self.cfg, pixels.shape)
+    prompt = self.family.prompt(row["question"])
+    whole = self.tokenizer.encode_prompt(prompt + self.family.answer(row["answer"]), n)
+    start = len(self.tokenizer.encode_prompt(prompt, n))
+    if len(whole) > self.length:
+      return {"_skip": f"example {index}: {len(whole)} tokens with its image, over the {self.length} the "
+                       "step takes (raise data.max_text_tokens)", "index": np.int64(index)}
+    ids = np.full(self.length, self.cfg.pad_token_id, np.int32)
+    ids[:len(whole)] = whole
+    targets = np.full(self.length, -1, np.int32)
+    targets[start - 1:len(whole) - 1] = whole[start:]     # position t predicts token t + 1
+    return {"pixels": pixels, "ids": ids, "targets": targets, "lengths": np.int32(len(whole)),
+            "index": np.int64(index)}
+
+
+def sft_loss(model, params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, SFTMetrics]:
+  """Mean cross-entropy of the answer tokens (targets >= 0) under the model's prompt-pass logits."""
+  ids, pixels, targets = batch["ids"], batch["pixels"], batch["targets"]
+  valid = jnp.arange(ids.shape[1])[None, :] < batch["lengths"][:, None]
+  positions = model.apply({"params": params}, ids, pixels, method="prompt_positions")
+  logits = model.apply({"params": params}, ids, pixels, positions, valid).astype(jnp.float32)
+  mask = targets >= 0
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  nll = -jnp.take_along_axis(logp, jnp.maximum(targets, 0)[..., None], axis=-1)[..., 0]
+  count = jnp.maximum(mask.sum(), 1)
+  loss = jnp.sum(nll * mask) / count
+  accuracy = jnp.sum((logits.argmax(-1) == targets) & mask) / count
+  return loss, SFTMetrics(loss, accuracy)
+
+
+def batch_shapes(batch: int, pixels_shape: tuple[int, ...], length: int) -> dict[str, tuple[tuple, Any]]:
+  """The global batch an SFT step takes: {name: (shape, dtype)}."""
+  return {"pixels": (pixels_shape, jnp.float32), "ids": ((batch, length), jnp.int32),
+          "targets": ((batch, length), jnp.int32), "lengths": ((batch,), jnp.int32)}
+
+
+def sequence_length(family, cfg, pixels_shape: tuple[int, ...], data: ml_collections.ConfigDict) -> int:
+  """Tokens a step's sequence holds: the image's plus data.max_text_tokens (template, question, answer)."""
+  return family.image_tokens(cfg, pixels_shape) + data.max_text_tokens
+

@@ -1,0 +1,61 @@
+"""Supervised fine-tuning (train.objective="sft"): only the answer tokens are scored; a model fine-tuned
+on examples whose answer is always the same word then generates that word (the objective is aligned
+with generation, through the export eval.py loads); it trains from the sources eval.py reads."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import hf_fixtures
+import train_fixtures
+from blink_jax import sharding as shd
+from blink_jax.eval import runner
+from blink_jax.train import sft
+from blink_jax.train.loop import train
+from blink_jax.train.step import train_program
+from test_eval import _config as eval_config
+
+
+def _examples(folder, answer="green", n=8):
+  """A LLaVA-layout source of n photographs, each asked the same question with the same answer."""
+  (folder / "images").mkdir(parents=True)
+  photos = list(hf_fixtures.sample_photos().values())
+  rows = []
+  for i in range(n):
+    Image.fromarray(photos[i % len(photos)]).save(folder / "images" / f"{i}.png")
+    rows.append({"question_id": str(i), "image": f"{i}.png", "text": "What colour is it?", "answer": answer})
+  (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return {"data.sft.format": "llava", "data.sft.questions": str(folder / "train.jsonl"),
+          "data.sft.image_folder": str(folder / "images")}
+
+
+def test_only_answer_tokens_are_targets(tmp_path):
+  config = train_fixtures.tiny_config(tmp_path / "run", **{"train.objective": "sft", "train.trainable": ".*",
+                                                          "data.max_text_tokens": 256, **_examples(tmp_path / "data")})
+  program = train_program(config, shd.Partitioner.from_config(config), abstract=True)
+  rows, _ = sft.source_rows(config.data)
+  make = sft.TokenizeExample(program.family, program.cfg, program.preprocessing, program.tokenizer,
+                             program.batch["ids"].shape[1], None)
+  out = make.map((0, rows[0]))
+  targets, ids, n = out["targets"], out["ids"], int(out["lengths"])
+  answer = program.tokenizer.encode(program.family.answer("green"), add_special_tokens=False)
+  scored = targets[targets >= 0]
+  np.testing.assert_array_equal(scored, ids[n - len(scored):n])      # the last tokens: the reply
+  assert len(scored) == len(answer) and (targets[:n - len(scored) - 1] == -1).all()
+  assert program.tokenizer.decode(scored.tolist()).strip().startswith("green")
+
+
+@pytest.mark.slow   # a whole job (the full tier)
+def test_a_fine_tuned_model_answers_what_it_was_taught(tmp_path):
+  settings = {"train.objective": "sft", "train.trainable": ".*", "train.steps": 30, "train.batch_size": 8,
+              "train.learning_rate": 3e-3, "train.log_every": 10, "checkpoint.every": 100,
+              "data.max_text_tokens": 256, **_examples(tmp_path / "data")}
+  metrics = train(train_fixtures.tiny_config(tmp_path / "run", **settings))
+  assert metrics["token_accuracy"] > 0.9, metrics
+  export = tmp_path / "run" / "export" / "model"
+  pipe = runner.build_pipeline(eval_config(tmp_path, **{"model.params": str(export), "modes": "vanilla"}),
+                               shd.Partitioner.single_device()).pipe
+  photo = hf_fixtures.sample_photos()["rocket"]
+  assert pipe.generate(pipe.prepare([photo], ["What colour is it?"]), max_new_tokens=8) == ["green"]
