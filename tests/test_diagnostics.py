@@ -25,8 +25,9 @@ def test_a_pixel_maps_to_the_token_that_sees_it():
 
 def test_eval_reports_each_link_on_the_fine_detail_task(tmp_path):
   """A fixed schedule expands the top region at each of the 3 scanning layers and drops it at the 2
-  after the first, so the target is expanded exactly when it was the top region at some layer."""
-  config = _config(tmp_path, benchmarks="fine_detail", modes="vanilla,interp", diagnostics=True,
+  after the first, so the target is expanded exactly when it was the top region at some layer; an
+  untrained TokenSR is interpolation, so it is exactly as close to the teacher's tokens."""
+  config = _config(tmp_path, benchmarks="fine_detail", modes="vanilla,interp,tokensr", diagnostics=True,
                    **{"blink.schedule": "fixed"})
   results = runner.evaluate(config)
   found = results["fine_detail"]["interp"]["diagnostics"]
@@ -36,3 +37,8 @@ def test_eval_reports_each_link_on_the_fine_detail_task(tmp_path):
   assert found["expanded_per_question"] == 3 and found["dropped_per_question"] == 2
   rates = found["hit_rate_per_layer"]
   assert max(rates) <= found["target_expanded"] <= min(1, sum(rates))
+  assert "token_sr_kl" not in found
+  sr = results["fine_detail"]["tokensr"]["diagnostics"]
+  assert sr["interp_kl"] > 0 and sr["interp_cosine_distance"] > 0
+  assert abs(sr["token_sr_kl"] - sr["interp_kl"]) < 1e-6
+  assert abs(sr["token_sr_cosine_distance"] - sr["interp_cosine_distance"]) < 1e-5

@@ -1,17 +1,22 @@
 """Each link of Blink measured against ground-truth boxes (questions whose meta carries `box`, in the
 image's pixels: the fine-detail task): per scanning layer, how often the most salient region holds the
 target (against chance, one over the regions); how many regions Blink expands and drops a question;
-how often the target's region was expanded at some layer; and accuracy split by whether it was.
-eval.py writes them per Blink mode with `--config.diagnostics=True`."""
+how often the target's region was expanded at some layer; accuracy split by whether it was; and, for
+tokensr, how close TokenSR's tokens of the target's region are to the teacher's (the region's crop
+re-encoded) against interpolation's. eval.py writes them per Blink mode with `--config.diagnostics=True`."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from blink_jax.eval.example import EvalExample
 from blink_jax.inference.pipeline import Pipeline
+from blink_jax.models.layer_stack import stacked_params
+from blink_jax.train.distill import fidelity
 
 
 def target_region(pipe: Pipeline, image, box, grid: tuple[int, int]) -> int | None:
@@ -27,17 +32,21 @@ def target_region(pipe: Pipeline, image, box, grid: tuple[int, int]) -> int | No
 
 
 def diagnose(pipe: Pipeline, examples: list[EvalExample], images: list, mode: str, batch_size: int,
-             correct: Callable[[EvalExample], bool]) -> dict[str, Any]:
-  """The diagnostics of `mode` over the examples that carry a box (images: their decoded images)."""
-  hits, expanded, dropped, target_expanded, right, chance = [], [], [], [], [], []
+             correct: Callable[[EvalExample], bool], prefix_ids: np.ndarray) -> dict[str, Any]:
+  """The diagnostics of `mode` over the examples that carry a box (images: their decoded images;
+  prefix_ids: the prompt tokens before the image, for the teacher's forward)."""
+  hits, expanded, dropped, target_expanded, right, chance, fidelity = [], [], [], [], [], [], []
   for idx in pipe.shape_batches(images, batch_size):
     real = list(dict.fromkeys(idx))
     batch = pipe.prepare([images[i] for i in idx], [examples[i].question for i in idx])
     trace = pipe.blink_forward(batch, mode=mode, trace=True).trace
     shares, region, live = (np.asarray(x) for x in (trace.shares, trace.region, trace.live))
     grid = tuple(np.asarray(trace.saliency).shape[-2:])
+    targets = [target_region(pipe, images[i], examples[i].meta["box"], grid) for i in idx]
+    if mode == "tokensr" and all(t is not None for t in targets):
+      fidelity.append(_fidelity(pipe, batch, np.asarray(targets, np.int32), prefix_ids))
     for k, i in enumerate(real):
-      target = target_region(pipe, images[i], examples[i].meta["box"], grid)
+      target = targets[k]
       if target is None:
         continue
       hits.append(shares[k].argmax(-1) == target)
@@ -53,7 +62,7 @@ def diagnose(pipe: Pipeline, examples: list[EvalExample], images: list, mode: st
   def accuracy(selection):
     return 100 * float(right_arr[selection].mean()) if selection.any() else None
 
-  return {
+  out = {
       "questions": len(hits),
       "first_scan_layer": pipe.blink.first_scan_layer,
       "hit_rate_per_layer": [round(float(h), 4) for h in np.mean(hits, axis=0)],
@@ -64,3 +73,19 @@ def diagnose(pipe: Pipeline, examples: list[EvalExample], images: list, mode: st
       "accuracy_target_expanded": accuracy(target_expanded_arr),
       "accuracy_target_not_expanded": accuracy(~target_expanded_arr),
   }
+  if fidelity:
+    out.update({k: float(np.mean([f[k] for f in fidelity])) for k in fidelity[0]})
+  return out
+
+
+def _fidelity(pipe: Pipeline, batch, regions: np.ndarray, prefix_ids: np.ndarray) -> dict[str, float]:
+  """train/distill.py's fidelity of the pipeline's TokenSR on the batch's target regions (its layer
+  loops run the decoder stacked, whatever the pipeline's layout)."""
+  params = pipe.mode_params("tokensr")
+  text = params["language_model"]
+  backbone = {**{k: v for k, v in params.items() if k != "token_sr"},
+              "language_model": {**text, "layers": stacked_params(text["layers"])}}
+  model = pipe.family.model(pipe.cfg.replace(layer_layout="stacked"))
+  out = jax.jit(lambda b, t, px, r: fidelity(model, pipe.blink, b, t, jnp.asarray(prefix_ids), px, r))(
+      backbone, params["token_sr"], jnp.asarray(batch.pixels), jnp.asarray(regions))
+  return {k: float(v) for k, v in jax.device_get(out).items()}

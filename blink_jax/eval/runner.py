@@ -220,8 +220,8 @@ def answer(pipe: Pipeline, examples: list[EvalExample], mode: str, path: epath.P
 
 
 def link_diagnostics(pipe: Pipeline, bench: benchmarks.Benchmark, examples: list[EvalExample],
-                     predictions: dict[str, dict], mode: str, batch_size: int,
-                     max_pixels: int | None) -> dict | None:
+                     predictions: dict[str, dict], mode: str, batch_size: int, max_pixels: int | None,
+                     prefix_ids) -> dict | None:
   """eval/diagnostics.py over the answered questions that carry a box; None when none does."""
   boxed, images = [], []
   for e in examples:
@@ -233,7 +233,7 @@ def link_diagnostics(pipe: Pipeline, bench: benchmarks.Benchmark, examples: list
 
   def correct(e: EvalExample) -> bool:
     return bench.score({e.question_id: predictions[e.question_id]["text"]}, [e])["accuracy"] == 100
-  return diagnostics.diagnose(pipe, boxed, images, mode, batch_size, correct)
+  return diagnostics.diagnose(pipe, boxed, images, mode, batch_size, correct, prefix_ids)
 
 
 def configured_source(config: ml_collections.ConfigDict, name: str) -> dict:
@@ -319,7 +319,8 @@ def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
       results[name][mode] = score_mode(bench, examples, predictions, skipped)
       texts[mode] = {q: p["text"] for q, p in predictions.items()}
       if config.diagnostics and mode != "vanilla":
-        found = link_diagnostics(pipe, bench, examples, predictions, mode, config.batch_size, max_pixels)
+        found = link_diagnostics(pipe, bench, examples, predictions, mode, config.batch_size, max_pixels,
+                                 backbone.prompt_prefix(config.model, pipe.cfg))
         if found is not None:
           results[name][mode]["diagnostics"] = found
           (output / name / f"{mode}.diagnostics.json").write_text(json.dumps(found, indent=2))

@@ -116,6 +116,14 @@ def per_layer_params(params: Any) -> Any:
   return {f"layer_{i}": layer_params(params, i) for i in range(n)}
 
 
+def stacked_params(params: Any) -> Any:
+  """A StackedLayers' params in the stacked layout (from either layout)."""
+  if not is_per_layer(params):
+    return params
+  layers = [params[f"layer_{i}"] for i in range(len(params))]
+  return {"layers": jax.tree.map(lambda *ws: jnp.stack(ws), *layers)}
+
+
 def is_per_layer(params: Any) -> bool:
   """Whether a StackedLayers' params are in the per_layer layout."""
   return "layers" not in params

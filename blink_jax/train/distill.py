@@ -178,3 +178,15 @@ def distillation_loss(model: VisionLanguageModel, blink: BlinkConfig, token_sr: 
   kl, cos = kl.mean(), cos.mean()
   loss = kl + cosine_weight * cos
   return loss, DistillMetrics(loss, kl, cos)
+
+
+def fidelity(model: VisionLanguageModel, blink: BlinkConfig, backbone: Any, token_sr: Any, prefix_ids, pixels,
+             region) -> dict[str, jax.Array]:
+  """How close TokenSR's tokens and interpolation's (Blink-interp) are to the teacher's (the region's
+  crop re-encoded), for the given regions: per-token KL and 1 - cosine, averaged over the scanning
+  layers and the batch (T = 1)."""
+  states, teacher = distillation_targets(model, backbone, prefix_ids, pixels, region, blink)
+  _, trained = distillation_loss(model, blink, token_sr, states, teacher, temperature=1.0, cosine_weight=0.0)
+  interp_kl, interp_cos = kl_and_cosine(teacher, token_sr_lib.bilinear_2x(states), 1.0)
+  return {"token_sr_kl": trained.kl, "token_sr_cosine_distance": trained.cosine,
+          "interp_kl": interp_kl, "interp_cosine_distance": interp_cos}
