@@ -43,6 +43,20 @@ def test_random_region_choice_draws_regions_under_the_same_trigger():
   assert not bool(never.expanded.any())                                       # no trigger, no region
 
 
+def test_oracle_region_choice_expands_the_given_region_under_the_same_trigger():
+  shares = _shares(batch=6)
+  empty = BlockState.empty(6, 1)
+  oracle = jnp.asarray([3, 0, 15, -1, 7, 7], jnp.int32)
+  cfg = dataclasses.replace(BASE, tau_exp=0.0, region_choice="oracle")
+  picked = np.asarray(decide(shares, empty, cfg, oracle=oracle).state.region[:, 0])
+  np.testing.assert_array_equal(picked[[0, 1, 2, 4, 5]], [3, 0, 15, 7, 7])
+  assert picked[3] == int(np.argmax(shares[3]))                              # -1: saliency's region
+  never = decide(shares, empty, dataclasses.replace(cfg, tau_exp=1.0, tau_drop=0.0), oracle=oracle)
+  assert not bool(never.expanded.any())
+  with pytest.raises(ValueError, match="needs each example's target region"):
+    decide(shares, empty, cfg)
+
+
 def test_fixed_schedule_re_expands_the_top_regions_whatever_rho():
   shares = _shares(batch=8)
   cfg = dataclasses.replace(BASE, tau_exp=1.0, tau_drop=0.0, schedule="fixed", max_regions=2)
@@ -80,6 +94,13 @@ def test_ablations_run_through_blinks_prefill(blink_ckpt):
   first = np.asarray(trace.region)[:, 0, 0]               # the region each example expanded first
   assert bool(np.asarray(trace.expanded)[:, 0].all())
   assert (first != np.asarray(trace.shares)[:, 0].argmax(-1)).any()
+  oracle = pipe.with_blink(dataclasses.replace(BASE, tau_exp=0.0, tau_drop=0.0, region_choice="oracle"))
+  photo = list(hf_fixtures.sample_photos().values())[0]
+  h, w = photo.shape[:2]
+  centre = oracle.target_region(photo, [w / 2 - 1, h / 2 - 1, w / 2 + 1, h / 2 + 1])
+  assert centre == 4                                              # a 6 x 6 grid of p = 2: 3 x 3 regions
+  trace = oracle.blink_forward(batch, mode="interp", trace=True, regions=[centre, 0]).trace
+  np.testing.assert_array_equal(np.asarray(trace.region)[:, :, 0], [[4] * 6, [0] * 6])
 
 
 def test_unknown_ablation_settings_are_named():

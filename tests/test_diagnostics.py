@@ -42,3 +42,7 @@ def test_eval_reports_each_link_on_the_fine_detail_task(tmp_path):
   assert sr["interp_kl"] > 0 and sr["interp_cosine_distance"] > 0
   assert abs(sr["token_sr_kl"] - sr["interp_kl"]) < 1e-6
   assert abs(sr["token_sr_cosine_distance"] - sr["interp_cosine_distance"]) < 1e-5
+  # The oracle's region choice (the boxes the questions carry) expands every target.
+  oracle = _config(tmp_path / "oracle", benchmarks="fine_detail", modes="vanilla,interp", diagnostics=True,
+                   **{"blink.region_choice": "oracle"})
+  assert runner.evaluate(oracle)["fine_detail"]["interp"]["diagnostics"]["target_expanded"] == 1.0

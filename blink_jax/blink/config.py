@@ -10,7 +10,7 @@ MODES = ("vanilla", "interp", "tokensr")
 POSITION_SCHEMES = ("parent", "fractional")
 AFTER_SCAN = ("keep", "drop")
 SALIENCY_NORMS = ("row", "visual")
-REGION_CHOICES = ("saliency", "random")
+REGION_CHOICES = ("saliency", "random", "oracle")
 SCHEDULES = ("dynamic", "fixed")
 TOKEN_SR_ARCHS = ("conv", "mlp")
 # A random model's saliency is nearly uniform (rho ~ 1/16 over the tiny preset's 16 regions): the
@@ -34,7 +34,8 @@ class BlinkConfig:
   token_sr_channels: int = 512      # C of TokenSR
   token_sr_arch: str = "conv"       # conv: the 3x3 expansion (spec); mlp: per token (1x1), the paper's future work
   # Ablations (the paper's, section "Ablations"): which region a decision takes, and when decisions happen.
-  region_choice: str = "saliency"   # saliency: the most salient; random: a random region (same trigger)
+  region_choice: str = "saliency"   # saliency: the most salient; random: a random region; oracle: the
+                                    # target's (given per example: the upper bound); the same trigger
   schedule: str = "dynamic"         # dynamic: DTR (tau_exp / tau_drop); fixed: re-expand the top regions at
                                     # every scanning layer, whatever rho
 

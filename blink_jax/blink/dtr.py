@@ -36,12 +36,13 @@ def random_scores(shares: jax.Array, layer: int) -> jax.Array:
   return jax.vmap(lambda f: jax.random.uniform(jax.random.fold_in(base, f), shares.shape[1:]))(fingerprint)
 
 
-def decide(shares: jax.Array, state: BlockState, cfg: BlinkConfig, layer: int = 0) -> Decision:
+def decide(shares: jax.Array, state: BlockState, cfg: BlinkConfig, layer: int = 0, oracle=None) -> Decision:
   """shares [B, R] (sum to 1) at scanning layer `layer`. Dynamic schedule (DTR): drop first (share <
   tau_drop), then fill free blocks, lowest block first, with the regions above tau_exp that no live
   block holds, highest share first (ties: lower region id). Fixed schedule (ablation): every block
   drops and the top regions refill them, whatever rho. region_choice="random" (ablation): as many
-  regions as that would expand, drawn at random (random_scores) among those no live block holds."""
+  regions as that would expand, drawn at random (random_scores) among those no live block holds;
+  "oracle" (the upper bound): the example's target region `oracle` [B] first (-1: none), then by share."""
   num_regions = shares.shape[1]
   if cfg.schedule == "fixed":
     dropped = state.live
@@ -54,6 +55,11 @@ def decide(shares: jax.Array, state: BlockState, cfg: BlinkConfig, layer: int = 
   scores = shares
   if cfg.region_choice == "random":
     scores = random_scores(shares, layer)
+  elif cfg.region_choice == "oracle":
+    if oracle is None:
+      raise ValueError("blink region_choice='oracle' needs each example's target region (regions=...)")
+    scores = shares + 2.0 * jax.nn.one_hot(oracle, num_regions, dtype=shares.dtype)   # -1: a zero row
+  if cfg.region_choice != "saliency":
     wanted = jnp.sum(candidate, axis=1, keepdims=True)
     rank = jnp.argsort(jnp.argsort(jnp.where(held, jnp.inf, -scores), axis=1, stable=True), axis=1)
     candidate = ~held & (rank < wanted)

@@ -62,8 +62,9 @@ def slot_layout(model: VisionLanguageModel, blink: BlinkConfig, image_start: int
 
 def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, ids, pixels, lengths, *,
                   image_start: int, all_logits: bool = False, trace: bool = False,
-                  room: int = 0) -> BlinkOutput:
-  """ids [B, T] right-padded, lengths [B]; every prompt's visual tokens start at `image_start`.
+                  room: int = 0, regions=None) -> BlinkOutput:
+  """ids [B, T] right-padded, lengths [B]; every prompt's visual tokens start at `image_start`;
+  regions [B]: the target region per example (-1: none), which region_choice="oracle" expands.
 
   params holds the model's params and, for mode "tokensr", `token_sr` (see models/token_sr.py). The
   cache has `room` dead positions after the full layout, for the tokens generation will write.
@@ -97,7 +98,7 @@ def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, i
     saliency, shares = last_token_shares(text_layer, text_params, h_in, positions, last_index, k,
                                          key_valid & row_mask_causal, image_start, layout.num_visual,
                                          layout.grid, blink)
-    decision = decide(shares, state, blink, layer=i)
+    decision = decide(shares, state, blink, layer=i, oracle=regions)
     # Super-resolve each block's region from this layer's output; only newly expanded blocks take it.
     idx = layout.region_token_index(decision.state.region).reshape(b, -1)
     region_h = jnp.take_along_axis(h_out, idx[..., None], axis=1).reshape(b * blink.max_regions, p, p, d)
@@ -157,7 +158,8 @@ def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, i
 
 def blink_prefill_fn(model: VisionLanguageModel, blink: BlinkConfig, image_start: int):
   """Blink's prefill in the shape greedy_generate takes (see generate.PrefillFn)."""
-  def prefill(params, ids, pixels, lengths, room=0):
-    out = blink_prefill(model, blink, params, ids, pixels, lengths, image_start=image_start, room=room)
+  def prefill(params, ids, pixels, lengths, room=0, regions=None):
+    out = blink_prefill(model, blink, params, ids, pixels, lengths, image_start=image_start, room=room,
+                        regions=regions)
     return out.logits, out.cache, out.key_valid, out.expansions
   return prefill

@@ -19,18 +19,6 @@ from blink_jax.models.layer_stack import stacked_params
 from blink_jax.train.distill import fidelity
 
 
-def target_region(pipe: Pipeline, image, box, grid: tuple[int, int]) -> int | None:
-  """The region (row-major, p x p tokens) that sees the centre of `box` = [x0, y0, x1, y1], or None
-  when preprocessing cuts it off."""
-  x0, y0, x1, y1 = box
-  token = pipe.family.token_at((x0 + x1) / 2, (y0 + y1) / 2, image.height, image.width, pipe.cfg,
-                               pipe.preprocessing)
-  if token is None:
-    return None
-  p = pipe.blink.region_size
-  return (token[0] // p) * (grid[1] // p) + token[1] // p
-
-
 def diagnose(pipe: Pipeline, examples: list[EvalExample], images: list, mode: str, batch_size: int,
              correct: Callable[[EvalExample], bool], prefix_ids: np.ndarray) -> dict[str, Any]:
   """The diagnostics of `mode` over the examples that carry a box (images: their decoded images;
@@ -39,15 +27,14 @@ def diagnose(pipe: Pipeline, examples: list[EvalExample], images: list, mode: st
   for idx in pipe.shape_batches(images, batch_size):
     real = list(dict.fromkeys(idx))
     batch = pipe.prepare([images[i] for i in idx], [examples[i].question for i in idx])
-    trace = pipe.blink_forward(batch, mode=mode, trace=True).trace
+    regions = [pipe.target_region(images[i], examples[i].meta["box"]) for i in idx]
+    trace = pipe.blink_forward(batch, mode=mode, trace=True, regions=regions).trace
     shares, region, live = (np.asarray(x) for x in (trace.shares, trace.region, trace.live))
-    grid = tuple(np.asarray(trace.saliency).shape[-2:])
-    targets = [target_region(pipe, images[i], examples[i].meta["box"], grid) for i in idx]
-    if mode == "tokensr" and all(t is not None for t in targets):
-      fidelity.append(_fidelity(pipe, batch, np.asarray(targets, np.int32), prefix_ids))
+    if mode == "tokensr" and min(regions) >= 0:
+      fidelity.append(_fidelity(pipe, batch, np.asarray(regions, np.int32), prefix_ids))
     for k, i in enumerate(real):
-      target = targets[k]
-      if target is None:
+      target = regions[k]
+      if target < 0:
         continue
       hits.append(shares[k].argmax(-1) == target)
       chance.append(1 / shares.shape[-1])

@@ -44,10 +44,11 @@ def pad_continuations(continuations: Sequence[Sequence[int]], pad_id: int,
   return tokens, counts
 
 
-def score_continuations(model: VisionLanguageModel, prefill: PrefillFn, params, ids, pixels, lengths, tokens, counts) -> Scores:
+def score_continuations(model: VisionLanguageModel, prefill: PrefillFn, params, ids, pixels, lengths, tokens, counts,
+                        regions=None) -> Scores:
   """Scores of continuations `tokens` [B, C] (true lengths `counts` [B]) after the prompts."""
   c = tokens.shape[1]
-  logits, cache, valid, expansions = prefill(params, ids, pixels, lengths, c)
+  logits, cache, valid, expansions = prefill(params, ids, pixels, lengths, c, regions)
   s0 = cache.length - c
   start = first_positions(model, params, ids, pixels, lengths)
 

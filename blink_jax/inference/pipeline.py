@@ -87,19 +87,22 @@ class Pipeline:
       return batch
     return fit_slots(batch, self._blink_for(mode).num_slots, self.buckets, self.cfg.pad_token_id)
 
-  def blink_forward(self, batch: PromptBatch, mode: str = "tokensr", trace: bool = False) -> BlinkOutput:
+  def blink_forward(self, batch: PromptBatch, mode: str = "tokensr", trace: bool = False, *,
+                    regions: Sequence[int] | None = None) -> BlinkOutput:
     """Blink's prefill with logits at every prompt position [B, T', V] (T' = layout_for(batch).ids
-    length) and, if asked, its trace."""
+    length) and, if asked, its trace. `regions`: each example's target region (target_region), which
+    Blink's region_choice="oracle" takes."""
     blink = self._blink_for(mode)
     batch = self.layout_for(batch, mode)
     key = (blink, batch.image_start, trace)
     if key not in self._blink_fns:
-      self._blink_fns[key] = jax.jit(lambda p, ids, px, ln: blink_prefill(
-          self.model, blink, p, ids, px, ln, image_start=batch.image_start, all_logits=True, trace=trace))
+      self._blink_fns[key] = jax.jit(lambda p, ids, px, ln, rg: blink_prefill(
+          self.model, blink, p, ids, px, ln, image_start=batch.image_start, all_logits=True, trace=trace,
+          regions=rg))
     n, (ids, pixels, lengths) = batch.ids.shape[0], self._device_batch(batch)
-    params = self.mode_params(mode)
+    params, oracle = self.mode_params(mode), self._oracle(mode, regions)
     with self.partitioner.activated():
-      out = self._blink_fns[key](params, ids, pixels, lengths)
+      out = self._blink_fns[key](params, ids, pixels, lengths, oracle)
     if ids.shape[0] == n:
       return out
     # The batch was padded to the mesh (_device); the cache stays padded (its layout is decoding's).
@@ -184,6 +187,30 @@ class Pipeline:
       arrays = tuple(np.concatenate([x, np.repeat(x[-1:], fill, axis=0)]) for x in arrays)
     return [jax.device_put(x, self.partitioner.batch(x.ndim)) for x in arrays]
 
+  def target_region(self, image: ImageLike, box: Sequence[float] | None) -> int:
+    """The region (row-major, region_size x region_size tokens of the image's grid) that sees the
+    centre of `box` = [x0, y0, x1, y1] in the image's pixels; -1 without a box or when preprocessing
+    cuts its centre off."""
+    if not box:
+      return -1
+    img = load_image(image)
+    x0, y0, x1, y1 = box
+    token = self.family.token_at((x0 + x1) / 2, (y0 + y1) / 2, img.height, img.width, self.cfg, self.preprocessing)
+    if token is None:
+      return -1
+    rows, cols = self.model.visual_grid((1, *self.grid_of(img), 3))
+    p = self.blink.region_size
+    return (token[0] // p) * (cols // p) + token[1] // p
+
+  def _oracle(self, mode: str, regions: Sequence[int] | None) -> jax.Array | None:
+    """The target regions on the devices when `mode` takes them (region_choice="oracle"), else None."""
+    if mode == "vanilla" or self.blink.region_choice != "oracle":
+      return None
+    if regions is None:
+      raise ValueError("Blink's region_choice='oracle' expands each example's target region: pass regions= "
+                       "(Pipeline.target_region of each image and its box)")
+    return self._device(np.asarray(regions, np.int32))[0]
+
   def _device_batch(self, batch: PromptBatch) -> list[jax.Array]:
     return self._device(batch.ids, batch.pixels, batch.lengths)
 
@@ -212,9 +239,9 @@ class Pipeline:
     key = (max_new_tokens, blink, image_start if blink else None)
     if key not in self._generate_fns:
       prefill = self.prefill_fn(mode, image_start)
-      self._generate_fns[key] = jax.jit(lambda p, ids, px, ln: greedy_generate(
+      self._generate_fns[key] = jax.jit(lambda p, ids, px, ln, rg=None: greedy_generate(
           self.model, prefill, p, ids, px, ln, max_new_tokens=max_new_tokens,
-          eos_id=self.cfg.eos_token_ids, pad_id=self.cfg.pad_token_id))
+          eos_id=self.cfg.eos_token_ids, pad_id=self.cfg.pad_token_id, regions=rg))
     return self._generate_fns[key]
 
   def loglikelihood_program(self, mode: str, image_start: int):
@@ -224,12 +251,12 @@ class Pipeline:
     key = (blink, image_start if blink else None)
     if key not in self._score_fns:
       prefill = self.prefill_fn(mode, image_start)
-      self._score_fns[key] = jax.jit(lambda p, ids, px, ln, tokens, counts: score_continuations(
-          self.model, prefill, p, ids, px, ln, tokens, counts))
+      self._score_fns[key] = jax.jit(lambda p, ids, px, ln, tokens, counts, rg=None: score_continuations(
+          self.model, prefill, p, ids, px, ln, tokens, counts, rg))
     return self._score_fns[key]
 
   def loglikelihood(self, batch: PromptBatch, continuations: Sequence[str | Sequence[int]],
-                    mode: str = "vanilla") -> Scores:
+                    mode: str = "vanilla", *, regions: Sequence[int] | None = None) -> Scores:
     """Per example, the summed log-probability of its continuation after its prompt and whether it
     is the greedy continuation (numpy arrays [B]; Blink modes decide from the prompt, as in generation,
     and score the continuation against that prefill's cache). A continuation is text, tokenized after
@@ -249,8 +276,9 @@ class Pipeline:
     # Params and inputs are placed before the mesh is activated: under it, an untrained TokenSR's
     # first initialisation (mode_params) would meet the abstract mesh and fail.
     params, args = self.mode_params(mode), self._device_batch(batch) + self._device(tokens, counts)
+    oracle = self._oracle(mode, regions)
     with self.partitioner.activated():
-      out = program(params, *args)
+      out = program(params, *args, oracle)
     return Scores(*(np.asarray(x)[:len(continuations)] for x in jax.device_get(out)))
 
   def mode_params(self, mode: str, abstract: bool = False) -> Any:
@@ -267,15 +295,15 @@ class Pipeline:
     return {**self.params, "token_sr": self.token_sr}
 
   def generate_tokens(self, batch: PromptBatch, max_new_tokens: int = 32, mode: str = "vanilla", *,
-                      with_expansions: bool = False):
+                      with_expansions: bool = False, regions: Sequence[int] | None = None):
     """Greedy tokens [B, max_new_tokens] (pad after EOS) with mode vanilla | interp | tokensr; with
-    `with_expansions`, (tokens, regions Blink expanded per example [B])."""
+    `with_expansions`, (tokens, regions Blink expanded per example [B]). `regions`: as blink_forward's."""
     batch = self.layout_for(batch, mode)
     program = self.generate_program(mode, max_new_tokens, batch.image_start)
     ids, pixels, lengths = self._device_batch(batch)
-    params = self.mode_params(mode)
+    params, oracle = self.mode_params(mode), self._oracle(mode, regions)
     with self.partitioner.activated():
-      out = jax.device_get(program(params, ids, pixels, lengths))
+      out = jax.device_get(program(params, ids, pixels, lengths, oracle))
     n = batch.ids.shape[0]
     tokens = np.asarray(out.tokens)[:n]
     return (tokens, np.asarray(out.expansions)[:n]) if with_expansions else tokens
@@ -291,9 +319,10 @@ class Pipeline:
     return texts
 
   def generate(self, batch: PromptBatch, max_new_tokens: int = 32, mode: str = "vanilla", *,
-               with_expansions: bool = False):
-    """Greedy answers; with `with_expansions`, (answers, regions Blink expanded per example)."""
+               with_expansions: bool = False, regions: Sequence[int] | None = None):
+    """Greedy answers; with `with_expansions`, (answers, regions Blink expanded per example).
+    `regions`: as blink_forward's."""
     if with_expansions:
-      tokens, expansions = self.generate_tokens(batch, max_new_tokens, mode, with_expansions=True)
+      tokens, expansions = self.generate_tokens(batch, max_new_tokens, mode, with_expansions=True, regions=regions)
       return self.decode(tokens), expansions
-    return self.decode(self.generate_tokens(batch, max_new_tokens, mode))
+    return self.decode(self.generate_tokens(batch, max_new_tokens, mode, regions=regions))
