@@ -45,7 +45,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 UNSUBSTITUTED = ("$", "/ckpts/", "/data/", "/mnt/", "gs://")
 EMBEDDED = ("tiny", "qwen2.5-vl-tiny")
 # Scripts whose commands are checked by their own flag parsing (absl's --only_check_args, a subprocess).
-PARSED_BY_THEMSELVES = ("bench.", "blink_jax.data.fine_detail")   # model.preset of the embedded defaults (no checkpoint)
+PARSED_BY_THEMSELVES = ("bench.", "experiments.", "blink_jax.data.fine_detail")   # model.preset of the embedded defaults (no checkpoint)
 
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -13,7 +13,7 @@ Sub-tasks (`category`):
 
 Written in LLaVA's eval layout, which eval.py reads as the `fine_detail` benchmark:
 `<out>/<split>.jsonl` (question_id, image, text, answer, category, box = [x0, y0, x1, y1] in the
-image's pixels) and `<out>/images/`. Splits: train, validation, test (disjoint seeds).
+image's pixels) and `<out>/images/<split>/`. Splits: train, validation, test (disjoint seeds).
 
   python -m blink_jax.data.fine_detail --out data/fine_detail [--image_size 336 --detail_px 6 --per_split 200,100,200]
 """
@@ -123,20 +123,25 @@ def example(rng: np.random.Generator, category: str, size: int, detail_px: int) 
 
 def write(out: str | epath.PathLike, *, image_size: int = 336, detail_px: int = 6,
           per_split: tuple[int, int, int] = (200, 100, 200), seed: int = 0) -> dict[str, int]:
-  """Writes the three splits (questions cycle through the categories); returns questions per split."""
+  """Writes the three splits (questions cycle through the categories); returns questions per split.
+  Each split's images go to images/<split>/ beside a questions.jsonl ({"image", "question"}: what
+  train.py's image-folder source reads for saliency-guided distillation regions)."""
   out = epath.Path(out)
-  (out / "images").mkdir(parents=True, exist_ok=True)
   counts = {}
   for split, n in zip(SPLITS, per_split):
+    folder = out / "images" / split
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, SPLIT_SEEDS[split], image_size, detail_px])
     rows: list[dict[str, Any]] = []
     for i in range(n):
       category = CATEGORIES[i % len(CATEGORIES)]
       img, row = example(rng, category, image_size, detail_px)
       name = f"{split}_{i:05d}.png"
-      img.save(out / "images" / name)
-      rows.append({"question_id": f"{split}_{i:05d}", "image": name, "category": category, **row})
+      img.save(folder / name)
+      rows.append({"question_id": f"{split}_{i:05d}", "image": f"{split}/{name}", "category": category, **row})
     (out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "questions.jsonl").write_text("".join(
+        json.dumps({"image": r["image"].split("/", 1)[1], "question": r["text"]}) + "\n" for r in rows))
     counts[split] = n
   return counts
 

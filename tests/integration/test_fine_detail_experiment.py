@@ -1,0 +1,33 @@
+"""The fine-detail experiment's one command, tiny (a few steps a stage, one seed): every stage runs
+(task, fine-tuning, distillation, evaluation of every arm) and the results page holds every arm x
+mode x sub-task with its interval, and the diagnostics."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from blink_jax.data.fine_detail import CATEGORIES
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_the_tiny_experiment_writes_its_results_page(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "experiments.fine_detail", f"--out={tmp_path}", "--seeds=0", "--tiny"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = json.loads((tmp_path / "results.json").read_text())
+  pooled = results["pooled"]
+  assert set(pooled) == {"blink", "random_region", "oracle_region", "fixed_schedule", "no_drop"}
+  for arm in pooled.values():
+    assert set(arm) == {"all", *CATEGORIES}
+    for cell in arm["all"].values():
+      low, high = cell[1], cell[2]
+      assert low <= cell[0] <= high
+  diagnostics = results["per_seed"]["0"]["arms"]["blink"]["tokensr"]["diagnostics"]
+  assert diagnostics["questions"] == 8 and "token_sr_kl" in diagnostics
+  page = (tmp_path / "results.md").read_text()
+  assert "## oracle_region" in page and "tokensr - vanilla" in page and "hit rate per scanning layer" in page
