@@ -24,14 +24,15 @@ def diagnose(pipe: Pipeline, examples: list[EvalExample], images: list, mode: st
   """The diagnostics of `mode` over the examples that carry a box (images: their decoded images;
   prefix_ids: the prompt tokens before the image, for the teacher's forward)."""
   hits, expanded, dropped, target_expanded, right, chance, fidelity = [], [], [], [], [], [], []
+  measure = _fidelity_fn(pipe, prefix_ids) if mode == "tokensr" else None
   for idx in pipe.shape_batches(images, batch_size):
     real = list(dict.fromkeys(idx))
     batch = pipe.prepare([images[i] for i in idx], [examples[i].question for i in idx])
     regions = [pipe.target_region(images[i], examples[i].meta["box"]) for i in idx]
     trace = pipe.blink_forward(batch, mode=mode, trace=True, regions=regions).trace
     shares, region, live = (np.asarray(x) for x in (trace.shares, trace.region, trace.live))
-    if mode == "tokensr" and min(regions) >= 0:
-      fidelity.append(_fidelity(pipe, batch, np.asarray(regions, np.int32), prefix_ids))
+    if measure is not None and min(regions) >= 0:
+      fidelity.append(measure(batch, np.asarray(regions, np.int32)))
     for k, i in enumerate(real):
       target = regions[k]
       if target < 0:
@@ -65,14 +66,18 @@ def diagnose(pipe: Pipeline, examples: list[EvalExample], images: list, mode: st
   return out
 
 
-def _fidelity(pipe: Pipeline, batch, regions: np.ndarray, prefix_ids: np.ndarray) -> dict[str, float]:
-  """train/distill.py's fidelity of the pipeline's TokenSR on the batch's target regions (its layer
-  loops run the decoder stacked, whatever the pipeline's layout)."""
+def _fidelity_fn(pipe: Pipeline, prefix_ids: np.ndarray) -> Callable[[Any, np.ndarray], dict[str, float]]:
+  """measure(batch, regions): train/distill.py's fidelity of the pipeline's TokenSR on a batch's target
+  regions, compiled once (its layer loops run the decoder stacked, whatever the pipeline's layout)."""
   params = pipe.mode_params("tokensr")
   text = params["language_model"]
   backbone = {**{k: v for k, v in params.items() if k != "token_sr"},
               "language_model": {**text, "layers": stacked_params(text["layers"])}}
   model = pipe.family.model(pipe.cfg.replace(layer_layout="stacked"))
-  out = jax.jit(lambda b, t, px, r: fidelity(model, pipe.blink, b, t, jnp.asarray(prefix_ids), px, r))(
-      backbone, params["token_sr"], jnp.asarray(batch.pixels), jnp.asarray(regions))
-  return {k: float(v) for k, v in jax.device_get(out).items()}
+  prefix = jnp.asarray(prefix_ids)
+  run = jax.jit(lambda b, t, px, r: fidelity(model, pipe.blink, b, t, prefix, px, r))
+
+  def measure(batch, regions: np.ndarray) -> dict[str, float]:
+    out = run(backbone, params["token_sr"], jnp.asarray(batch.pixels), jnp.asarray(regions))
+    return {k: float(v) for k, v in jax.device_get(out).items()}
+  return measure
