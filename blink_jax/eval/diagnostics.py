@@ -23,24 +23,25 @@ def diagnose(pipe: Pipeline, examples: list[EvalExample], images: list, mode: st
              correct: Callable[[EvalExample], bool], prefix_ids: np.ndarray) -> dict[str, Any]:
   """The diagnostics of `mode` over the examples that carry a box (images: their decoded images;
   prefix_ids: the prompt tokens before the image, for the teacher's forward)."""
-  hits, expanded, dropped, target_expanded, right, chance, fidelity = [], [], [], [], [], [], []
+  hits, expanded, dropped, target_expanded, right, chance, closeness = [], [], [], [], [], [], []
   measure = _fidelity_fn(pipe, prefix_ids) if mode == "tokensr" else None
   for idx in pipe.shape_batches(images, batch_size):
     real = list(dict.fromkeys(idx))
     batch = pipe.prepare([images[i] for i in idx], [examples[i].question for i in idx])
     regions = [pipe.target_region(images[i], examples[i].meta["box"]) for i in idx]
     trace = pipe.blink_forward(batch, mode=mode, trace=True, regions=regions).trace
-    shares, region, live = (np.asarray(x) for x in (trace.shares, trace.region, trace.live))
+    shares, region, live, grew, shrank = (np.asarray(x) for x in (trace.shares, trace.region, trace.live,
+                                                                    trace.expanded, trace.dropped))
     if measure is not None and min(regions) >= 0:
-      fidelity.append(measure(batch, np.asarray(regions, np.int32)))
+      closeness.append(measure(batch, np.asarray(regions, np.int32)))
     for k, i in enumerate(real):
       target = regions[k]
       if target < 0:
         continue
       hits.append(shares[k].argmax(-1) == target)
       chance.append(1 / shares.shape[-1])
-      expanded.append(int(np.asarray(trace.expanded)[k].sum()))
-      dropped.append(int(np.asarray(trace.dropped)[k].sum()))
+      expanded.append(int(grew[k].sum()))
+      dropped.append(int(shrank[k].sum()))
       target_expanded.append(bool(((region[k] == target) & live[k]).any()))
       right.append(correct(examples[i]))
   if not hits:
@@ -61,8 +62,8 @@ def diagnose(pipe: Pipeline, examples: list[EvalExample], images: list, mode: st
       "accuracy_target_expanded": accuracy(target_expanded_arr),
       "accuracy_target_not_expanded": accuracy(~target_expanded_arr),
   }
-  if fidelity:
-    out.update({k: float(np.mean([f[k] for f in fidelity])) for k in fidelity[0]})
+  if closeness:
+    out.update({k: float(np.mean([f[k] for f in closeness])) for k in closeness[0]})
   return out
 
 

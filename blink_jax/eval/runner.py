@@ -147,8 +147,11 @@ def decode_image(e: EvalExample, max_pixels: int | None):
   return load_row_image(e.image, f"of question {e.question_id}", max_pixels)
 
 
-def _regions(pipe: Pipeline, chunk: list[EvalExample], images: list) -> list[int]:
-  """Each example's target region (its meta's box; -1 without one), for region_choice="oracle"."""
+def _regions(pipe: Pipeline, chunk: list[EvalExample], images: list) -> list[int] | None:
+  """Each example's target region (its meta's box; -1 without one) when the pipeline's Blink takes them
+  (region_choice="oracle"); else None, and nothing is computed."""
+  if pipe.blink.region_choice != "oracle":
+    return None
   return [pipe.target_region(im, e.meta.get("box")) for e, im in zip(chunk, images)]
 
 
