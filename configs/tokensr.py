@@ -48,7 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
   # train.objective="sft": (image, question, answer) examples from a source as eval.py reads them
   # (format llava | parquet | tfds | folder, and its fields); a step's sequence holds the image's tokens
   # plus max_text_tokens (template, question and answer; longer examples are skipped and named)
-  c.data.sft = ml_collections.ConfigDict({f: "" for f in SOURCE_FIELDS})
+  # benchmark: ask each row's question as eval.py asks that benchmark's (e.g. fine_detail; "": as is)
+  c.data.sft = ml_collections.ConfigDict({f: "" for f in SOURCE_FIELDS + ("benchmark",)})
   c.data.max_text_tokens = 64
 
   c.train = ml_collections.ConfigDict()

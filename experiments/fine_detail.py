@@ -73,7 +73,7 @@ def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str,
       **model, "workdir": str(root / "sft"), "train.objective": "sft", "train.trainable": ".*",
       "train.steps": s["sft_steps"], "train.batch_size": s["batch"], "train.learning_rate": s["sft_lr"],
       "train.log_every": max(1, s["sft_steps"] // 10), "checkpoint.every": max(1, s["sft_steps"] // 3),
-      "data.max_text_tokens": s["max_text_tokens"],
+      "data.max_text_tokens": s["max_text_tokens"], "data.sft.benchmark": "fine_detail",
       **{f"data.sft.{k}": v for k, v in _source(data, "train").items()}})
   train(sft)
   tuned = {**model, "model.params": str(root / "sft" / "export" / "model")}

@@ -11,10 +11,12 @@ from PIL import Image
 import hf_fixtures
 import train_fixtures
 from blink_jax import sharding as shd
-from blink_jax.eval import runner
+from blink_jax.data import fine_detail
+from blink_jax.eval import benchmarks, runner
 from blink_jax.train import sft
 from blink_jax.train.loop import train
 from blink_jax.train.step import train_program
+from configs import tokensr as train_configs
 from test_eval import _config as eval_config
 
 
@@ -45,6 +47,20 @@ def test_only_answer_tokens_are_targets(tmp_path):
   np.testing.assert_array_equal(scored, ids[n - len(scored):n])      # the last tokens: the reply
   assert len(scored) == len(answer) and (targets[:n - len(scored) - 1] == -1).all()
   assert program.tokenizer.decode(scored.tolist()).strip().startswith("green")
+
+
+def test_a_benchmarks_rows_are_asked_as_eval_asks_them(tmp_path):
+  fine_detail.write(tmp_path, image_size=56, detail_px=4, per_split=(2, 0, 0))
+  config = train_configs.get_config()
+  config.update_from_flattened_dict({"data.sft.format": "llava", "data.sft.questions": str(tmp_path / "train.jsonl"),
+                                     "data.sft.image_folder": str(tmp_path / "images")})
+  plain, _ = sft.source_rows(config.data)
+  config.data.sft.benchmark = "fine_detail"
+  asked, _ = sft.source_rows(config.data)
+  row = json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])
+  eval_asks = benchmarks.get("fine_detail").examples({**row, "question": row["text"]}, "test")[0]
+  assert asked[0]["question"] == eval_asks.question != plain[0]["question"] == row["text"]
+  assert asked[0]["answer"] == eval_asks.answer
 
 
 @pytest.mark.slow   # a whole job (the full tier)

@@ -1,8 +1,9 @@
 """Supervised fine-tuning, the training job's second objective (`train.objective="sft"`): next-token
 cross-entropy on the answer tokens of (image, question, answer) examples, with `train.trainable`
 choosing what trains (e.g. `.*`, or the projector and the LLM). Examples come from the sources eval.py
-reads (`config.data.sft`: LLaVA jsonl, parquet, TFDS, a folder), each question wrapped in the
-family's template and its answer as the assistant's reply (`family.answer`: LLaVA's `</s>`,
+reads (`config.data.sft`: LLaVA jsonl, parquet, TFDS, a folder), each question phrased as eval.py asks
+it when `config.data.sft.benchmark` names the benchmark (its answer-format suffix included: a model
+tuned on other phrasing answers eval's questions off-distribution), wrapped in the family's template and its answer as the assistant's reply (`family.answer`: LLaVA's `</s>`,
 Qwen2.5-VL's `<|im_end|>`), so the model learns to end its answers."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from blink_jax.data.image_preprocessing import ImageError
 from blink_jax.data.tokenizer import Tokenizer
+from blink_jax.eval import benchmarks
 from blink_jax.eval.readers import SOURCE_FIELDS, load_row_image, read_rows
 
 
@@ -32,8 +34,16 @@ def source_rows(data: ml_collections.ConfigDict) -> tuple[list[dict], str]:
     raise ValueError("train.objective='sft' needs examples: set config.data.sft.format (llava | parquet | tfds | "
                      "folder) and its fields, as eval.py's config.sources.<benchmark> (e.g. questions, image_folder)")
   where = f"config.data.sft {source}"
+  benchmark = benchmarks.get(data.sft.benchmark) if data.sft.get("benchmark") else None
   rows = []
   for row in read_rows(source):
+    if benchmark is not None:
+      for example in benchmark.examples(row, where):
+        if not isinstance(example.answer, str):
+          raise ValueError(f"{where}: benchmark {benchmark.name!r} gives answers of type "
+                           f"{type(example.answer).__name__}, not a reply SFT can train on")
+        rows.append({"image": example.image, "question": example.question, "answer": example.answer})
+      continue
     missing = [k for k in ("image", "question", "answer") if row.get(k) is None]
     if missing:
       raise ValueError(f"{where}: row {row.get('question_id', row.get('_row'))} has no {missing}; SFT examples "
