@@ -38,9 +38,9 @@ from configs import tokensr as train_configs
 # What one run of the experiment uses (the tiny version shrinks steps and questions). The full
 # settings are a starting point: their validation plateau and run time are not yet measured.
 FULL = dict(image_size=112, detail_px=4, per_split=(1000, 200, 400), sft_steps=1500, sft_lr=1e-3,
-            distill_steps=300, batch=16, max_text_tokens=256)
+            distill_steps=300, batch=16, max_text_tokens=320)
 TINY = dict(image_size=112, detail_px=4, per_split=(16, 8, 8), sft_steps=4, sft_lr=1e-3, distill_steps=4, batch=8,
-            max_text_tokens=256)
+            max_text_tokens=320)
 # The comparisons: a name, the modes eval.py runs, and the Blink settings it changes.
 ARMS = [
     ("blink", "vanilla,interp,tokensr", {}),

@@ -163,15 +163,21 @@ def preprocess_image(image: ImageLike, size: int = 336, mode: str = "pad", *, na
   return (x - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)
 
 
-def model_view(image: ImageLike, size: int, mode: str = "pad") -> Image.Image:
-  """The image as the vision tower sees it (padded or cropped square), un-normalised."""
+def square_view(image: ImageLike, mode: str = "pad") -> Image.Image:
+  """The square the vision tower sees, at the image's own resolution: padded to its longer side
+  (mode "pad") or its centred square of the shorter side ("crop"), un-normalised."""
   img = load_image(image)
   w, h = img.size
   if mode == "pad":
     side = max(w, h)
     sq = Image.new("RGB", (side, side), tuple(int(m * 255) for m in CLIP_MEAN))
     sq.paste(img, ((side - w) // 2, (side - h) // 2))
-  else:
-    side = min(w, h)
-    sq = img.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+    return sq
+  side = min(w, h)
+  return img.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+
+
+def model_view(image: ImageLike, size: int, mode: str = "pad") -> Image.Image:
+  """The image as the vision tower sees it (padded or cropped square), un-normalised."""
+  sq = square_view(image, mode)
   return sq.resize((size, size), Image.Resampling.BICUBIC)

@@ -16,6 +16,7 @@ class PromptBatch:
   pixels: np.ndarray    # [B, H, W, 3] float32
   image_start: int      # index of the first visual token, the same in every prompt of the batch
   texts: tuple[str, ...] | None = None   # the prompts' text, where the batch was made from text
+  images: tuple | None = None            # the images as given to prepare() (what zoom crops from)
 
 
 def bucket_length(n: int, buckets: Sequence[int]) -> int:

@@ -8,6 +8,7 @@ checkpoint's family: families.py) with its tokenizer, preprocessing and prompt t
     texts = pipe.generate(batch, max_new_tokens=32, mode="interp")   # Blink-interp
     out = pipe.blink_forward(batch, mode="tokensr", trace=True)       # logits + trace
     scores = pipe.loglikelihood(batch, [" a cat</s>"], mode="interp")  # log p(continuation | prompt)
+    texts = pipe.generate(batch, max_new_tokens=32, mode="zoom")      # attention-guided zoom (zoom.py)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from blink_jax.data.image_preprocessing import ImageLike, load_image
 from blink_jax.data.prompt_batch import PromptBatch, fit_slots, pad_prompts
 from blink_jax.inference.generate import greedy_generate, vanilla_prefill
 from blink_jax.inference.loglikelihood import Scores, pad_continuations, score_continuations
+from blink_jax.inference import zoom as zoom_lib
 from blink_jax.models import token_sr as token_sr_lib
 from blink_jax.models.layer_stack import resolve_layout
 from blink_jax.data.tokenizer import Tokenizer
@@ -49,6 +51,7 @@ class Pipeline:
   buckets: Sequence[int] = DEFAULT_BUCKETS
   blink: BlinkConfig | None = None   # None: the spec's settings carried to this model (defaults_for)
   token_sr: Any = None   # trained TokenSR params; None: untrained (equal to interp)
+  zoom: zoom_lib.ZoomConfig = zoom_lib.ZoomConfig()   # mode "zoom"'s settings
 
   def __post_init__(self):
     self.family = families.of_config(self.cfg)
@@ -61,6 +64,7 @@ class Pipeline:
     self._generate_fns: dict[Any, Any] = {}
     self._score_fns: dict[Any, Any] = {}
     self._blink_fns: dict[Any, Any] = {}
+    self._zoom_fns: dict[Any, Any] = {}
 
   def with_blink(self, blink: BlinkConfig, token_sr: Any = None) -> "Pipeline":
     """The same loaded model with other Blink settings / TokenSR weights (params are shared)."""
@@ -75,6 +79,11 @@ class Pipeline:
     if token_sr:
       trained, blink = load_token_sr(token_sr, width=self.cfg.text.hidden_size, partitioner=self.partitioner)
     return self.with_blink(from_mapping({**dataclasses.asdict(blink), **(overrides or {})}), trained)
+
+  def with_zoom(self, zoom: zoom_lib.ZoomConfig) -> "Pipeline":
+    """The same loaded model with other settings of mode "zoom" (params are shared)."""
+    zoom.resolved(self.cfg.text.num_layers)
+    return dataclasses.replace(self, zoom=zoom)
 
   def _blink_for(self, mode: str) -> BlinkConfig:
     # A grid that depends on the image (Qwen2.5-VL's buckets) is checked per batch, in the prefill.
@@ -176,7 +185,62 @@ class Pipeline:
     n = self.family.image_tokens(self.cfg, pixels.shape)
     ids = [self.tokenizer.encode_prompt(t, n) for t in texts]
     batch = pad_prompts(ids, pixels, self.buckets, self.cfg.pad_token_id, self.cfg.image_token_id)
-    return dataclasses.replace(batch, texts=tuple(texts))
+    return dataclasses.replace(batch, texts=tuple(texts), images=tuple(images))
+
+  def _zoom_grid(self, batch: PromptBatch) -> tuple[int, int]:
+    grid = self.family.fixed_grid(self.cfg)
+    if grid is None:
+      raise ValueError("mode 'zoom' runs LLaVA-family models; Qwen2.5-VL's image and crop would each need "
+                       "their own multimodal RoPE positions, which it does not build yet")
+    if batch.images is None or batch.texts is None:
+      raise ValueError("mode 'zoom' crops the batch's images and re-asks its prompts: make the batch with "
+                       "prepare(), which keeps both")
+    return grid
+
+  def zoom_saliency(self, batch: PromptBatch) -> np.ndarray:
+    """Zoom's pass 1: the last prompt token's attention to each visual token at zoom.layer [B, rows,
+    columns] (with zoom.relative, divided by that of GENERIC_QUESTION's prompt on the same image)."""
+    self._zoom_grid(batch)
+    zoom = self.zoom.resolved(self.cfg.text.num_layers)
+
+    def attention(b: PromptBatch) -> np.ndarray:
+      key = (zoom.layer, b.image_start)
+      if key not in self._zoom_fns:
+        self._zoom_fns[key] = jax.jit(lambda p, ids, px, ln: zoom_lib.saliency_at(
+            self.model, zoom.layer, b.image_start, p, ids, px, ln))
+      args = self._device_batch(b)
+      with self.partitioner.activated():
+        return np.asarray(jax.device_get(self._zoom_fns[key](self.params, *args)))[:b.ids.shape[0]]
+
+    saliency = attention(batch)
+    if zoom.relative:
+      generic = self.prepare(batch.images, [zoom_lib.GENERIC_QUESTION] * batch.ids.shape[0])
+      saliency = saliency / np.maximum(attention(generic), 1e-12)
+    return saliency
+
+  def zoom_boxes(self, batch: PromptBatch) -> np.ndarray:
+    """Each example's crop, (row0, col0, row1, col1) in visual tokens [B, 4]: the zoom.box-sized window
+    holding the most of zoom_saliency."""
+    grid = self._zoom_grid(batch)
+    return zoom_lib.choose_boxes(self.zoom_saliency(batch), zoom_lib.box_side(self.zoom, grid))
+
+  def zoomed(self, batch: PromptBatch, boxes: np.ndarray | None = None) -> PromptBatch:
+    """The batch zoom answers from: each image's box (default: zoom_boxes) cropped from the image at its
+    own resolution and encoded as a second image after it, in the same prompts (pixels [B, 2, H, W, 3];
+    the placeholder stands for both images' tokens)."""
+    grid = self._zoom_grid(batch)
+    boxes = self.zoom_boxes(batch) if boxes is None else np.asarray(boxes)
+    crops = zoom_lib.crop_views(batch.images, boxes, grid, self.preprocessing)
+    pixels = np.stack([batch.pixels, np.stack([self.family.preprocess(c, self.cfg, self.preprocessing)
+                                               for c in crops])], axis=1)
+    n = 2 * self.family.image_tokens(self.cfg, batch.pixels.shape)
+    ids = [self.tokenizer.encode_prompt(t, n) for t in batch.texts]
+    out = pad_prompts(ids, pixels, self.buckets, self.cfg.pad_token_id, self.cfg.image_token_id)
+    return dataclasses.replace(out, texts=batch.texts, images=batch.images)
+
+  def _run_as(self, batch: PromptBatch, mode: str) -> tuple[PromptBatch, str]:
+    """What `mode` runs: zoom is the plain model on the zoomed batch."""
+    return (self.zoomed(batch), "vanilla") if mode == "zoom" else (batch, mode)
 
   def _device(self, *arrays: np.ndarray) -> list[jax.Array]:
     """Host arrays with a leading batch axis, placed in the batch sharding; a batch that the mesh's
@@ -263,11 +327,12 @@ class Pipeline:
     its prompt's text (Tokenizer.encode_continuation; batches from prepare() carry it), or token ids."""
     if len(continuations) != batch.ids.shape[0]:
       raise ValueError(f"{len(continuations)} continuations for a batch of {batch.ids.shape[0]} prompts")
+    batch, mode = self._run_as(batch, mode)
     if any(isinstance(c, str) for c in continuations):
       if batch.texts is None:
         raise ValueError("text continuations are tokenized after their prompts' text, which this batch does "
                          "not carry (make it with prepare(), or pass token ids)")
-      n = self.family.image_tokens(self.cfg, batch.pixels.shape)
+      n = int((batch.ids[0] == self.cfg.image_token_id).sum())
       continuations = [self.tokenizer.encode_continuation(p, c, n)
                        if isinstance(c, str) else c for p, c in zip(batch.texts, continuations)]
     tokens, counts = pad_continuations(continuations, self.cfg.pad_token_id)
@@ -297,7 +362,9 @@ class Pipeline:
   def generate_tokens(self, batch: PromptBatch, max_new_tokens: int = 32, mode: str = "vanilla", *,
                       with_expansions: bool = False, regions: Sequence[int] | None = None):
     """Greedy tokens [B, max_new_tokens] (pad after EOS) with mode vanilla | interp | tokensr; with
-    `with_expansions`, (tokens, regions Blink expanded per example [B]). `regions`: as blink_forward's."""
+    `with_expansions`, (tokens, regions Blink expanded per example [B]). `regions`: as blink_forward's.
+    Mode zoom: attention-guided zoom (zoomed), its settings the pipeline's `zoom`."""
+    batch, mode = self._run_as(batch, mode)
     batch = self.layout_for(batch, mode)
     program = self.generate_program(mode, max_new_tokens, batch.image_start)
     ids, pixels, lengths = self._device_batch(batch)

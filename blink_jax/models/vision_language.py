@@ -54,10 +54,18 @@ class VisionLanguageModel(nn.Module):
   to initialise the params with (abstract_params)."""
 
   def embed(self, ids, pixels):
-    """Token embeddings with the image's visual tokens in place of the image tokens."""
+    """Token embeddings with the image's visual tokens in place of the image tokens. pixels
+    [B, k, H, W, 3] (k images an example, one-dimensional RoPE only: attention-guided zoom's image and
+    crop) fill the image tokens with the first image's tokens, then the second's, and so on."""
     safe_ids = jnp.where(ids == self.cfg.image_token_id, 0, ids)
     embeds = self.language_model.embed(safe_ids)
-    return merge_image_features(embeds, ids, self.encode_images(pixels), self.cfg.image_token_id)
+    if pixels.ndim == 5:
+      b, k = pixels.shape[:2]
+      features = self.encode_images(pixels.reshape(b * k, *pixels.shape[2:]))
+      features = features.reshape(b, k * features.shape[1], features.shape[2])
+    else:
+      features = self.encode_images(pixels)
+    return merge_image_features(embeds, ids, features, self.cfg.image_token_id)
 
   def rope_offset(self, ids, pixels):
     """[B] int32: how far the RoPE position of the text after the prompt runs from its sequence index

@@ -1,0 +1,120 @@
+"""Attention-guided zoom, the training-free baseline Blink is compared with (ViCrop, "MLLMs Know Where
+to Look", ICLR 2025), batched with static shapes:
+
+1. pass 1 runs the prompt through the decoder up to `ZoomConfig.layer` and reads the last prompt
+   token's attention to the image there (the saliency Blink's scanning computes: one query row
+   against the layer's keys, no attention matrix); with `relative`, divided by the attention a
+   generic "describe the image" prompt gets (ViCrop's rel-att, one more batched pass);
+2. per example, the box of `box` x the image's side (in visual tokens) that holds the most of that
+   attention, in the square the vision tower sees (LLaVA's padded or cropped square);
+3. the box cropped from that square at the image's own resolution and encoded as a second image:
+   the model answers from [image tokens ; crop tokens ; question] (the prompt's one image
+   placeholder stands for both; every crop is resized to the tower's input, so shapes are static).
+
+Blink differs: it super-resolves the tokens of the salient region inside the decoder, for the
+scanning layers only, within a fixed budget of slots; zoom adds a whole second image's tokens, which
+every layer attends to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from blink_jax.blink.saliency import last_token_saliency
+from blink_jax.data.image_preprocessing import square_view
+from blink_jax.models.llama import LayerInputs
+from blink_jax.models.vision_language import VisionLanguageModel, decoder_layer, text_layer_params
+
+GENERIC_QUESTION = "Write a general description of the image."
+
+
+@dataclasses.dataclass(frozen=True)
+class ZoomConfig:
+  layer: int = -1             # decoder layer whose attention guides the crop (-1: default_layer's)
+  box: float = 0.5            # the crop's side as a share of the image's side (rounded to whole tokens)
+  relative: bool = False      # divide by the attention of GENERIC_QUESTION's prompt (ViCrop's rel-att)
+
+  def resolved(self, num_layers: int) -> "ZoomConfig":
+    """The settings for a decoder of num_layers layers (layer -1 replaced), checked."""
+    layer = default_layer(num_layers) if self.layer == -1 else self.layer
+    if not 0 <= layer < num_layers:
+      raise ValueError(f"zoom.layer={self.layer}: expected a decoder layer in 0..{num_layers - 1} (or -1)")
+    if not 0 < self.box <= 1:
+      raise ValueError(f"zoom.box={self.box}: expected the crop's share of the image side, in (0, 1]")
+    return dataclasses.replace(self, layer=layer)
+
+
+def default_layer(num_layers: int) -> int:
+  """ViCrop's layer for LLaVA-1.5-7B (14 of 32 decoder layers) carried to another depth."""
+  return min(num_layers - 1, round(14 * num_layers / 32))
+
+
+def saliency_at(model: VisionLanguageModel, layer: int, image_start: int, params: Any, ids, pixels,
+                lengths) -> jax.Array:
+  """Pass 1: the last prompt token's attention to each visual token at decoder `layer` (heads
+  averaged, softmax over the whole causal row), [B, rows, columns]; runs layers 0..layer only."""
+  b, t = ids.shape
+  grid = model.visual_grid(pixels.shape)
+  num_visual = grid[0] * grid[1]
+  h = model.apply({"params": params}, ids, pixels, method="embed")
+  positions = model.apply({"params": params}, ids, pixels, method="prompt_positions")
+  valid = jnp.arange(t)[None, :] < lengths[:, None]
+  inputs = LayerInputs(positions, None)
+  if layer:
+    h, _ = model.apply({"params": params}, h, inputs, jnp.broadcast_to(valid, (layer, b, t)), stop=layer,
+                       method="run_layers")
+  text_layer, layer_params = decoder_layer(model.cfg), text_layer_params(params, layer)
+  _, kv = text_layer.apply({"params": layer_params}, (h, inputs), (valid, None))
+  last = lengths - 1
+  causal = jnp.arange(t)[None, :] <= last[:, None]
+  saliency = last_token_saliency(text_layer, layer_params, h, positions, last, kv.k, valid & causal, image_start,
+                                 num_visual, "row")
+  return saliency.reshape(b, *grid)
+
+
+def box_side(zoom: ZoomConfig, grid: tuple[int, int]) -> tuple[int, int]:
+  """The crop's (rows, columns) in visual tokens: `box` of each side, at least one token."""
+  return tuple(max(1, min(n, round(zoom.box * n))) for n in grid)
+
+
+def choose_boxes(saliency: np.ndarray, side: tuple[int, int]) -> np.ndarray:
+  """Per example, the side[0] x side[1]-token window of saliency [B, rows, columns] with the largest
+  sum (the first in row-major order on ties): [B, 4] as (row0, col0, row1, col1), ends exclusive."""
+  saliency = np.asarray(saliency, np.float64)
+  b, rows, cols = saliency.shape
+  (h, w) = side
+  integral = np.zeros((b, rows + 1, cols + 1))
+  integral[:, 1:, 1:] = saliency.cumsum(1).cumsum(2)
+  sums = (integral[:, h:, w:] - integral[:, :-h, w:] - integral[:, h:, :-w] + integral[:, :-h, :-w])
+  flat = sums.reshape(b, -1).argmax(axis=1)
+  r0, c0 = np.divmod(flat, cols - w + 1)
+  return np.stack([r0, c0, r0 + h, c0 + w], axis=1).astype(np.int32)
+
+
+def crop_views(images: Sequence[Any], boxes: np.ndarray, grid: tuple[int, int], mode: str) -> list:
+  """Each image's box (in visual tokens of `grid`) cut from the square the vision tower sees, at the
+  image's own resolution (image_preprocessing.square_view with preprocessing `mode`)."""
+  crops = []
+  for image, (r0, c0, r1, c1) in zip(images, boxes):
+    view = square_view(image, mode)
+    side = view.size[0]
+    crops.append(view.crop((round(c0 * side / grid[1]), round(r0 * side / grid[0]),
+                            round(c1 * side / grid[1]), round(r1 * side / grid[0]))))
+  return crops
+
+
+def pixel_box(box: Sequence[float], height: int, width: int, grid: tuple[int, int], side: tuple[int, int],
+              mode: str) -> np.ndarray:
+  """The crop window (box_side tokens) centred on the centre of `box` = [x0, y0, x1, y1] in a
+  height x width image's pixels, moved inside the grid: zoom with the oracle's box."""
+  square = max(height, width) if mode == "pad" else min(height, width)
+  cx = ((box[0] + box[2]) / 2 + (square - width) / 2) * grid[1] / square
+  cy = ((box[1] + box[3]) / 2 + (square - height) / 2) * grid[0] / square
+  r0 = int(np.clip(round(cy - side[0] / 2), 0, grid[0] - side[0]))
+  c0 = int(np.clip(round(cx - side[1] / 2), 0, grid[1] - side[1]))
+  return np.asarray([r0, c0, r0 + side[0], c0 + side[1]], np.int32)

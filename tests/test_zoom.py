@@ -1,0 +1,108 @@
+"""Attention-guided zoom (mode "zoom") equals a literal reference written here as ViCrop's code runs it:
+transformers' LLaVA one example at a time with eager attention (`output_attentions=True`), the box
+searched by loops over the attention map, the crop cut with PIL and given as a second image. Same
+boxes, same logits, same greedy tokens; the batched pipeline equals itself one example at a time."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import LlavaForConditionalGeneration
+
+import hf_fixtures
+from blink_jax.data.image_preprocessing import CLIP_MEAN
+from blink_jax.data.prompt import vicuna_v1_prompt
+from blink_jax.inference import zoom as zoom_lib
+from blink_jax.inference.pipeline import Pipeline
+
+BUCKETS = (64, 128, 256)
+LAYER, BOX = 1, 0.5
+QUESTIONS = ["what is in this image ?", "what color is the cat ?", "how many are there on the left ?"]
+
+
+def _reference_box(attention: np.ndarray, side: int) -> tuple[int, int, int, int]:
+  """The side x side window of the rows x cols map with the largest sum, the first on ties."""
+  best, where = -1.0, None
+  for r in range(attention.shape[0] - side + 1):
+    for c in range(attention.shape[1] - side + 1):
+      total = float(attention[r:r + side, c:c + side].sum())
+      if total > best + 1e-12:
+        best, where = total, (r, c, r + side, c + side)
+  return where
+
+
+def _reference_crop(image: np.ndarray, box, grid: int) -> Image.Image:
+  """LLaVA's expand2square, then the box's share of the square, at the photo's own resolution."""
+  img = Image.fromarray(image)
+  side = max(img.size)
+  square = Image.new("RGB", (side, side), tuple(int(m * 255) for m in CLIP_MEAN))
+  square.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
+  r0, c0, r1, c1 = box
+  return square.crop((round(c0 * side / grid), round(r0 * side / grid), round(c1 * side / grid),
+                      round(r1 * side / grid)))
+
+
+def _attention(hf, enc, layer: int, image_token_id: int) -> np.ndarray:
+  with torch.no_grad():
+    att = hf(**enc, output_attentions=True).attentions[layer][0, :, -1].mean(0).numpy()
+  return att[(enc["input_ids"][0] == image_token_id).numpy()]
+
+
+@pytest.fixture(scope="module")
+def pipe(gqa_ckpt):
+  return Pipeline.from_hf(gqa_ckpt, buckets=BUCKETS).with_zoom(zoom_lib.ZoomConfig(layer=LAYER, box=BOX))
+
+
+def test_zoom_equals_vicrop_style_reference_one_example_at_a_time(gqa_ckpt, pipe):
+  hf = LlavaForConditionalGeneration.from_pretrained(gqa_ckpt, dtype=torch.float32,
+                                                     attn_implementation="eager").eval()
+  processor = hf_fixtures.hf_processor(hf_fixtures.build_tokenizer(), pipe.cfg.vision.image_size, "pad")
+  grid, image_token = pipe.cfg.vision.grid, pipe.cfg.image_token_id
+  side = round(BOX * grid)
+  photos = hf_fixtures.sample_photos()
+  images = [photos["chelsea"], photos["rocket"], photos["coffee"]]
+  batch = pipe.prepare(images, QUESTIONS)
+  boxes = pipe.zoom_boxes(batch)
+  relative = pipe.with_zoom(zoom_lib.ZoomConfig(layer=LAYER, box=BOX, relative=True)).zoom_boxes(batch)
+  zoomed = pipe.zoomed(batch, boxes)
+  logits = np.asarray(pipe.logits(zoomed))
+  tokens = pipe.generate_tokens(batch, max_new_tokens=6, mode="zoom")
+  for i, (image, question) in enumerate(zip(images, QUESTIONS)):
+    enc = processor(images=[image], text=[vicuna_v1_prompt(question)], return_tensors="pt")
+    attention = _attention(hf, enc, LAYER, image_token).reshape(grid, grid)
+    box = _reference_box(attention, side)
+    assert tuple(boxes[i]) == box, f"example {i}"
+    generic = processor(images=[image], text=[vicuna_v1_prompt(zoom_lib.GENERIC_QUESTION)], return_tensors="pt")
+    ratio = attention / _attention(hf, generic, LAYER, image_token).reshape(grid, grid)
+    assert tuple(relative[i]) == _reference_box(ratio, side), f"example {i} (relative)"
+    two = processor(images=[image, _reference_crop(image, box, grid)],
+                    text=[vicuna_v1_prompt(question).replace("<image>", "<image><image>")], return_tensors="pt")
+    n = int(zoomed.lengths[i])
+    np.testing.assert_array_equal(two["input_ids"][0].numpy(), zoomed.ids[i, :n])
+    with torch.no_grad():
+      ref = hf(**two).logits[0].numpy()
+      gen = hf.generate(**two, do_sample=False, max_new_tokens=6, min_new_tokens=6)[0, n:].numpy()
+    assert np.abs(ref - logits[i, :n]).max() <= 1e-4, f"example {i}"
+    np.testing.assert_array_equal(gen, tokens[i], err_msg=f"example {i}")
+
+
+def test_batched_zoom_equals_one_example_at_a_time(pipe):
+  photos = list(hf_fixtures.sample_photos().values())[:3]
+  batch = pipe.prepare(photos, QUESTIONS)
+  together = pipe.loglikelihood(batch, [" yes</s>"] * 3, mode="zoom")
+  boxes = pipe.zoom_boxes(batch)
+  for i in range(3):
+    one = pipe.prepare(photos[i:i + 1], QUESTIONS[i:i + 1])
+    np.testing.assert_array_equal(pipe.zoom_boxes(one)[0], boxes[i])
+    alone = pipe.loglikelihood(one, [" yes</s>"], mode="zoom")
+    np.testing.assert_allclose(alone.logprob[0], together.logprob[i], atol=1e-4)
+
+
+def test_boxes_follow_the_attention_and_stay_inside_the_image():
+  attention = np.zeros((2, 6, 6))
+  attention[0, 5, 5] = 1.0          # a corner: the window is clipped inside the grid
+  attention[1, 2:4, 1:3] = 1.0
+  np.testing.assert_array_equal(zoom_lib.choose_boxes(attention, (3, 3)), [[3, 3, 6, 6], [1, 0, 4, 3]])
+  assert zoom_lib.box_side(zoom_lib.ZoomConfig(box=0.01), (6, 6)) == (1, 1)
+  with pytest.raises(ValueError, match="zoom.layer=9"):
+    zoom_lib.ZoomConfig(layer=9).resolved(4)
