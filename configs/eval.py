@@ -14,7 +14,8 @@ import ml_collections
 
 from blink_jax.blink.config import RANDOM_MODEL_THRESHOLDS, BlinkConfig
 from blink_jax.data.image_preprocessing import DEFAULT_MAX_PIXELS
-from blink_jax.eval.benchmarks import BENCHMARKS, MODES
+from blink_jax.eval.benchmarks import BENCHMARKS, BLINK_MODES
+from blink_jax.inference.zoom import ZoomConfig
 from blink_jax.eval.readers import SOURCE_FIELDS
 from blink_jax.inference.pipeline import DEFAULT_BUCKETS
 from configs import tokensr
@@ -26,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.output_dir = "runs/eval"
   c.seed = 0
   c.benchmarks = ",".join(BENCHMARKS)   # comma-separated
-  c.modes = ",".join(MODES)             # comma-separated: vanilla, interp, tokensr
+  c.modes = ",".join(BLINK_MODES)     # comma-separated, of vanilla, interp, tokensr, zoom
   c.batch_size = 8
   c.max_new_tokens = 16
   # Blink modes against vanilla: resamples of the paired bootstrap interval (0: the difference only)
@@ -44,6 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
   # The embedded model is random: thresholds at which Blink acts on its nearly uniform saliency.
   c.blink = ml_collections.ConfigDict(dataclasses.asdict(BlinkConfig(
       first_scan_layer=2, last_scan_layer=4, region_size=2, token_sr_channels=32, **RANDOM_MODEL_THRESHOLDS)))
+  # Mode zoom (attention-guided zoom, ViCrop): the layer whose attention guides the crop (-1: 14 of
+  # 32 carried to the model's depth), the crop's share of the image side, rel-att's division
+  c.zoom = ml_collections.ConfigDict(dataclasses.asdict(ZoomConfig()))
   # Per benchmark: where its data is. All fields empty: the embedded sample.
   #   parquet: path (file, directory or glob; local or gs://), images (GQA's image parquet)
   #   llava:   questions (.jsonl), image_folder, annotations (.jsonl, optional)

@@ -8,6 +8,7 @@ from typing import Callable
 
 from blink_jax.eval import (fine_detail, gqa, hrbench, mmbench, mme, mmvet, pope, scienceqa, seed, vqa_accuracy,
                             vstar)
+from blink_jax.inference import pipeline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +52,8 @@ BENCHMARKS = {b.name: b for b in [
               {"gpt4_score (external grader)": (32.20, 31.70, 33.40)}, scored_here=False),
 ]}
 
-MODES = ("vanilla", "interp", "tokensr")
+MODES = pipeline.MODES
+BLINK_MODES = ("vanilla", "interp", "tokensr")   # the paper's columns (Benchmark.paper) and eval.py's default
 
 
 def get(name: str) -> Benchmark:

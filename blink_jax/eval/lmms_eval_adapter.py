@@ -5,8 +5,9 @@ group `lmms_eval.models` (pyproject.toml); needs `pip install -r requirements-lm
   --model_args checkpoint=/ckpts/llava-1.5-7b-hf,mode=interp,dtype=bfloat16,
                token_sr=runs/tokensr_7b/export,blink=tau_exp:0.1;max_regions:2
 
-- `mode`: vanilla | interp | tokensr. `blink`: `;`-separated `field:value` overrides of the Blink
-  settings (the spec's carried to the checkpoint, or the TokenSR export's when `token_sr` is given).
+- `mode`: vanilla | interp | tokensr | zoom. `blink`: `;`-separated `field:value` overrides of the
+  Blink settings (the spec's carried to the checkpoint, or the TokenSR export's when `token_sr` is
+  given); `zoom`: those of attention-guided zoom's (inference/zoom.py: layer, box, relative).
 - The checkpoint's family (LLaVA-1.5 or Qwen2.5-VL, from its config.json) sets the prompt: the
   task's context as the user turn of LLaVA-1.5's vicuna_v1 template, `<image>` first unless the
   context places it; or of Qwen2.5-VL's chat template, the image first (a `<image>` in the context
@@ -34,7 +35,9 @@ from lmms_eval.api.model import lmms
 from PIL import Image
 
 from blink_jax import sharding as shd
-from blink_jax.blink.config import MODES, parse_overrides
+from blink_jax.blink.config import parse_overrides
+from blink_jax.inference import zoom as zoom_lib
+from blink_jax.inference.pipeline import MODES
 from blink_jax.data.prompt import IMAGE_PLACEHOLDER, vicuna_v1_prompt
 from blink_jax.inference.pipeline import Pipeline
 
@@ -50,7 +53,7 @@ def manifest():
 class BlinkJax(lmms):
 
   def __init__(self, checkpoint: str, mode: str = "vanilla", dtype: str = "float32", token_sr: str = "",
-               blink: str = "", batch_size: int | str = 1, max_new_tokens: int = 128, preprocessing: str = "auto",
+               blink: str = "", zoom: str = "", batch_size: int | str = 1, max_new_tokens: int = 128, preprocessing: str = "auto",
                attention: str = "auto", **unused: Any):
     super().__init__()
     if mode not in MODES:
@@ -61,7 +64,8 @@ class BlinkJax(lmms):
     pipe = Pipeline.from_hf(str(checkpoint), partitioner=partitioner, dtype=dtype, preprocessing=preprocessing,
                                  attention=attention)
     overrides = parse_overrides([i for i in str(blink).split(";") if i.strip()], sep=":")
-    self.pipe = pipe.with_blink_for_checkpoint(token_sr or None, overrides)
+    self.pipe = pipe.with_blink_for_checkpoint(token_sr or None, overrides).with_zoom(zoom_lib.from_mapping(
+        parse_overrides([i for i in str(zoom).split(";") if i.strip()], sep=":"), "blink_jax model_args zoom"))
     self.mode, self.max_new_tokens = mode, int(max_new_tokens)
     ways = partitioner.batch_parallelism
     self.batch_size = -(-int(batch_size) // ways) * ways

@@ -62,7 +62,9 @@ def record(config, model, mode: str, source: dict, examples) -> dict[str, Any]:
       "preprocessing": model.pipe.preprocessing, "attention": m.attention, "max_new_tokens": config.max_new_tokens,
       "source": source, "questions_and_prompts_sha256": prompts.hexdigest(),
   }
-  if mode != "vanilla":
+  if mode == "zoom":
+    out["zoom"] = dataclasses.asdict(model.pipe.zoom)
+  elif mode != "vanilla":
     out["blink"] = {k: v for k, v in dataclasses.asdict(model.pipe.blink).items() if k != "mode"}
   if mode == "tokensr":
     out["token_sr_sha256"] = model.token_sr_digest or "untrained"

@@ -32,6 +32,7 @@ from blink_jax.eval import benchmarks, diagnostics, mmvet, paired, provenance
 from blink_jax.eval.example import EvalExample
 from blink_jax.eval.readers import load_row_image, read_rows
 from blink_jax.eval.sample_benchmarks import write_samples
+from blink_jax.inference import zoom as zoom_lib
 from blink_jax.inference.pipeline import Pipeline
 
 STRUCTURAL_FIELDS = ("first_scan_layer", "last_scan_layer", "region_size", "token_sr_channels",
@@ -96,7 +97,8 @@ def build_pipeline(config: ml_collections.ConfigDict, partitioner: shd.Partition
       logging.warning("config.blink %s replaced by the TokenSR export's %s",
                       {k: getattr(blink, k) for k in STRUCTURAL_FIELDS}, structural)
     blink = dataclasses.replace(blink, **structural)
-  if set(config_lists.names(config.modes, "modes")) <= {"vanilla"}:
+  pipe = pipe.with_zoom(zoom_lib.from_mapping(config.zoom.to_dict(), "config.zoom"))
+  if set(config_lists.names(config.modes, "modes")) <= {"vanilla", "zoom"}:
     return Evaluated(pipe, source, digest)   # Blink's settings play no part (nor are they checked)
   return Evaluated(pipe.with_blink(blink, token_sr), source, digest)
 
@@ -328,7 +330,7 @@ def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
         mmvet.grader_file({q: p["text"] for q, p in predictions.items()}, output / name / f"{mode}_for_grader.json")
       results[name][mode] = score_mode(bench, examples, predictions, skipped)
       texts[mode] = {q: p["text"] for q, p in predictions.items()}
-      if config.diagnostics and mode != "vanilla":
+      if config.diagnostics and mode in ("interp", "tokensr"):
         found = link_diagnostics(pipe, bench, examples, predictions, mode, config.batch_size, max_pixels,
                                  backbone.prompt_prefix(config.model, pipe.cfg))
         if found is not None:
@@ -409,7 +411,7 @@ def write_results(results: dict, modes: list[str], pipe: Pipeline, output: epath
   (output / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
   header = ["benchmark", "metric"] + modes + ([f"paper {m}" for m in modes] if paper else [])
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  column = {m: i for i, m in enumerate(benchmarks.MODES)}
+  column = {m: i for i, m in enumerate(benchmarks.BLINK_MODES)}
   blank = [""] * len(modes) if paper else []
   incomplete = False
   for name, res in results.items():
@@ -428,7 +430,8 @@ def write_results(results: dict, modes: list[str], pipe: Pipeline, output: epath
         else:
           cells.append("")
       if paper:
-        cells += [f"{bench.paper[metric][column[m]]:.2f}" if metric in bench.paper else "" for m in modes]
+        cells += [f"{bench.paper[metric][column[m]]:.2f}" if metric in bench.paper and m in column else ""
+                  for m in modes]
       lines.append("| " + " | ".join([name, metric] + cells) + " |")
     lines.append("| " + " | ".join([name, "answered"] + [f"{res[m]['answered']}/{res[m]['questions']}"
                                                          for m in modes] + blank) + " |")

@@ -36,6 +36,9 @@ from blink_jax.models import token_sr as token_sr_lib
 from blink_jax.models.layer_stack import resolve_layout
 from blink_jax.data.tokenizer import Tokenizer
 
+# What the pipeline runs: the plain model, Blink with interpolated or TokenSR tokens, attention-guided zoom.
+MODES = ("vanilla", "interp", "tokensr", "zoom")
+
 # 64-token steps up to 1024, where LLaVA-1.5 prompts live (576 visual + ~60-120 text tokens): padding
 # stays small, and Blink's 64 SR slots (p=4, K=1) cost at most one step more than the plain prompt.
 DEFAULT_BUCKETS = (64, 128, 192) + tuple(range(256, 1025, 64)) + (1280, 1536, 2048, 3072, 4096)

@@ -33,6 +33,15 @@ from blink_jax.models.vision_language import VisionLanguageModel, decoder_layer,
 GENERIC_QUESTION = "Write a general description of the image."
 
 
+def from_mapping(d: dict[str, Any], where: str = "zoom") -> "ZoomConfig":
+  """ZoomConfig from a mapping of its fields, an unknown field named with the known ones."""
+  known = {f.name for f in dataclasses.fields(ZoomConfig)}
+  unknown = sorted(set(d) - known)
+  if unknown:
+    raise ValueError(f"{where}: unknown fields {unknown}; known: {sorted(known)}")
+  return ZoomConfig(**d)
+
+
 @dataclasses.dataclass(frozen=True)
 class ZoomConfig:
   layer: int = -1             # decoder layer whose attention guides the crop (-1: default_layer's)
