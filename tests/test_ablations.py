@@ -97,9 +97,9 @@ def test_ablations_run_through_blinks_prefill(blink_ckpt):
   oracle = pipe.with_blink(dataclasses.replace(BASE, tau_exp=0.0, tau_drop=0.0, region_choice="oracle"))
   photo = list(hf_fixtures.sample_photos().values())[0]
   h, w = photo.shape[:2]
-  centre = oracle.target_region(photo, [w / 2 - 1, h / 2 - 1, w / 2 + 1, h / 2 + 1])
-  assert centre == 4                                              # a 6 x 6 grid of p = 2: 3 x 3 regions
-  trace = oracle.blink_forward(batch, mode="interp", trace=True, regions=[centre, 0]).trace
+  middle = [w / 2 - 1, h / 2 - 1, w / 2 + 1, h / 2 + 1]
+  assert oracle.target_region(photo, middle) == 4                 # a 6 x 6 grid of p = 2: 3 x 3 regions
+  trace = oracle.blink_forward(batch, mode="interp", trace=True, targets=[middle, [0, 0, 2, 2]]).trace
   np.testing.assert_array_equal(np.asarray(trace.region)[:, :, 0], [[4] * 6, [0] * 6])
 
 

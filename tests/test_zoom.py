@@ -3,6 +3,8 @@ transformers' LLaVA one example at a time with eager attention (`output_attentio
 searched by loops over the attention map, the crop cut with PIL and given as a second image. Same
 boxes, same logits, same greedy tokens; the batched pipeline equals itself one example at a time."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -12,8 +14,10 @@ from transformers import LlavaForConditionalGeneration
 import hf_fixtures
 from blink_jax.data.image_preprocessing import CLIP_MEAN
 from blink_jax.data.prompt import vicuna_v1_prompt
+from blink_jax.eval import runner
 from blink_jax.inference import zoom as zoom_lib
 from blink_jax.inference.pipeline import Pipeline
+from test_eval import _config as eval_config
 
 BUCKETS = (64, 128, 256)
 LAYER, BOX = 1, 0.5
@@ -106,3 +110,26 @@ def test_boxes_follow_the_attention_and_stay_inside_the_image():
   assert zoom_lib.box_side(zoom_lib.ZoomConfig(box=0.01), (6, 6)) == (1, 1)
   with pytest.raises(ValueError, match="zoom.layer=9"):
     zoom_lib.ZoomConfig(layer=9).resolved(4)
+
+
+def test_eval_runs_zoom_beside_vanilla_and_records_its_settings(tmp_path):
+  config = eval_config(tmp_path, benchmarks="fine_detail", modes="vanilla,zoom", **{"zoom.box": 0.25})
+  results = runner.evaluate(config)["fine_detail"]
+  assert results["zoom"]["answered"] == results["vanilla"]["answered"] > 0
+  assert set(results["paired"]) == {"zoom"}
+  record = json.loads((tmp_path / "out" / "fine_detail" / "zoom.run.json").read_text())
+  assert record["zoom"]["box"] == 0.25 and "blink" not in record
+  with pytest.raises(ValueError, match="config.zoom: unknown fields \\['boxx'\\]"):
+    runner.evaluate(eval_config(tmp_path / "typo", benchmarks="fine_detail", modes="zoom", **{"zoom.boxx": 1}))
+
+
+def test_oracle_zoom_centres_the_crop_on_the_target(pipe):
+  photos = list(hf_fixtures.sample_photos().values())[:2]
+  batch = pipe.prepare(photos, QUESTIONS[:2])
+  oracle = pipe.with_zoom(zoom_lib.ZoomConfig(layer=LAYER, box=BOX, box_choice="oracle"))
+  h, w = photos[0].shape[:2]
+  boxes = oracle.zoom_boxes(batch, targets=[[w - 4, h - 4, w, h], None])
+  np.testing.assert_array_equal(boxes[0], [3, 3, 6, 6])        # the bottom-right corner, kept inside
+  np.testing.assert_array_equal(boxes[1], pipe.zoom_boxes(batch)[1])   # no target: the attention's
+  with pytest.raises(ValueError, match="targets="):
+    oracle.generate(batch, 2, mode="zoom")

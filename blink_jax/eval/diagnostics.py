@@ -29,7 +29,7 @@ def diagnose(pipe: Pipeline, examples: list[EvalExample], images: list, mode: st
     real = list(dict.fromkeys(idx))
     batch = pipe.prepare([images[i] for i in idx], [examples[i].question for i in idx])
     regions = [pipe.target_region(images[i], examples[i].meta["box"]) for i in idx]
-    trace = pipe.blink_forward(batch, mode=mode, trace=True, regions=regions).trace
+    trace = pipe.blink_forward(batch, mode=mode, trace=True, targets=[examples[i].meta["box"] for i in idx]).trace
     shares, region, live, grew, shrank = (np.asarray(x) for x in (trace.shares, trace.region, trace.live,
                                                                     trace.expanded, trace.dropped))
     if measure is not None and min(regions) >= 0:

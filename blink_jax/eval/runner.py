@@ -149,18 +149,15 @@ def decode_image(e: EvalExample, max_pixels: int | None):
   return load_row_image(e.image, f"of question {e.question_id}", max_pixels)
 
 
-def _regions(pipe: Pipeline, chunk: list[EvalExample], images: list) -> list[int] | None:
-  """Each example's target region (its meta's box; -1 without one) when the pipeline's Blink takes them
-  (region_choice="oracle"); else None, and nothing is computed."""
-  if pipe.blink.region_choice != "oracle":
-    return None
-  return [pipe.target_region(im, e.meta.get("box")) for e, im in zip(chunk, images)]
+def _targets(chunk: list[EvalExample]) -> list:
+  """Each example's target box (its meta's; None without one), which the oracle ablations take."""
+  return [e.meta.get("box") for e in chunk]
 
 
 def _generated(pipe: Pipeline, chunk: list[EvalExample], images: list, mode: str, max_new_tokens: int) -> list[dict]:
   batch = pipe.prepare(images, [e.question for e in chunk])
   texts, expansions = pipe.generate(batch, max_new_tokens, mode=mode, with_expansions=True,
-                                    regions=_regions(pipe, chunk, images))
+                                    targets=_targets(chunk))
   return [{"question_id": e.question_id, "text": t, "expansions": int(n)}
           for e, t, n in zip(chunk, texts, expansions)]
 
@@ -175,8 +172,8 @@ def _chosen(pipe: Pipeline, chunk: list[EvalExample], images: list, mode: str, b
     part = pairs[start:start + batch_size]
     part += [part[-1]] * (batch_size - len(part))
     batch = pipe.prepare([images[i] for i, _ in part], [chunk[i].question for i, _ in part])
-    regions = _regions(pipe, [chunk[i] for i, _ in part], [images[i] for i, _ in part])
-    scores = pipe.loglikelihood(batch, [pipe.family.answer(c) for _, c in part], mode=mode, regions=regions)
+    scores = pipe.loglikelihood(batch, [pipe.family.answer(c) for _, c in part], mode=mode,
+                                targets=_targets([chunk[i] for i, _ in part]))
     logprob += scores.logprob.tolist()
     length += scores.length.tolist()
     expansions += scores.expansions.tolist()

@@ -36,6 +36,8 @@ from blink_jax.models import token_sr as token_sr_lib
 from blink_jax.models.layer_stack import resolve_layout
 from blink_jax.data.tokenizer import Tokenizer
 
+# Each example's target box [x0, y0, x1, y1] in its image's pixels (None: none), for the oracle ablations.
+Targets = Sequence[Sequence[float] | None] | None
 # What the pipeline runs: the plain model, Blink with interpolated or TokenSR tokens, attention-guided zoom.
 MODES = ("vanilla", "interp", "tokensr", "zoom")
 
@@ -100,10 +102,11 @@ class Pipeline:
     return fit_slots(batch, self._blink_for(mode).num_slots, self.buckets, self.cfg.pad_token_id)
 
   def blink_forward(self, batch: PromptBatch, mode: str = "tokensr", trace: bool = False, *,
-                    regions: Sequence[int] | None = None) -> BlinkOutput:
+                    targets: Targets = None) -> BlinkOutput:
     """Blink's prefill with logits at every prompt position [B, T', V] (T' = layout_for(batch).ids
-    length) and, if asked, its trace. `regions`: each example's target region (target_region), which
-    Blink's region_choice="oracle" takes."""
+    length) and, if asked, its trace. `targets`: each example's target box [x0, y0, x1, y1] in its
+    image's pixels (or None), which the oracle ablations take (Blink's region_choice="oracle": the
+    region holding its centre, target_region; zoom's box_choice="oracle": the crop centred on it)."""
     blink = self._blink_for(mode)
     batch = self.layout_for(batch, mode)
     key = (blink, batch.image_start, trace)
@@ -112,7 +115,7 @@ class Pipeline:
           self.model, blink, p, ids, px, ln, image_start=batch.image_start, all_logits=True, trace=trace,
           regions=rg))
     n, (ids, pixels, lengths) = batch.ids.shape[0], self._device_batch(batch)
-    params, oracle = self.mode_params(mode), self._oracle(mode, regions)
+    params, oracle = self.mode_params(mode), self._oracle(mode, batch, targets)
     with self.partitioner.activated():
       out = self._blink_fns[key](params, ids, pixels, lengths, oracle)
     if ids.shape[0] == n:
@@ -221,18 +224,33 @@ class Pipeline:
       saliency = saliency / np.maximum(attention(generic), 1e-12)
     return saliency
 
-  def zoom_boxes(self, batch: PromptBatch) -> np.ndarray:
+  def zoom_boxes(self, batch: PromptBatch, targets: Targets = None) -> np.ndarray:
     """Each example's crop, (row0, col0, row1, col1) in visual tokens [B, 4]: the zoom.box-sized window
-    holding the most of zoom_saliency."""
+    holding the most of zoom_saliency, or with box_choice="oracle" the one centred on the example's
+    target box (`targets`, as blink_forward's; an example without one takes the attention's)."""
     grid = self._zoom_grid(batch)
-    return zoom_lib.choose_boxes(self.zoom_saliency(batch), zoom_lib.box_side(self.zoom, grid))
+    side = zoom_lib.box_side(self.zoom, grid)
+    if self.zoom.box_choice == "attention":
+      return zoom_lib.choose_boxes(self.zoom_saliency(batch), side)
 
-  def zoomed(self, batch: PromptBatch, boxes: np.ndarray | None = None) -> PromptBatch:
-    """The batch zoom answers from: each image's box (default: zoom_boxes) cropped from the image at its
+    def oracle(image, box):
+      if not box:
+        return None
+      img = load_image(image)
+      return zoom_lib.pixel_box(box, img.height, img.width, grid, side, self.preprocessing)
+
+    boxes = self._per_example_targets(batch, targets, "zoom's box_choice='oracle'", oracle)
+    if any(b is None for b in boxes):
+      chosen = zoom_lib.choose_boxes(self.zoom_saliency(batch), side)
+      boxes = [chosen[i] if b is None else b for i, b in enumerate(boxes)]
+    return np.stack(boxes)
+
+  def zoomed(self, batch: PromptBatch, boxes: np.ndarray | None = None, targets: Targets = None) -> PromptBatch:
+    """The batch zoom answers from: each image's box (default: zoom_boxes, given `targets`) cropped from the image at its
     own resolution and encoded as a second image after it, in the same prompts (pixels [B, 2, H, W, 3];
     the placeholder stands for both images' tokens)."""
     grid = self._zoom_grid(batch)
-    boxes = self.zoom_boxes(batch) if boxes is None else np.asarray(boxes)
+    boxes = self.zoom_boxes(batch, targets) if boxes is None else np.asarray(boxes)
     crops = zoom_lib.crop_views(batch.images, boxes, grid, self.preprocessing)
     pixels = np.stack([batch.pixels, np.stack([self.family.preprocess(c, self.cfg, self.preprocessing)
                                                for c in crops])], axis=1)
@@ -241,9 +259,9 @@ class Pipeline:
     out = pad_prompts(ids, pixels, self.buckets, self.cfg.pad_token_id, self.cfg.image_token_id)
     return dataclasses.replace(out, texts=batch.texts, images=batch.images)
 
-  def _run_as(self, batch: PromptBatch, mode: str) -> tuple[PromptBatch, str]:
+  def _run_as(self, batch: PromptBatch, mode: str, targets: Targets) -> tuple[PromptBatch, str]:
     """What `mode` runs: zoom is the plain model on the zoomed batch."""
-    return (self.zoomed(batch), "vanilla") if mode == "zoom" else (batch, mode)
+    return (self.zoomed(batch, targets=targets), "vanilla") if mode == "zoom" else (batch, mode)
 
   def _device(self, *arrays: np.ndarray) -> list[jax.Array]:
     """Host arrays with a leading batch axis, placed in the batch sharding; a batch that the mesh's
@@ -269,14 +287,22 @@ class Pipeline:
     p = self.blink.region_size
     return (token[0] // p) * (cols // p) + token[1] // p
 
-  def _oracle(self, mode: str, regions: Sequence[int] | None) -> jax.Array | None:
+  def _oracle(self, mode: str, batch: PromptBatch, targets: Targets) -> jax.Array | None:
     """The target regions on the devices when `mode` takes them (region_choice="oracle"), else None."""
-    if mode == "vanilla" or self.blink.region_choice != "oracle":
+    if mode in ("vanilla", "zoom") or self.blink.region_choice != "oracle":
       return None
-    if regions is None:
-      raise ValueError("Blink's region_choice='oracle' expands each example's target region: pass regions= "
-                       "(Pipeline.target_region of each image and its box)")
-    return self._device(np.asarray(regions, np.int32))[0]
+    return self._device(np.asarray(self._per_example_targets(batch, targets, "Blink's region_choice='oracle'",
+                                                             self.target_region), np.int32))[0]
+
+  def _per_example_targets(self, batch: PromptBatch, targets: Targets, who: str, convert) -> list:
+    """convert(image, box) for each example of the batch (made by prepare(), which keeps its images)."""
+    if targets is None:
+      raise ValueError(f"{who} takes each example's target: pass targets= (a box [x0, y0, x1, y1] in the "
+                       "image's pixels per example, or None)")
+    if batch.images is None or len(targets) != len(batch.images):
+      raise ValueError(f"{who}: {0 if targets is None else len(targets)} targets for a batch of "
+                       f"{batch.ids.shape[0]} prompts made by prepare()")
+    return [convert(image, box) for image, box in zip(batch.images, targets)]
 
   def _device_batch(self, batch: PromptBatch) -> list[jax.Array]:
     return self._device(batch.ids, batch.pixels, batch.lengths)
@@ -323,14 +349,14 @@ class Pipeline:
     return self._score_fns[key]
 
   def loglikelihood(self, batch: PromptBatch, continuations: Sequence[str | Sequence[int]],
-                    mode: str = "vanilla", *, regions: Sequence[int] | None = None) -> Scores:
+                    mode: str = "vanilla", *, targets: Targets = None) -> Scores:
     """Per example, the summed log-probability of its continuation after its prompt and whether it
     is the greedy continuation (numpy arrays [B]; Blink modes decide from the prompt, as in generation,
     and score the continuation against that prefill's cache). A continuation is text, tokenized after
     its prompt's text (Tokenizer.encode_continuation; batches from prepare() carry it), or token ids."""
     if len(continuations) != batch.ids.shape[0]:
       raise ValueError(f"{len(continuations)} continuations for a batch of {batch.ids.shape[0]} prompts")
-    batch, mode = self._run_as(batch, mode)
+    batch, mode = self._run_as(batch, mode, targets)
     if any(isinstance(c, str) for c in continuations):
       if batch.texts is None:
         raise ValueError("text continuations are tokenized after their prompts' text, which this batch does "
@@ -344,7 +370,7 @@ class Pipeline:
     # Params and inputs are placed before the mesh is activated: under it, an untrained TokenSR's
     # first initialisation (mode_params) would meet the abstract mesh and fail.
     params, args = self.mode_params(mode), self._device_batch(batch) + self._device(tokens, counts)
-    oracle = self._oracle(mode, regions)
+    oracle = self._oracle(mode, batch, targets)
     with self.partitioner.activated():
       out = program(params, *args, oracle)
     return Scores(*(np.asarray(x)[:len(continuations)] for x in jax.device_get(out)))
@@ -363,15 +389,15 @@ class Pipeline:
     return {**self.params, "token_sr": self.token_sr}
 
   def generate_tokens(self, batch: PromptBatch, max_new_tokens: int = 32, mode: str = "vanilla", *,
-                      with_expansions: bool = False, regions: Sequence[int] | None = None):
+                      with_expansions: bool = False, targets: Targets = None):
     """Greedy tokens [B, max_new_tokens] (pad after EOS) with mode vanilla | interp | tokensr; with
-    `with_expansions`, (tokens, regions Blink expanded per example [B]). `regions`: as blink_forward's.
+    `with_expansions`, (tokens, regions Blink expanded per example [B]). `targets`: as blink_forward's.
     Mode zoom: attention-guided zoom (zoomed), its settings the pipeline's `zoom`."""
-    batch, mode = self._run_as(batch, mode)
+    batch, mode = self._run_as(batch, mode, targets)
     batch = self.layout_for(batch, mode)
     program = self.generate_program(mode, max_new_tokens, batch.image_start)
     ids, pixels, lengths = self._device_batch(batch)
-    params, oracle = self.mode_params(mode), self._oracle(mode, regions)
+    params, oracle = self.mode_params(mode), self._oracle(mode, batch, targets)
     with self.partitioner.activated():
       out = jax.device_get(program(params, ids, pixels, lengths, oracle))
     n = batch.ids.shape[0]
@@ -389,10 +415,10 @@ class Pipeline:
     return texts
 
   def generate(self, batch: PromptBatch, max_new_tokens: int = 32, mode: str = "vanilla", *,
-               with_expansions: bool = False, regions: Sequence[int] | None = None):
+               with_expansions: bool = False, targets: Targets = None):
     """Greedy answers; with `with_expansions`, (answers, regions Blink expanded per example).
-    `regions`: as blink_forward's."""
+    `targets`: as blink_forward's."""
     if with_expansions:
-      tokens, expansions = self.generate_tokens(batch, max_new_tokens, mode, with_expansions=True, regions=regions)
+      tokens, expansions = self.generate_tokens(batch, max_new_tokens, mode, with_expansions=True, targets=targets)
       return self.decode(tokens), expansions
-    return self.decode(self.generate_tokens(batch, max_new_tokens, mode, regions=regions))
+    return self.decode(self.generate_tokens(batch, max_new_tokens, mode, targets=targets))

@@ -31,6 +31,7 @@ from blink_jax.models.llama import LayerInputs
 from blink_jax.models.vision_language import VisionLanguageModel, decoder_layer, text_layer_params
 
 GENERIC_QUESTION = "Write a general description of the image."
+BOX_CHOICES = ("attention", "oracle")
 
 
 def from_mapping(d: dict[str, Any], where: str = "zoom") -> "ZoomConfig":
@@ -47,12 +48,15 @@ class ZoomConfig:
   layer: int = -1             # decoder layer whose attention guides the crop (-1: default_layer's)
   box: float = 0.5            # the crop's side as a share of the image's side (rounded to whole tokens)
   relative: bool = False      # divide by the attention of GENERIC_QUESTION's prompt (ViCrop's rel-att)
+  box_choice: str = "attention"   # ablation: "oracle" centres the crop on the example's target box
 
   def resolved(self, num_layers: int) -> "ZoomConfig":
     """The settings for a decoder of num_layers layers (layer -1 replaced), checked."""
     layer = default_layer(num_layers) if self.layer == -1 else self.layer
     if not 0 <= layer < num_layers:
       raise ValueError(f"zoom.layer={self.layer}: expected a decoder layer in 0..{num_layers - 1} (or -1)")
+    if self.box_choice not in BOX_CHOICES:
+      raise ValueError(f"zoom.box_choice={self.box_choice!r}: expected one of {BOX_CHOICES}")
     if not 0 < self.box <= 1:
       raise ValueError(f"zoom.box={self.box}: expected the crop's share of the image side, in (0, 1]")
     return dataclasses.replace(self, layer=layer)
