@@ -90,6 +90,24 @@ def training(name: str) -> list[str]:
   return [_source(name, d), ""] + _md(header, rows)
 
 
+def zoom(name: str) -> list[str]:
+  d = load(name)
+  header = ["batch", "vanilla prefill ms", "tokensr / vanilla", "zoom pass 1 / vanilla", "zoom pass 2 / vanilla",
+            "zoom on device / vanilla", "zoom with crops / vanilla", "generation: tokensr / vanilla",
+            "generation: zoom / vanilla", "compiled MiB: vanilla / pass 1 / pass 2"]
+  rows = []
+  for r in d["records"]:
+    s, van, mib = r["seconds"], r["seconds"]["vanilla"], r["compiled_bytes"]
+    rows.append([r["batch"], f"{1e3 * van:.0f}", _ratio(s["tokensr"], van), _ratio(s["zoom_pass_1"], van),
+                 _ratio(s["zoom_pass_2"], van), _ratio(r["zoom_prefill_device_seconds"], van),
+                 _ratio(r["zoom_prefill_seconds"], van), _ratio(s["generate_tokensr"], s["generate_vanilla"]),
+                 _ratio(s["generate_zoom"], s["generate_vanilla"]),
+                 " / ".join(f"{mib[k] / 2**20:.0f}" for k in ("vanilla", "zoom_pass_1", "zoom_pass_2"))])
+  z = d["zoom"]
+  return [_source(name, d), f"Zoom at decoder layer {z['layer']}, crop {z['box']} of the image side; "
+          f"{d['new_tokens']} new tokens a generation.", ""] + _md(header, rows)
+
+
 def compiles(name: str) -> list[str]:
   d = load(name)
   header = ["mode", "buckets hit", "programs", "backend compiles, first pass", "compile s", "compiles, second pass"]
@@ -181,7 +199,7 @@ def aot_records(name: str) -> list[str]:
 TABLES: dict[str, Callable[[str], list[str]]] = {
     "prefill_medium_text70": prefill, "prefill_qwen_medium_text70": prefill,
     "generation_medium": generation, "generation_qwen_medium": generation,
-    "training_medium": training, "compiles": compiles, "compiles_qwen2_5_vl": compiles,
+    "training_medium": training, "compiles": compiles, "zoom_medium": zoom, "compiles_qwen2_5_vl": compiles,
     "tpu_fit": tpu_fit, "tpu_max_batch": tpu_max_batch, "tpu_blink": tpu_blink,
     "aot_qwen2_5_vl_7b_v5e": aot_records, "aot_tokensr_qwen2_5_vl_7b_v5e": aot_records,
 }

@@ -56,6 +56,16 @@ def test_generation_bench(tmp_path, ckpt_dir):
     assert out["records"][0][mode]["ttft_seconds"] > 0, mode
 
 
+def test_zoom_bench(tmp_path, ckpt_dir):
+  results = _run("bench.zoom", tmp_path, "--shape=tiny", "--batches=2", "--repeats=1", "--new_tokens=2",
+                 f"--ckpt_dir={ckpt_dir}")
+  record = json.loads((results / "zoom_tiny.json").read_text())["records"][0]
+  assert record["zoomed_prompt_tokens"] > record["prompt_tokens"]          # the crop's tokens
+  assert record["zoom_prefill_device_seconds"] == pytest.approx(
+      record["seconds"]["zoom_pass_1"] + record["seconds"]["zoom_pass_2"])
+  assert set(record["compiled_bytes"]) == {"vanilla", "zoom_pass_1", "zoom_pass_2", "tokensr"}
+
+
 def test_easydel_worker_reads_the_checkpoint_in_the_hubs_layout(tmp_path, ckpt_dir):
   """The EasyDeL baseline's copy of a transformers-5 checkpoint is the llava-hf layout (the vision tower
   under `vision_model`), and transformers loads it to the same weights with no key missing."""
