@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 from PIL import Image
 
 from blink_jax.convert import hf_llava, hf_qwen2_5_vl
 from blink_jax.data import image_preprocessing, qwen_preprocessing
-from blink_jax.data.image_preprocessing import model_view
-from blink_jax.data.prompt import (IMAGE_PLACEHOLDER, QWEN_IMAGE_PLACEHOLDER, qwen_chat_answer, qwen_chat_prompt,
-                                   vicuna_v1_answer, vicuna_v1_prompt)
+from blink_jax.data.image_preprocessing import model_view, square_view
+from blink_jax.data.prompt import (IMAGE_PLACEHOLDER, QWEN_IMAGE_BLOCK, QWEN_IMAGE_PLACEHOLDER, qwen_chat_answer,
+                                   qwen_chat_prompt, vicuna_v1_answer, vicuna_v1_prompt)
 from blink_jax.models import llava_config, model_config, qwen2_5_vl_config
 from blink_jax.models.llava import Llava
 from blink_jax.models.qwen2_5_vl import Qwen2_5_VL
@@ -90,9 +90,28 @@ class Family:
     """How many visual tokens an image of pixels_shape [..., H, W, C] becomes."""
     raise NotImplementedError
 
+  # Attention-guided zoom (inference/zoom.py): the crop is a second image of the batch's shape.
+  image_block: ClassVar[str] = ""   # what stands for one image in a templated prompt
+
+  def two_images(self, prompt: str) -> str:
+    """A templated prompt of one image made one of that image followed by a second."""
+    if prompt.count(self.image_block) != 1:
+      raise ValueError(f"a prompt for a second image holds {self.image_block!r} once: {prompt[:80]!r}")
+    return prompt.replace(self.image_block, self.image_block * 2)
+
+  def source_view(self, image, preprocessing: str) -> tuple[Image.Image, tuple[int, int]]:
+    """The image in the frame the visual grid covers, at the image's own resolution, and the (x, y)
+    where the image's top-left pixel lands in that frame."""
+    return image_preprocessing.load_image(image), (0, 0)   # Qwen2.5-VL: the whole image, resized to its grid
+
+  def preprocess_crop(self, crop: Image.Image, cfg, preprocessing: str, pixels_shape: Sequence[int]) -> np.ndarray:
+    """A crop -> pixels of the batch's image shape pixels_shape [..., H, W, 3]."""
+    return self.preprocess(crop, cfg, preprocessing)
+
 
 class LlavaFamily(Family):
   """LLaVA-1.5: one fixed image size (the CLIP tower's), padded to square or centre-cropped."""
+  image_block = IMAGE_PLACEHOLDER
 
   def preprocess(self, image, cfg, preprocessing: str, **kw) -> np.ndarray:
     return image_preprocessing.preprocess_image(image, cfg.vision.image_size, self.preprocessing(preprocessing), **kw)
@@ -121,9 +140,19 @@ class LlavaFamily(Family):
   def image_tokens(self, cfg, pixels_shape: Sequence[int]) -> int:
     return cfg.num_image_tokens
 
+  def source_view(self, image, preprocessing: str) -> tuple[Image.Image, tuple[int, int]]:
+    img = image_preprocessing.load_image(image)
+    mode = self.preprocessing(preprocessing)
+    view = square_view(img, mode)
+    side = view.size[0]
+    if mode == "pad":
+      return view, ((side - img.width) // 2, (side - img.height) // 2)
+    return view, (-((img.width - side) // 2), -((img.height - side) // 2))
+
 
 class QwenFamily(Family):
   """Qwen2.5-VL: the image's own size resized to a grid bucket (or to transformers' size, "native")."""
+  image_block = QWEN_IMAGE_BLOCK
 
   def preprocessing(self, name: str) -> str:
     if name not in ("auto", "") and name not in self.preprocessings and _grid_list(name):
@@ -169,6 +198,11 @@ class QwenFamily(Family):
 
   def image_tokens(self, cfg, pixels_shape: Sequence[int]) -> int:
     return (pixels_shape[-3] // cfg.vision.unit) * (pixels_shape[-2] // cfg.vision.unit)
+
+  def preprocess_crop(self, crop: Image.Image, cfg, preprocessing: str, pixels_shape: Sequence[int]) -> np.ndarray:
+    """Resized to the batch's grid bucket, whatever the crop's own aspect."""
+    rows, cols = pixels_shape[-3] // cfg.vision.unit, pixels_shape[-2] // cfg.vision.unit
+    return self.preprocess(crop, cfg, f"{rows}x{cols}")
 
 
 def _grid_list(name: str) -> tuple[tuple[int, int], ...] | None:

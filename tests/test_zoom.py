@@ -1,7 +1,7 @@
 """Attention-guided zoom (mode "zoom") equals a literal reference written here as ViCrop's code runs it:
-transformers' LLaVA one example at a time with eager attention (`output_attentions=True`), the box
-searched by loops over the attention map, the crop cut with PIL and given as a second image. Same
-boxes, same logits, same greedy tokens; the batched pipeline equals itself one example at a time."""
+transformers' LLaVA and Qwen2.5-VL one example at a time with eager attention (`output_attentions=True`),
+the box searched by loops over the attention map, the crop cut with PIL and given as a second image.
+Same boxes, same logits, same greedy tokens; the batched pipeline equals itself one example at a time."""
 
 import json
 
@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import LlavaForConditionalGeneration
+from transformers import LlavaForConditionalGeneration, Qwen2_5_VLForConditionalGeneration
 
 import hf_fixtures
 from blink_jax.data.image_preprocessing import CLIP_MEAN
+from blink_jax.data.qwen_preprocessing import preprocess_qwen_image
 from blink_jax.data.prompt import vicuna_v1_prompt
 from blink_jax.eval import runner
 from blink_jax.inference import zoom as zoom_lib
 from blink_jax.inference.pipeline import Pipeline
+from blink_jax.testing import hf_patches
 from test_eval import _config as eval_config
 
 BUCKETS = (64, 128, 256)
@@ -24,14 +26,15 @@ LAYER, BOX = 1, 0.5
 QUESTIONS = ["what is in this image ?", "what color is the cat ?", "how many are there on the left ?"]
 
 
-def _reference_box(attention: np.ndarray, side: int) -> tuple[int, int, int, int]:
-  """The side x side window of the rows x cols map with the largest sum, the first on ties."""
+def _reference_box(attention: np.ndarray, side: int | tuple[int, int]) -> tuple[int, int, int, int]:
+  """The window of side (rows, columns) of the map with the largest sum, the first on ties."""
+  h, w = (side, side) if isinstance(side, int) else side
   best, where = -1.0, None
-  for r in range(attention.shape[0] - side + 1):
-    for c in range(attention.shape[1] - side + 1):
-      total = float(attention[r:r + side, c:c + side].sum())
+  for r in range(attention.shape[0] - h + 1):
+    for c in range(attention.shape[1] - w + 1):
+      total = float(attention[r:r + h, c:c + w].sum())
       if total > best + 1e-12:
-        best, where = total, (r, c, r + side, c + side)
+        best, where = total, (r, c, r + h, c + w)
   return where
 
 
@@ -47,6 +50,7 @@ def _reference_crop(image: np.ndarray, box, grid: int) -> Image.Image:
 
 
 def _attention(hf, enc, layer: int, image_token_id: int) -> np.ndarray:
+  """The last token's attention at `layer` to the image tokens, heads averaged (ViCrop's map)."""
   with torch.no_grad():
     att = hf(**enc, output_attentions=True).attentions[layer][0, :, -1].mean(0).numpy()
   return att[(enc["input_ids"][0] == image_token_id).numpy()]
@@ -88,6 +92,41 @@ def test_zoom_equals_vicrop_style_reference_one_example_at_a_time(gqa_ckpt, pipe
       gen = hf.generate(**two, do_sample=False, max_new_tokens=6, min_new_tokens=6)[0, n:].numpy()
     assert np.abs(ref - logits[i, :n]).max() <= 1e-4, f"example {i}"
     np.testing.assert_array_equal(gen, tokens[i], err_msg=f"example {i}")
+
+
+def test_zoom_on_qwen_equals_transformers_eager_one_example_at_a_time(qwen_ckpt):
+  """The crop of a Qwen2.5-VL batch is a second image of the batch's grid bucket, in its own
+  <|vision_start|> block: transformers places its multimodal RoPE positions from the ids."""
+  hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(qwen_ckpt, dtype=torch.float32,
+                                                          attn_implementation="eager").eval()
+  pipe = Pipeline.from_hf(qwen_ckpt, preprocessing="8x12", buckets=(256, 512)).with_zoom(
+      zoom_lib.ZoomConfig(layer=LAYER, box=BOX))
+  photos = hf_fixtures.sample_photos()
+  images = [photos["chelsea"], photos["rocket"]]          # resized to the one bucket named, 8 x 12
+  batch = pipe.prepare(images, QUESTIONS[:2])
+  boxes = pipe.zoom_boxes(batch)
+  zoomed = pipe.zoomed(batch, boxes)
+  logits = np.asarray(pipe.logits(zoomed))
+  image_token, thw = pipe.cfg.image_token_id, [1, 16, 24]
+
+  def inputs(ids, pixels):
+    ids = torch.from_numpy(ids)[None].long()
+    return dict(input_ids=ids, attention_mask=torch.ones_like(ids), image_grid_thw=torch.tensor([thw] * len(pixels)),
+                pixel_values=torch.from_numpy(np.concatenate([hf_patches(p) for p in pixels])),
+                mm_token_type_ids=(ids == image_token).int())
+
+  for i, image in enumerate(images):
+    attention = _attention(hf, inputs(batch.ids[i, :batch.lengths[i]], [batch.pixels[i]]), LAYER, image_token)
+    box = _reference_box(attention.reshape(8, 12), (4, 6))
+    assert tuple(boxes[i]) == box, f"example {i}"
+    h, w = image.shape[:2]
+    r0, c0, r1, c1 = box
+    crop = Image.fromarray(image).crop((round(c0 * w / 12), round(r0 * h / 8), round(c1 * w / 12), round(r1 * h / 8)))
+    n = int(zoomed.lengths[i])
+    assert (zoomed.ids[i, :n] == pipe.cfg.vision_start_token_id).sum() == 2
+    with torch.no_grad():
+      ref = hf(**inputs(zoomed.ids[i, :n], [batch.pixels[i], preprocess_qwen_image(crop, ((8, 12),))])).logits[0]
+    assert np.abs(ref.numpy() - logits[i, :n]).max() <= 1e-4 * max(1.0, float(ref.abs().max())), f"example {i}"
 
 
 def test_batched_zoom_equals_one_example_at_a_time(pipe):

@@ -20,13 +20,14 @@ def vicuna_v1_answer(answer: str) -> str:
 QWEN_SYSTEM = "You are a helpful assistant."
 QWEN_END_OF_TURN = "<|im_end|>"
 QWEN_IMAGE_PLACEHOLDER = "<|image_pad|>"
+QWEN_IMAGE_BLOCK = f"<|vision_start|>{QWEN_IMAGE_PLACEHOLDER}<|vision_end|>"   # one image in a prompt
 
 
 def qwen_chat_prompt(question: str, system: str = QWEN_SYSTEM, with_image: bool = True) -> str:
   """Qwen2.5-VL's chat template for a user turn of one image then the question, with the assistant
   turn opened (add_generation_prompt): `<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n
   <|vision_start|><|image_pad|><|vision_end|>{question}<|im_end|>\n<|im_start|>assistant\n`."""
-  image = f"<|vision_start|>{QWEN_IMAGE_PLACEHOLDER}<|vision_end|>" if with_image else ""
+  image = QWEN_IMAGE_BLOCK if with_image else ""
   return (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{image}{question}<|im_end|>\n"
           "<|im_start|>assistant\n")
 

@@ -42,8 +42,9 @@ class Tokenizer:
   def decode(self, ids: Sequence[int]) -> str:
     return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
 
-  def encode_prompt(self, prompt: str, num_image_tokens: int) -> np.ndarray:
-    """Token ids of a prompt with its single image placeholder expanded to num_image_tokens copies.
+  def encode_prompt(self, prompt: str, num_image_tokens: int, images: int = 1) -> np.ndarray:
+    """Token ids of a prompt with its `images` image placeholders each expanded to num_image_tokens
+    copies.
 
     As LLaVA's `tokenizer_image_token`: the text before and after `<image>` is encoded separately
     (each with the tokenizer's special tokens) and the second part's leading BOS dropped. Encoding
@@ -57,13 +58,16 @@ class Tokenizer:
     if self.image_token_id is None:
       raise ValueError(f"{self.path}: the tokenizer has no {placeholder!r} token")
     chunks = prompt.split(placeholder)
-    if len(chunks) != 2:
-      raise ValueError(f"prompt has {len(chunks) - 1} {placeholder!r} placeholders; expected exactly 1: "
+    if len(chunks) != images + 1:
+      raise ValueError(f"prompt has {len(chunks) - 1} {placeholder!r} placeholders; expected exactly {images}: "
                        f"{prompt[:80]!r}")
-    before, after = (self.encode(c) for c in chunks)
+    first, *later = (self.encode(c) for c in chunks)
     # LLaVA strips the first token of every later chunk when the first chunk starts with BOS.
-    offset = 1 if before and before[:1] != self.encode(chunks[0], add_special_tokens=False)[:1] else 0
-    return np.asarray(before + [self.image_token_id] * num_image_tokens + after[offset:], np.int32)
+    offset = 1 if first and first[:1] != self.encode(chunks[0], add_special_tokens=False)[:1] else 0
+    ids = first
+    for chunk in later:
+      ids = ids + [self.image_token_id] * num_image_tokens + chunk[offset:]
+    return np.asarray(ids, np.int32)
 
 
   def encode_continuation(self, prompt: str, continuation: str, num_image_tokens: int) -> np.ndarray:

@@ -194,14 +194,10 @@ class Pipeline:
     return dataclasses.replace(batch, texts=tuple(texts), images=tuple(images))
 
   def _zoom_grid(self, batch: PromptBatch) -> tuple[int, int]:
-    grid = self.family.fixed_grid(self.cfg)
-    if grid is None:
-      raise ValueError("mode 'zoom' runs LLaVA-family models; Qwen2.5-VL's image and crop would each need "
-                       "their own multimodal RoPE positions, which it does not build yet")
     if batch.images is None or batch.texts is None:
       raise ValueError("mode 'zoom' crops the batch's images and re-asks its prompts: make the batch with "
                        "prepare(), which keeps both")
-    return grid
+    return self.model.visual_grid(batch.pixels.shape)
 
   def zoom_saliency(self, batch: PromptBatch) -> np.ndarray:
     """Zoom's pass 1: the last prompt token's attention to each visual token at zoom.layer [B, rows,
@@ -234,10 +230,7 @@ class Pipeline:
       return zoom_lib.choose_boxes(self.zoom_saliency(batch), side)
 
     def oracle(image, box):
-      if not box:
-        return None
-      img = load_image(image)
-      return zoom_lib.pixel_box(box, img.height, img.width, grid, side, self.preprocessing)
+      return zoom_lib.box_around(self.family, image, box, grid, side, self.preprocessing) if box else None
 
     boxes = self._per_example_targets(batch, targets, "zoom's box_choice='oracle'", oracle)
     if any(b is None for b in boxes):
@@ -246,16 +239,16 @@ class Pipeline:
     return np.stack(boxes)
 
   def zoomed(self, batch: PromptBatch, boxes: np.ndarray | None = None, targets: Targets = None) -> PromptBatch:
-    """The batch zoom answers from: each image's box (default: zoom_boxes, given `targets`) cropped from the image at its
-    own resolution and encoded as a second image after it, in the same prompts (pixels [B, 2, H, W, 3];
-    the placeholder stands for both images' tokens)."""
+    """The batch zoom answers from: each image's box (default: zoom_boxes, given `targets`) cropped from
+    the image at its own resolution and encoded as a second image after it, in the same prompts
+    (pixels [B, 2, H, W, 3])."""
     grid = self._zoom_grid(batch)
     boxes = self.zoom_boxes(batch, targets) if boxes is None else np.asarray(boxes)
-    crops = zoom_lib.crop_views(batch.images, boxes, grid, self.preprocessing)
-    pixels = np.stack([batch.pixels, np.stack([self.family.preprocess(c, self.cfg, self.preprocessing)
-                                               for c in crops])], axis=1)
-    n = 2 * self.family.image_tokens(self.cfg, batch.pixels.shape)
-    ids = [self.tokenizer.encode_prompt(t, n) for t in batch.texts]
+    crops = zoom_lib.crop_views(self.family, batch.images, boxes, grid, self.preprocessing)
+    pixels = np.stack([batch.pixels, np.stack([self.family.preprocess_crop(c, self.cfg, self.preprocessing,
+                                                                           batch.pixels.shape) for c in crops])], axis=1)
+    n = self.family.image_tokens(self.cfg, batch.pixels.shape)
+    ids = [self.tokenizer.encode_prompt(self.family.two_images(t), n, images=2) for t in batch.texts]
     out = pad_prompts(ids, pixels, self.buckets, self.cfg.pad_token_id, self.cfg.image_token_id)
     return dataclasses.replace(out, texts=batch.texts, images=batch.images)
 

@@ -6,10 +6,12 @@ to Look", ICLR 2025), batched with static shapes:
    against the layer's keys, no attention matrix); with `relative`, divided by the attention a
    generic "describe the image" prompt gets (ViCrop's rel-att, one more batched pass);
 2. per example, the box of `box` x the image's side (in visual tokens) that holds the most of that
-   attention, in the square the vision tower sees (LLaVA's padded or cropped square);
-3. the box cropped from that square at the image's own resolution and encoded as a second image:
-   the model answers from [image tokens ; crop tokens ; question] (the prompt's one image
-   placeholder stands for both; every crop is resized to the tower's input, so shapes are static).
+   attention, in the frame the vision tower sees (LLaVA's padded or cropped square, Qwen2.5-VL's
+   whole image);
+3. the box cropped from that frame at the image's own resolution and encoded as a second image of
+   the batch's shape (LLaVA: the tower's 336 px; Qwen2.5-VL: the batch's grid bucket), so shapes
+   are static: the model answers from [image ; crop ; question], the crop in the prompt's template
+   as a second image (Family.two_images).
 
 Blink differs: it super-resolves the tokens of the salient region inside the decoder, for the
 scanning layers only, within a fixed budget of slots; zoom adds a whole second image's tokens, which
@@ -26,7 +28,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from blink_jax.blink.saliency import last_token_saliency
-from blink_jax.data.image_preprocessing import square_view
 from blink_jax.models.llama import LayerInputs
 from blink_jax.models.vision_language import VisionLanguageModel, decoder_layer, text_layer_params
 
@@ -109,25 +110,27 @@ def choose_boxes(saliency: np.ndarray, side: tuple[int, int]) -> np.ndarray:
   return np.stack([r0, c0, r0 + h, c0 + w], axis=1).astype(np.int32)
 
 
-def crop_views(images: Sequence[Any], boxes: np.ndarray, grid: tuple[int, int], mode: str) -> list:
-  """Each image's box (in visual tokens of `grid`) cut from the square the vision tower sees, at the
-  image's own resolution (image_preprocessing.square_view with preprocessing `mode`)."""
+def crop_views(family, images: Sequence[Any], boxes: np.ndarray, grid: tuple[int, int], preprocessing: str) -> list:
+  """Each image's box (in visual tokens of `grid`) cut from the frame the vision tower sees (the
+  family's source_view: LLaVA's padded or cropped square, Qwen2.5-VL's whole image), at the image's
+  own resolution."""
   crops = []
   for image, (r0, c0, r1, c1) in zip(images, boxes):
-    view = square_view(image, mode)
-    side = view.size[0]
-    crops.append(view.crop((round(c0 * side / grid[1]), round(r0 * side / grid[0]),
-                            round(c1 * side / grid[1]), round(r1 * side / grid[0]))))
+    view, _ = family.source_view(image, preprocessing)
+    w, h = view.size
+    crops.append(view.crop((round(c0 * w / grid[1]), round(r0 * h / grid[0]), round(c1 * w / grid[1]),
+                            round(r1 * h / grid[0]))))
   return crops
 
 
-def pixel_box(box: Sequence[float], height: int, width: int, grid: tuple[int, int], side: tuple[int, int],
-              mode: str) -> np.ndarray:
-  """The crop window (box_side tokens) centred on the centre of `box` = [x0, y0, x1, y1] in a
-  height x width image's pixels, moved inside the grid: zoom with the oracle's box."""
-  square = max(height, width) if mode == "pad" else min(height, width)
-  cx = ((box[0] + box[2]) / 2 + (square - width) / 2) * grid[1] / square
-  cy = ((box[1] + box[3]) / 2 + (square - height) / 2) * grid[0] / square
+def box_around(family, image: Any, box: Sequence[float], grid: tuple[int, int], side: tuple[int, int],
+               preprocessing: str) -> np.ndarray:
+  """The crop window (side tokens) centred on the centre of `box` = [x0, y0, x1, y1] in the image's
+  pixels, moved inside the grid (row0, col0, row1, col1): zoom with the oracle's box."""
+  view, (dx, dy) = family.source_view(image, preprocessing)
+  w, h = view.size
+  cx = ((box[0] + box[2]) / 2 + dx) * grid[1] / w
+  cy = ((box[1] + box[3]) / 2 + dy) * grid[0] / h
   r0 = int(np.clip(round(cy - side[0] / 2), 0, grid[0] - side[0]))
   c0 = int(np.clip(round(cx - side[1] / 2), 0, grid[1] - side[1]))
   return np.asarray([r0, c0, r0 + side[0], c0 + side[1]], np.int32)

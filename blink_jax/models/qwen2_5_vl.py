@@ -2,11 +2,11 @@
 decoder (llama.py with q/k/v biases and multimodal RoPE), the merged visual tokens written at the
 `<|image_pad|>` positions of the prompt.
 
-Multimodal RoPE positions follow transformers' `get_rope_index` for a prompt with one image: text
-tokens count up on all three axes; the image's merged tokens sit at (start, start + row, start +
-column) with `start` the index of its first token; the text after it continues from start +
-max(rows, columns). So a token after the image has position index - N + max(rows, columns), N the
-image's token count: its `rope_delta` is max(rows, columns) - N.
+Multimodal RoPE positions follow transformers' `get_rope_index`: text tokens count up on all three
+axes; an image's merged tokens sit at (start, start + row, start + column) with `start` the position
+its first token would have as text; the text after it continues from start + max(rows, columns). So
+a token after one image has position index - N + max(rows, columns), N the image's token count: its
+`rope_delta` is max(rows, columns) - N (per image, for prompts of several images of one grid).
 """
 
 from __future__ import annotations
@@ -20,25 +20,27 @@ from blink_jax.models.vision_language import VisionLanguageModel
 
 
 def merged_grid(cfg: Qwen2_5_VLConfig, pixels_shape) -> tuple[int, int]:
-  """(rows, columns) of merged visual tokens an image of pixels_shape [B, H, W, C] gives."""
+  """(rows, columns) of merged visual tokens an image of pixels_shape [..., H, W, C] gives."""
   unit = cfg.vision.unit
-  return pixels_shape[1] // unit, pixels_shape[2] // unit
+  return pixels_shape[-3] // unit, pixels_shape[-2] // unit
 
 
 def mrope_positions(ids, image_token_id: int, grid: tuple[int, int]):
-  """[B, T, 3] (temporal, height, width) positions of prompts ids [B, T] holding one image of `grid`
-  merged tokens (rows x columns, contiguous, in raster order); a prompt without image tokens counts
-  up on all three axes."""
+  """[B, T, 3] (temporal, height, width) positions of prompts ids [B, T] holding images of `grid`
+  merged tokens each (rows x columns, contiguous, in raster order; several images, as attention-
+  guided zoom's image and crop, are separate runs). A token after j images has position index -
+  j (N - max(rows, columns)); image j's tokens sit at (start, start + row, start + column), start the
+  position its first token would have as text. A prompt without image tokens counts up on all axes."""
   rows, cols = grid
   n = rows * cols
-  t = ids.shape[1]
   is_image = ids == image_token_id
-  has_image = is_image.any(axis=1, keepdims=True)
-  start = jnp.argmax(is_image, axis=1)[:, None]
-  index = jnp.arange(t)[None]
-  text = jnp.where(has_image & (index >= start + n), index - n + max(rows, cols), index)
-  k = jnp.cumsum(is_image, axis=1) - 1
-  image = jnp.stack([start + 0 * k, start + k // cols, start + k % cols], axis=-1)
+  before = jnp.cumsum(is_image, axis=1) - is_image       # image tokens before each token
+  index = jnp.arange(ids.shape[1])[None]
+  done = before // n                                      # images complete before a text token
+  text = index - done * (n - max(rows, cols))
+  k = before % n                                          # an image token's place in its image
+  start = index - k - done * (n - max(rows, cols))
+  image = jnp.stack([start, start + k // cols, start + k % cols], axis=-1)
   return jnp.where(is_image[..., None], image, text[..., None]).astype(jnp.int32)
 
 
@@ -67,7 +69,7 @@ class Qwen2_5_VL(VisionLanguageModel):
     return mrope_positions(ids, self.cfg.image_token_id, self.visual_grid(pixels.shape))
 
   def rope_offset(self, ids, pixels):
-    """max(rows, columns) - rows x columns for a prompt with the image (transformers' rope_deltas)."""
+    """(max(rows, columns) - rows x columns) per image of the prompt (transformers' rope_deltas)."""
     rows, cols = self.visual_grid(pixels.shape)
-    has_image = (ids == self.cfg.image_token_id).any(axis=1)
-    return jnp.where(has_image, max(rows, cols) - rows * cols, 0).astype(jnp.int32)
+    images = (ids == self.cfg.image_token_id).sum(axis=1) // (rows * cols)
+    return (images * (max(rows, cols) - rows * cols)).astype(jnp.int32)
