@@ -152,17 +152,26 @@ def eval_programs(config, partitioner: shd.Partitioner) -> list[Program]:
                            np.full(pipe.family.image_tokens(cfg, pixels.shape), cfg.image_token_id),
                            np.full(config.aot.text_tokens, cfg.bos_token_id)]).astype(np.int32)
   prompts = pad_prompts([prompt] * b, pixels, pipe.buckets, cfg.pad_token_id, cfg.image_token_id)
+  abstract = lambda batch: [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=partitioner.batch(x.ndim))  # noqa: E731
+                            for x in (batch.ids, batch.pixels, batch.lengths)]
   programs = []
   for mode in config_lists.names(config.modes, "modes"):
-    batch = pipe.layout_for(prompts, mode)
-    args = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=partitioner.batch(x.ndim))
-            for x in (batch.ids, batch.pixels, batch.lengths)]
     params = pipe.mode_params(mode, abstract=True)
+    if mode == "zoom":   # pass 1 on the prompt; then the plain model on image + crop (zoomed's shapes)
+      programs.append(Program(f"zoom_pass_1 (prompt {prompts.ids.shape[1]})", b,
+                              pipe.zoom_program(prompts.image_start), (params, *abstract(prompts))))
+      two = np.concatenate([prompt[:prompts.image_start], np.full(pipe.family.image_tokens(cfg, pixels.shape),
+                                                                  cfg.image_token_id), prompt[prompts.image_start:]])
+      batch, mode = pad_prompts([two] * b, np.stack([pixels, pixels], axis=1), pipe.buckets, cfg.pad_token_id,
+                                cfg.image_token_id), "vanilla"
+      label = "zoom"
+    else:
+      batch, label = pipe.layout_for(prompts, mode), mode
     for name, program in {
-        f"prefill_{mode} (prompt {batch.ids.shape[1]})": pipe.prefill_program(mode, batch.image_start),
-        f"generate_{mode} (prompt {batch.ids.shape[1]}, +{config.max_new_tokens})":
+        f"prefill_{label} (prompt {batch.ids.shape[1]})": pipe.prefill_program(mode, batch.image_start),
+        f"generate_{label} (prompt {batch.ids.shape[1]}, +{config.max_new_tokens})":
             pipe.generate_program(mode, config.max_new_tokens, batch.image_start)}.items():
-      programs.append(Program(name, b, program, (params, *args)))
+      programs.append(Program(name, b, program, (params, *abstract(batch))))
   return programs
 
 

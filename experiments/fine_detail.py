@@ -6,9 +6,10 @@ base token resolution? Every stage runs here, from random init, with the project
 2. supervised fine-tuning of the embedded LLaVA-shaped model on the train split (train.py's `sft`
    objective, everything trainable), its validation accuracy recorded;
 3. TokenSR distilled for the fine-tuned model (train.py's default objective) on the train images;
-4. evaluation on the test split (eval.py) of vanilla, Blink-interp and Blink, and Blink's ablations
-   (random region, oracle region, fixed schedule, no drop), each with the paired 95% interval against
-   vanilla and the link diagnostics (saliency hit rate per layer, expansions, TokenSR against the
+4. evaluation on the test split (eval.py) of vanilla, Blink-interp and Blink, Blink's ablations
+   (random region, oracle region, fixed schedule, no drop) and the baseline, attention-guided zoom
+   (and zoom on the target's box), each with the paired 95% interval against vanilla and the link
+   diagnostics (saliency hit rate per layer, expansions, TokenSR against the
    teacher);
 5. all of it for several seeds of the model; the results page (`<out>/results.md` and `.json`): the
    table mode x sub-task per seed and pooled over seeds (95% bootstrap intervals), and the diagnostics.
@@ -35,12 +36,14 @@ from blink_jax.train.loop import train
 from configs import eval as eval_configs
 from configs import tokensr as train_configs
 
-# What one run of the experiment uses (the tiny version shrinks steps and questions). The full
-# settings are a starting point: their validation plateau and run time are not yet measured.
-FULL = dict(image_size=112, detail_px=4, per_split=(1000, 200, 400), sft_steps=1500, sft_lr=1e-3,
-            distill_steps=300, batch=16, max_text_tokens=320)
-TINY = dict(image_size=112, detail_px=4, per_split=(16, 8, 8), sft_steps=4, sft_lr=1e-3, distill_steps=4, batch=8,
-            max_text_tokens=320)
+# What one run of the experiment uses (the tiny version shrinks steps and questions). The model is
+# fine-tuned on details of every size in train_detail_px (large ones teach it to read them) and tested
+# at detail_px, under one 14-px token of its 112-px images; the learnability curve evaluates vanilla
+# and zoom on the target's box on validation splits of each size in curve_px.
+FULL = dict(image_size=112, detail_px=4, train_detail_px=(4, 6, 8, 12), curve_px=(4, 8, 12),
+            per_split=(1000, 200, 400), sft_steps=1500, sft_lr=1e-3, distill_steps=300, batch=16, max_text_tokens=320)
+TINY = dict(image_size=112, detail_px=4, train_detail_px=(4, 12), curve_px=(4, 12), per_split=(16, 8, 8),
+            sft_steps=4, sft_lr=1e-3, distill_steps=4, batch=8, max_text_tokens=320)
 # The comparisons: a name, the modes eval.py runs, and the Blink settings it changes.
 ARMS = [
     ("blink", "vanilla,interp,tokensr", {}),
@@ -48,6 +51,8 @@ ARMS = [
     ("oracle_region", "vanilla,interp,tokensr", {"blink.region_choice": "oracle"}),
     ("fixed_schedule", "vanilla,tokensr", {"blink.schedule": "fixed"}),
     ("no_drop", "vanilla,tokensr", {"blink.tau_drop": 0.0}),
+    ("zoom", "vanilla,zoom", {}),                                   # the baseline: attention-guided zoom
+    ("oracle_zoom", "vanilla,zoom", {"zoom.box_choice": "oracle"}),  # its upper bound: the crop on the target
 ]
 
 
@@ -78,6 +83,11 @@ def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str,
   train(sft)
   tuned = {**model, "model.params": str(root / "sft" / "export" / "model")}
   validation = _evaluate(tuned, root / "validation", _source(data, "validation"), "vanilla", {}, "", s["batch"])
+  curve = {}
+  for px in s["curve_px"]:
+    found = _evaluate(tuned, root / "curve" / f"{px}px", _source(data / "curve" / f"{px}px", "validation"),
+                      "vanilla,zoom", {"zoom.box_choice": "oracle"}, "", s["batch"])
+    curve[px] = {"vanilla": found["vanilla"]["scores"], "oracle_zoom": found["zoom"]["scores"]}
   distill = train_configs.get_config()
   distill.update_from_flattened_dict({
       **tuned, "workdir": str(root / "distill"), "train.steps": s["distill_steps"], "train.batch_size": s["batch"],
@@ -87,9 +97,15 @@ def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str,
          if k in ("first_scan_layer", "last_scan_layer", "region_size", "token_sr_channels")}})
   train(distill)
   export = str(root / "distill" / "export")
-  arms = {name: _evaluate(tuned, root / "test" / name, _source(data, "test"), modes, settings, export, s["batch"])
-          for name, modes, settings in ARMS}
-  return {"validation_vanilla": validation["vanilla"]["scores"], "arms": arms}
+  arms = {}
+  for name, modes, settings in ARMS:
+    out = root / "test" / name
+    if arms:   # vanilla's answers are every arm's: the first arm's, which eval.py resumes (not recomputes)
+      (out / "fine_detail").mkdir(parents=True, exist_ok=True)
+      for f in ("vanilla.jsonl", "vanilla.run.json"):
+        (root / "test" / ARMS[0][0] / "fine_detail" / f).copy(out / "fine_detail" / f, overwrite=True)
+    arms[name] = _evaluate(tuned, out, _source(data, "test"), modes, settings, export, s["batch"])
+  return {"validation_vanilla": validation["vanilla"]["scores"], "curve": curve, "arms": arms}
 
 
 def _correct(output: epath.Path, mode: str, answers: dict[str, tuple[str, str]]) -> dict[str, bool]:
@@ -170,6 +186,15 @@ def write_page(out: epath.Path, settings: dict, seeds: list[int], per_seed: dict
         kl = (f"{d['token_sr_kl']:.4f} / {d['interp_kl']:.4f}" if "token_sr_kl" in d else "")
         lines.append(f"| {seed} | {mode} | {d['hit_rate_per_layer']} ({d['chance']:.3f}) | "
                      f"{d['target_expanded']:.2f} | {kl} |")
+  lines += ["", "## Learnability: accuracy vs detail size (validation)", "",
+            "Each cell: vanilla / zoom on the target's box (the detail seen at 2x), accuracy %.", "",
+            "| seed | detail px | " + " | ".join(("all",) + fine_detail.CATEGORIES) + " |",
+            "|" + "---|" * (len(fine_detail.CATEGORIES) + 3)]
+  for seed, result in per_seed.items():
+    for px, cell in result["curve"].items():
+      lines.append(f"| {seed} | {px} | " + " | ".join(
+          f"{cell['vanilla'].get(k, float('nan')):.0f} / {cell['oracle_zoom'].get(k, float('nan')):.0f}"
+          for k in ("accuracy",) + tuple(f"{c}/accuracy" for c in fine_detail.CATEGORIES)) + " |")
   lines += ["", "Validation accuracy of vanilla after fine-tuning, per seed: " + ", ".join(
       f"{seed}: {r['validation_vanilla'].get('accuracy', float('nan')):.1f}" for seed, r in per_seed.items()), ""]
   (out / "results.md").write_text("\n".join(lines))
@@ -180,7 +205,13 @@ def run(out: str | epath.PathLike, seeds: list[int], tiny: bool) -> dict:
   s = TINY if tiny else FULL
   data = out / "data"
   if not (data / "test.jsonl").exists():
-    fine_detail.write(data, image_size=s["image_size"], detail_px=s["detail_px"], per_split=s["per_split"])
+    train_n, validation_n, test_n = s["per_split"]
+    fine_detail.write(data, image_size=s["image_size"], detail_px=s["train_detail_px"], per_split=(train_n, 0, 0))
+    fine_detail.write(data, image_size=s["image_size"], detail_px=s["detail_px"],
+                      per_split=(0, validation_n, test_n))
+    for px in s["curve_px"]:
+      fine_detail.write(data / "curve" / f"{px}px", image_size=s["image_size"], detail_px=px,
+                        per_split=(0, validation_n, 0))
   per_seed = {seed: run_seed(out, data, seed, s) for seed in seeds}
   table = pooled(out, data, seeds)
   write_page(out, s, seeds, per_seed, table)

@@ -49,12 +49,13 @@ def test_tiny_train_step_compiles_with_splash_attention_and_fits(tmp_path, topol
 
 
 @pytest.mark.slow   # the fast tier compiles the train step for TPU; the README test lowers these on CPU
-def test_blink_generation_compiles_for_v5e_and_fits(tmp_path):
-  proc, records = _aot(tmp_path, "configs/eval.py", "--config.modes=vanilla,interp,tokensr",
+def test_blink_and_zoom_generation_compile_for_v5e_and_fit(tmp_path):
+  proc, records = _aot(tmp_path, "configs/eval.py", "--config.modes=vanilla,interp,tokensr,zoom",
                        "--config.token_sr=")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert [r["program"].split(" ")[0] for r in records] == [
-      f"{program}_{mode}" for mode in ("vanilla", "interp", "tokensr") for program in ("prefill", "generate")]
+      f"{program}_{mode}" for mode in ("vanilla", "interp", "tokensr") for program in ("prefill", "generate")] + [
+      "zoom_pass_1", "prefill_zoom", "generate_zoom"]
   assert all(r["fits"] and r["topology"] == "v5e:2x2" and r["batch"] == 8 and r["attention"] == "splash"
              for r in records)
 

@@ -65,3 +65,13 @@ def test_eval_reads_and_scores_it_per_sub_task(tmp_path):
   wrong = dict(truth, **{examples[0].question_id: "purple"})
   scores = bench.score(wrong, examples)
   assert scores[f"{examples[0].meta['category']}/accuracy"] == 50 and scores["accuracy"] == 87.5
+
+
+def test_a_split_can_mix_detail_sizes_and_empty_splits_are_not_written(tmp_path):
+  fine_detail.write(tmp_path, image_size=112, detail_px=[4, 12], per_split=(24, 0, 0))
+  rows = _rows(tmp_path, "train")
+  assert {r["detail_px"] for r in rows} == {4, 12} and not (tmp_path / "test.jsonl").exists()
+  for r in rows:
+    if r["category"] == "dot_colour":
+      x0, y0, x1, y1 = r["box"]
+      assert x1 - x0 == r["detail_px"] == y1 - y0

@@ -21,7 +21,7 @@ image's pixels) and `<out>/images/<split>/`. Splits: train, validation, test (di
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from absl import app, flags
@@ -121,24 +121,31 @@ def example(rng: np.random.Generator, category: str, size: int, detail_px: int) 
   raise ValueError(f"unknown category {category!r}; expected one of {CATEGORIES}")
 
 
-def write(out: str | epath.PathLike, *, image_size: int = 336, detail_px: int = 6,
+def write(out: str | epath.PathLike, *, image_size: int = 336, detail_px: int | Sequence[int] = 6,
           per_split: tuple[int, int, int] = (200, 100, 200), seed: int = 0) -> dict[str, int]:
-  """Writes the three splits (questions cycle through the categories); returns questions per split.
+  """Writes the splits asked for (a split of 0 questions is not written; questions cycle through the
+  categories); returns questions per split. `detail_px`: one size, or sizes each example draws from
+  (uniformly, seeded), e.g. a training split from large to small details; each row records its own.
   Each split's images go to images/<split>/ beside a questions.jsonl ({"image", "question"}: what
   train.py's image-folder source reads for saliency-guided distillation regions)."""
   out = epath.Path(out)
+  sizes = [detail_px] if isinstance(detail_px, int) else [int(d) for d in detail_px]
   counts = {}
   for split, n in zip(SPLITS, per_split):
+    if not n:
+      continue
     folder = out / "images" / split
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng([seed, SPLIT_SEEDS[split], image_size, detail_px])
+    rng = np.random.default_rng([seed, SPLIT_SEEDS[split], image_size, *sizes])
     rows: list[dict[str, Any]] = []
     for i in range(n):
       category = CATEGORIES[i % len(CATEGORIES)]
-      img, row = example(rng, category, image_size, detail_px)
+      size = sizes[int(rng.integers(0, len(sizes)))] if len(sizes) > 1 else sizes[0]
+      img, row = example(rng, category, image_size, size)
       name = f"{split}_{i:05d}.png"
       img.save(folder / name)
-      rows.append({"question_id": f"{split}_{i:05d}", "image": f"{split}/{name}", "category": category, **row})
+      rows.append({"question_id": f"{split}_{i:05d}", "image": f"{split}/{name}", "category": category,
+                   "detail_px": size, **row})
     (out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "questions.jsonl").write_text("".join(
         json.dumps({"image": r["image"].split("/", 1)[1], "question": r["text"]}) + "\n" for r in rows))
@@ -150,14 +157,15 @@ def define_flags(fv):
   """The command's flags (on `fv`; defined only when the module runs as a script)."""
   flags.DEFINE_string("out", None, "Output folder.", required=True, flag_values=fv)
   flags.DEFINE_integer("image_size", 336, "Image side in pixels.", flag_values=fv)
-  flags.DEFINE_integer("detail_px", 6, "The detail's size in pixels.", flag_values=fv)
+  flags.DEFINE_list("detail_px", ["6"], "The detail's size in pixels, or sizes each example draws from.",
+                    flag_values=fv)
   flags.DEFINE_list("per_split", ["200", "100", "200"], "Questions in train, validation, test.", flag_values=fv)
   flags.DEFINE_integer("seed", 0, "Seed.", flag_values=fv)
 
 
 def main(_):
   f = flags.FLAGS
-  counts = write(f.out, image_size=f.image_size, detail_px=f.detail_px,
+  counts = write(f.out, image_size=f.image_size, detail_px=[int(d) for d in f.detail_px],
                  per_split=tuple(int(n) for n in f.per_split), seed=f.seed)
   print(f"wrote {counts} to {f.out}")
 

@@ -203,22 +203,27 @@ class Pipeline:
     """Zoom's pass 1: the last prompt token's attention to each visual token at zoom.layer [B, rows,
     columns] (with zoom.relative, divided by that of GENERIC_QUESTION's prompt on the same image)."""
     self._zoom_grid(batch)
-    zoom = self.zoom.resolved(self.cfg.text.num_layers)
 
     def attention(b: PromptBatch) -> np.ndarray:
-      key = (zoom.layer, b.image_start)
-      if key not in self._zoom_fns:
-        self._zoom_fns[key] = jax.jit(lambda p, ids, px, ln: zoom_lib.saliency_at(
-            self.model, zoom.layer, b.image_start, p, ids, px, ln))
       args = self._device_batch(b)
       with self.partitioner.activated():
-        return np.asarray(jax.device_get(self._zoom_fns[key](self.params, *args)))[:b.ids.shape[0]]
+        return np.asarray(jax.device_get(self.zoom_program(b.image_start)(self.params, *args)))[:b.ids.shape[0]]
 
     saliency = attention(batch)
-    if zoom.relative:
+    if self.zoom.relative:
       generic = self.prepare(batch.images, [zoom_lib.GENERIC_QUESTION] * batch.ids.shape[0])
       saliency = saliency / np.maximum(attention(generic), 1e-12)
     return saliency
+
+  def zoom_program(self, image_start: int):
+    """The jitted pass 1 of zoom (fn(params, ids, pixels, lengths) -> attention [B, rows, columns]),
+    one per image start; what zoom_saliency runs and aot.py compiles."""
+    layer = self.zoom.resolved(self.cfg.text.num_layers).layer
+    key = (layer, image_start)
+    if key not in self._zoom_fns:
+      self._zoom_fns[key] = jax.jit(lambda p, ids, px, ln: zoom_lib.saliency_at(self.model, layer, image_start,
+                                                                                 p, ids, px, ln))
+    return self._zoom_fns[key]
 
   def zoom_boxes(self, batch: PromptBatch, targets: Targets = None) -> np.ndarray:
     """Each example's crop, (row0, col0, row1, col1) in visual tokens [B, 4]: the zoom.box-sized window

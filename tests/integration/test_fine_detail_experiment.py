@@ -1,6 +1,6 @@
 """The fine-detail experiment's one command, tiny (a few steps a stage, one seed): every stage runs
-(task, fine-tuning, distillation, evaluation of every arm) and the results page holds every arm x
-mode x sub-task with its interval, and the diagnostics."""
+(task, fine-tuning, distillation, the learnability curve, evaluation of every arm) and the results
+page holds every arm x mode x sub-task with its interval, the curve and the diagnostics."""
 
 import json
 import pathlib
@@ -21,7 +21,7 @@ def test_the_tiny_experiment_writes_its_results_page(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads((tmp_path / "results.json").read_text())
   pooled = results["pooled"]
-  assert set(pooled) == {"blink", "random_region", "oracle_region", "fixed_schedule", "no_drop"}
+  assert set(pooled) == {"blink", "random_region", "oracle_region", "fixed_schedule", "no_drop", "zoom", "oracle_zoom"}
   for arm in pooled.values():
     assert set(arm) == {"all", *CATEGORIES}
     for cell in arm["all"].values():
@@ -29,5 +29,11 @@ def test_the_tiny_experiment_writes_its_results_page(tmp_path):
       assert low <= cell[0] <= high
   diagnostics = results["per_seed"]["0"]["arms"]["blink"]["tokensr"]["diagnostics"]
   assert diagnostics["questions"] == 8 and "token_sr_kl" in diagnostics
+  assert "zoom - vanilla" in pooled["oracle_zoom"]["all"]
+  curve = results["per_seed"]["0"]["curve"]
+  assert set(curve) == {"4", "12"} and all("accuracy" in c["oracle_zoom"] for c in curve.values())
+  vanilla = {arm: (tmp_path / "seed0" / "test" / arm / "fine_detail" / "vanilla.jsonl").read_text() for arm in pooled}
+  assert len(set(vanilla.values())) == 1        # every arm's vanilla answers are the first arm's
   page = (tmp_path / "results.md").read_text()
   assert "## oracle_region" in page and "tokensr - vanilla" in page and "hit rate per scanning layer" in page
+  assert "accuracy vs detail size" in page
