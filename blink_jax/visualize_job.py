@@ -41,21 +41,29 @@ def run(*, checkpoint: str, image: str, question: str, out: str, token_sr: str |
   if pipe.token_sr is None and "tokensr" in modes:
     modes = [m for m in modes if m != "tokensr"]
     print("no --token_sr given: showing vanilla and interp only")
-  blink = pipe.blink
   if image:
     img = load_image(image, name=image)
   else:
     from skimage import data
     img, question = load_image(data.chelsea()), question or SAMPLE_QUESTION
-  batch = pipe.prepare([img], [question])
+  answers = draw(pipe, img, question, out, modes, max_new_tokens)
+  print(f"wrote {out}")
+  for m, a in answers.items():
+    print(f"{m}: {a}")
+  return answers
+
+
+def draw(pipe: Pipeline, image, question: str, out: str | epath.PathLike, modes: Sequence[str],
+         max_new_tokens: int, caption: str = "") -> dict[str, str]:
+  """Each mode's answer to `question` on `image` and Blink's trace (tokensr's if it is among the
+  modes, else interp's) drawn to `out`; returns the answers. `caption` follows the question."""
+  batch = pipe.prepare([image], [question])
   answers = {m: pipe.generate(batch, max_new_tokens, mode=m)[0] for m in modes}
   trace_mode = "tokensr" if "tokensr" in modes else "interp"
   trace = pipe.blink_forward(batch, mode=trace_mode, trace=True).trace
   one = {k: np.asarray(jax.device_get(v))[0] for k, v in trace._asdict().items()}
-  picture = render(pipe.family.view(img, pipe.cfg, pipe.preprocessing), one, answers, question=question,
-                   first_scan_layer=blink.first_scan_layer, region_size=blink.region_size)
-  picture.save(out)
-  print(f"wrote {out}")
-  for m, a in answers.items():
-    print(f"{m}: {a}")
+  picture = render(pipe.family.view(image, pipe.cfg, pipe.preprocessing), one, answers,
+                   question=question + caption, first_scan_layer=pipe.blink.first_scan_layer,
+                   region_size=pipe.blink.region_size)
+  picture.save(str(out))
   return answers

@@ -29,10 +29,14 @@ import numpy as np
 from absl import app, flags
 from etils import epath
 
+from blink_jax import sharding as shd
 from blink_jax.data import fine_detail
+from blink_jax.data.image_preprocessing import load_image
 from blink_jax.eval import fine_detail as fine_detail_score
-from blink_jax.eval import runner
+from blink_jax.eval import benchmarks, runner
+from blink_jax.inference.pipeline import MODES
 from blink_jax.train.loop import train
+from blink_jax.visualize_job import draw
 from configs import eval as eval_configs
 from configs import tokensr as train_configs
 
@@ -105,7 +109,22 @@ def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str,
       for f in ("vanilla.jsonl", "vanilla.run.json"):
         (root / "test" / ARMS[0][0] / "fine_detail" / f).copy(out / "fine_detail" / f, overwrite=True)
     arms[name] = _evaluate(tuned, out, _source(data, "test"), modes, settings, export, s["batch"])
+  pictures(root, data, tuned, export)
   return {"validation_vanilla": validation["vanilla"]["scores"], "curve": curve, "arms": arms}
+
+
+def pictures(root: epath.Path, data: epath.Path, model: dict, token_sr: str):
+  """One picture per sub-task of Blink's decisions on the first test question of it (visualize.py's
+  drawing: each mode's answer, the saliency per scanning layer, the expanded regions), in root."""
+  c = eval_configs.get_config()
+  c.update_from_flattened_dict({**model, "token_sr": token_sr, "modes": ",".join(MODES)})
+  pipe = runner.build_pipeline(c, shd.Partitioner.from_config(c)).pipe
+  rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()]
+  for category in fine_detail.CATEGORIES:
+    row = next(r for r in rows if r["category"] == category)
+    question = benchmarks.get("fine_detail").examples({**row, "question": row["text"]}, "test")[0].question
+    draw(pipe, load_image(str(data / "images" / row["image"])), question, root / f"decisions_{category}.png",
+         MODES, 8, caption=f"  [truth: {row['answer']}; target box {row['box']}]")
 
 
 def _correct(output: epath.Path, mode: str, answers: dict[str, tuple[str, str]]) -> dict[str, bool]:
@@ -160,8 +179,35 @@ def _fmt(cell: list[float], signed: bool) -> str:
   return f"{number.format(cell[0])} [{number.format(cell[1])}, {number.format(cell[2])}]"
 
 
+def hit_rate_plot(out: epath.Path, per_seed: dict) -> str:
+  """hit_rate.png: per seed, how often the arg-max saliency region held the target at each scanning
+  layer (Blink's tokensr diagnostics), against chance; returns its file name."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  first = eval_configs.get_config().blink.first_scan_layer
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  chance = None
+  for seed, result in per_seed.items():
+    d = result["arms"]["blink"]["tokensr"].get("diagnostics", {})
+    if d.get("questions"):
+      rates = d["hit_rate_per_layer"]
+      ax.plot(range(first, first + len(rates)), rates, marker="o", label=f"seed {seed}")
+      chance = d["chance"]
+  if chance is not None:
+    ax.axhline(chance, linestyle="--", color="grey", label="chance")
+  ax.set_xlabel("scanning layer")
+  ax.set_ylabel("target in the arg-max region")
+  ax.set_title("Saliency hit rate (test)")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(out / "hit_rate.png", dpi=120)
+  plt.close(fig)
+  return "hit_rate.png"
+
+
 def write_page(out: epath.Path, settings: dict, seeds: list[int], per_seed: dict, table: dict):
-  """results.json (everything) and results.md (the tables) in `out`."""
+  """results.json (everything), results.md (the tables) and hit_rate.png in `out`."""
   (out / "results.json").write_text(json.dumps({"settings": settings, "seeds": seeds, "per_seed": per_seed,
                                                 "pooled": table}, indent=2, default=str))
   lines = ["# The fine-detail experiment", "",
@@ -175,7 +221,9 @@ def write_page(out: epath.Path, settings: dict, seeds: list[int], per_seed: dict
       lines.append(f"| {g} | " + " | ".join(_fmt(arm[g][c], "vanilla" in c and c != "vanilla") for c in columns)
                    + " |")
     lines.append("")
-  lines += ["## Diagnostics (per seed, `blink` arm)", "",
+  lines += ["## Diagnostics (per seed, `blink` arm)", "", f"![saliency hit rate per scanning layer]({hit_rate_plot(out, per_seed)})",
+            "", "One test question per sub-task, Blink's decisions drawn: " + ", ".join(
+                f"[{c}](seed{seeds[0]}/decisions_{c}.png)" for c in fine_detail.CATEGORIES) + ".", "",
             "| seed | mode | hit rate per scanning layer (chance) | target expanded | "
             "TokenSR KL / interp KL to the teacher |",
             "|---|---|---|---|---|"]

@@ -36,4 +36,5 @@ def test_the_tiny_experiment_writes_its_results_page(tmp_path):
   assert len(set(vanilla.values())) == 1        # every arm's vanilla answers are the first arm's
   page = (tmp_path / "results.md").read_text()
   assert "## oracle_region" in page and "tokensr - vanilla" in page and "hit rate per scanning layer" in page
-  assert "accuracy vs detail size" in page
+  assert "accuracy vs detail size" in page and (tmp_path / "hit_rate.png").stat().st_size > 0
+  assert all((tmp_path / "seed0" / f"decisions_{c}.png").exists() for c in CATEGORIES)
