@@ -103,3 +103,15 @@ def test_requests_it_cannot_answer_are_named(model):
     model.loglikelihood([Instance("loglikelihood", ("", " A"), idx=0, metadata=_meta(0))])
   with pytest.raises(ValueError, match="mode='fast'"):
     BlinkJax(checkpoint="unused", mode="fast")
+
+
+def test_zoom_mode_takes_its_settings_and_answers_as_the_pipeline(blink_ckpt):
+  m = get_model("blink_jax").create_from_arg_string(f"checkpoint={blink_ckpt},mode=zoom,zoom=layer:2;box:0.5",
+                                                    {"batch_size": 2})
+  m.task_dict = {"toy": {"test": _docs()}}
+  assert (m.pipe.zoom.layer, m.pipe.zoom.box) == (2, 0.5)
+  docs = _docs()
+  out = m.generate_until(_requests("generate_until", docs, lambda d: {"max_new_tokens": 4, "until": ["\n\n"]}))
+  assert out == [w.split("\n\n")[0] for w in m.pipe.generate(_padded(m.pipe, docs), 4, mode="zoom")[:3]]
+  with pytest.raises(ValueError, match="unknown fields \\['boxx'\\]"):
+    BlinkJax(checkpoint=str(blink_ckpt), mode="zoom", zoom="boxx:0.5")
