@@ -33,7 +33,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Blink modes against vanilla: resamples of the paired bootstrap interval (0: the difference only)
   c.bootstrap_samples = 1000
   # Blink modes on benchmarks whose questions carry the target's box (fine_detail): per scanning layer
-  # the saliency's hit rate, expansions and drops, accuracy by whether the target was expanded
+  # the saliency's hit rate, expansions and drops, accuracy by whether the target was expanded (zoom:
+  # whether its crop holds the target)
   # (eval/diagnostics.py; one more traced prefill per batch)
   c.diagnostics = False
   c.max_image_pixels = DEFAULT_MAX_PIXELS  # larger images: reduced-scale JPEG decode, else a counted skip (0: no limit)

@@ -152,12 +152,18 @@ def test_boxes_follow_the_attention_and_stay_inside_the_image():
 
 
 def test_eval_runs_zoom_beside_vanilla_and_records_its_settings(tmp_path):
-  config = eval_config(tmp_path, benchmarks="fine_detail", modes="vanilla,zoom", **{"zoom.box": 0.25})
+  config = eval_config(tmp_path, benchmarks="fine_detail", modes="vanilla,zoom", diagnostics=True,
+                       **{"zoom.box": 0.25})
   results = runner.evaluate(config)["fine_detail"]
   assert results["zoom"]["answered"] == results["vanilla"]["answered"] > 0
   assert set(results["paired"]) == {"zoom"}
   record = json.loads((tmp_path / "out" / "fine_detail" / "zoom.run.json").read_text())
   assert record["zoom"]["box"] == 0.25 and "blink" not in record
+  found = results["zoom"]["diagnostics"]                     # 2 x 2 crops of the 8 x 8 grid
+  assert found["questions"] == 8 and found["chance"] == 4 / 64 and 0 <= found["crop_holds_target"] <= 1
+  oracle = runner.evaluate(eval_config(tmp_path / "oracle", benchmarks="fine_detail", modes="zoom", diagnostics=True,
+                                       **{"zoom.box": 0.25, "zoom.box_choice": "oracle"}))
+  assert oracle["fine_detail"]["zoom"]["diagnostics"]["crop_holds_target"] == 1.0
   with pytest.raises(ValueError, match="config.zoom: unknown fields \\['boxx'\\]"):
     runner.evaluate(eval_config(tmp_path / "typo", benchmarks="fine_detail", modes="zoom", **{"zoom.boxx": 1}))
 

@@ -3,7 +3,8 @@ image's pixels: the fine-detail task): per scanning layer, how often the most sa
 target (against chance, one over the regions); how many regions Blink expands and drops a question;
 how often the target's region was expanded at some layer; accuracy split by whether it was; and, for
 tokensr, how close TokenSR's tokens of the target's region are to the teacher's (the region's crop
-re-encoded) against interpolation's. eval.py writes them per Blink mode with `--config.diagnostics=True`."""
+re-encoded) against interpolation's. For attention-guided zoom: how often its crop holds the target's
+centre, and accuracy split by whether it did. eval.py writes them per mode with `--config.diagnostics=True`."""
 
 from __future__ import annotations
 
@@ -19,10 +20,16 @@ from blink_jax.models.layer_stack import stacked_params
 from blink_jax.train.distill import fidelity
 
 
+def _accuracy(right: np.ndarray, selection: np.ndarray) -> float | None:
+  return 100 * float(right[selection].mean()) if selection.any() else None
+
+
 def diagnose(pipe: Pipeline, examples: list[EvalExample], images: list, mode: str, batch_size: int,
              correct: Callable[[EvalExample], bool], prefix_ids: np.ndarray) -> dict[str, Any]:
   """The diagnostics of `mode` over the examples that carry a box (images: their decoded images;
   prefix_ids: the prompt tokens before the image, for the teacher's forward)."""
+  if mode == "zoom":
+    return diagnose_zoom(pipe, examples, images, batch_size, correct)
   hits, expanded, dropped, target_expanded, right, chance, closeness = [], [], [], [], [], [], []
   measure = _fidelity_fn(pipe, prefix_ids) if mode == "tokensr" else None
   for idx in pipe.shape_batches(images, batch_size):
@@ -47,10 +54,6 @@ def diagnose(pipe: Pipeline, examples: list[EvalExample], images: list, mode: st
   if not hits:
     return {"questions": 0}
   target_expanded_arr, right_arr = np.asarray(target_expanded), np.asarray(right)
-
-  def accuracy(selection):
-    return 100 * float(right_arr[selection].mean()) if selection.any() else None
-
   out = {
       "questions": len(hits),
       "first_scan_layer": pipe.blink.first_scan_layer,
@@ -59,12 +62,39 @@ def diagnose(pipe: Pipeline, examples: list[EvalExample], images: list, mode: st
       "expanded_per_question": float(np.mean(expanded)),
       "dropped_per_question": float(np.mean(dropped)),
       "target_expanded": float(target_expanded_arr.mean()),
-      "accuracy_target_expanded": accuracy(target_expanded_arr),
-      "accuracy_target_not_expanded": accuracy(~target_expanded_arr),
+      "accuracy_target_expanded": _accuracy(right_arr, target_expanded_arr),
+      "accuracy_target_not_expanded": _accuracy(right_arr, ~target_expanded_arr),
   }
   if closeness:
     out.update({k: float(np.mean([f[k] for f in closeness])) for k in closeness[0]})
   return out
+
+
+def diagnose_zoom(pipe: Pipeline, examples: list[EvalExample], images: list, batch_size: int,
+                  correct: Callable[[EvalExample], bool]) -> dict[str, Any]:
+  """Zoom's link: how often its crop (the pipeline's zoom settings) holds the visual token that sees
+  the target box's centre, against the crop's share of the grid (chance), and accuracy split by it."""
+  held, right, chance = [], [], []
+  for idx in pipe.shape_batches(images, batch_size):
+    real = list(dict.fromkeys(idx))
+    batch = pipe.prepare([images[i] for i in idx], [examples[i].question for i in idx])
+    boxes = pipe.zoom_boxes(batch, targets=[examples[i].meta["box"] for i in idx])
+    rows, cols = pipe.model.visual_grid(batch.pixels.shape)
+    for k, i in enumerate(real):
+      img, (x0, y0, x1, y1) = images[i], examples[i].meta["box"]     # images: decoded (PIL)
+      token = pipe.family.token_at((x0 + x1) / 2, (y0 + y1) / 2, img.height, img.width, pipe.cfg, pipe.preprocessing)
+      if token is None:
+        continue
+      r0, c0, r1, c1 = boxes[k]
+      held.append(r0 <= token[0] < r1 and c0 <= token[1] < c1)
+      chance.append((r1 - r0) * (c1 - c0) / (rows * cols))
+      right.append(correct(examples[i]))
+  if not held:
+    return {"questions": 0}
+  held_arr, right_arr = np.asarray(held), np.asarray(right)
+  return {"questions": len(held), "crop_holds_target": float(held_arr.mean()), "chance": float(np.mean(chance)),
+          "accuracy_target_in_crop": _accuracy(right_arr, held_arr),
+          "accuracy_target_outside_crop": _accuracy(right_arr, ~held_arr)}
 
 
 def _fidelity_fn(pipe: Pipeline, prefix_ids: np.ndarray) -> Callable[[Any, np.ndarray], dict[str, float]]:

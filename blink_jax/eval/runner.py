@@ -327,7 +327,7 @@ def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
         mmvet.grader_file({q: p["text"] for q, p in predictions.items()}, output / name / f"{mode}_for_grader.json")
       results[name][mode] = score_mode(bench, examples, predictions, skipped)
       texts[mode] = {q: p["text"] for q, p in predictions.items()}
-      if config.diagnostics and mode in ("interp", "tokensr"):
+      if config.diagnostics and mode != "vanilla":
         found = link_diagnostics(pipe, bench, examples, predictions, mode, config.batch_size, max_pixels,
                                  backbone.prompt_prefix(config.model, pipe.cfg))
         if found is not None:
@@ -433,7 +433,7 @@ def write_results(results: dict, modes: list[str], pipe: Pipeline, output: epath
     lines.append("| " + " | ".join([name, "answered"] + [f"{res[m]['answered']}/{res[m]['questions']}"
                                                          for m in modes] + blank) + " |")
     lines.append("| " + " | ".join([name, "expansions (questions)"] + [
-        "" if m == "vanilla" else f"{res[m]['expansions']} ({res[m]['questions_expanded']})" for m in modes]
+        "" if m in ("vanilla", "zoom") else f"{res[m]['expansions']} ({res[m]['questions_expanded']})" for m in modes]
         + blank) + " |")
   lines += paired_table(results, modes)
   notes = [f"tokensr: {results['_run']['token_sr']}"] if "tokensr" in modes else []
