@@ -48,7 +48,10 @@ FULL = dict(image_size=112, detail_px=4, train_detail_px=(4, 6, 8, 12), curve_px
             per_split=(1000, 200, 400), sft_steps=1500, sft_lr=1e-3, distill_steps=300, batch=16, max_text_tokens=320)
 TINY = dict(image_size=112, detail_px=4, train_detail_px=(4, 12), curve_px=(4, 12), per_split=(16, 8, 8),
             sft_steps=4, sft_lr=1e-3, distill_steps=4, batch=8, max_text_tokens=320)
-# The comparisons: a name, the modes eval.py runs, and the Blink settings it changes.
+# Chosen per seed on the validation split, then used by every arm on test: Blink's expansion threshold
+# (on tokensr's accuracy) and zoom's crop size (on zoom's).
+CHOICES = [("tokensr", "blink.tau_exp", (0.05, 0.1, 0.15)), ("zoom", "zoom.box", (0.25, 0.5))]
+# The comparisons: a name, the modes eval.py runs, and the settings it changes.
 ARMS = [
     ("blink", "vanilla,interp,tokensr", {}),
     ("random_region", "vanilla,tokensr", {"blink.region_choice": "random"}),
@@ -65,10 +68,10 @@ def _source(data: epath.Path, split: str) -> dict[str, str]:
 
 
 def _evaluate(model: dict, output: epath.Path, split_source: dict, modes: str, settings: dict,
-              token_sr: str, batch: int) -> dict:
+              token_sr: str, batch: int, diagnostics: bool = True) -> dict:
   c = eval_configs.get_config()
   c.update_from_flattened_dict({**model, "benchmarks": "fine_detail", "modes": modes, "token_sr": token_sr,
-                                "output_dir": str(output), "batch_size": batch, "diagnostics": True,
+                                "output_dir": str(output), "batch_size": batch, "diagnostics": diagnostics,
                                 **{f"sources.fine_detail.{k}": v for k, v in split_source.items()}, **settings})
   return runner.evaluate(c)["fine_detail"]
 
@@ -101,6 +104,7 @@ def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str,
          if k in ("first_scan_layer", "last_scan_layer", "region_size", "token_sr_channels")}})
   train(distill)
   export = str(root / "distill" / "export")
+  chosen, tried = choose_on_validation(root, data, tuned, export, s["batch"])
   arms = {}
   for name, modes, settings in ARMS:
     out = root / "test" / name
@@ -108,9 +112,23 @@ def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str,
       (out / "fine_detail").mkdir(parents=True, exist_ok=True)
       for f in ("vanilla.jsonl", "vanilla.run.json"):
         (root / "test" / ARMS[0][0] / "fine_detail" / f).copy(out / "fine_detail" / f, overwrite=True)
-    arms[name] = _evaluate(tuned, out, _source(data, "test"), modes, settings, export, s["batch"])
+    arms[name] = _evaluate(tuned, out, _source(data, "test"), modes, {**chosen, **settings}, export, s["batch"])
   pictures(root, data, tuned, export)
-  return {"validation_vanilla": validation["vanilla"]["scores"], "curve": curve, "arms": arms}
+  return {"validation_vanilla": validation["vanilla"]["scores"], "curve": curve, "chosen": chosen,
+          "validation_tried": tried, "arms": arms}
+
+
+def choose_on_validation(root: epath.Path, data: epath.Path, model: dict, token_sr: str,
+                         batch: int) -> tuple[dict, dict]:
+  """Each setting of CHOICES at the value whose mode is most accurate on the validation split (the
+  first on ties): (chosen {field: value}, every value's validation accuracy)."""
+  chosen, tried = {}, {}
+  for mode, field, values in CHOICES:
+    tried[field] = {str(v): _evaluate(model, root / "choose" / f"{field}={v}", _source(data, "validation"), mode,
+                                      {field: v}, token_sr, batch, diagnostics=False)[mode]["scores"]["accuracy"]
+                    for v in values}
+    chosen[field] = max(values, key=lambda v: tried[field][str(v)])
+  return chosen, tried
 
 
 def pictures(root: epath.Path, data: epath.Path, model: dict, token_sr: str):
@@ -234,6 +252,9 @@ def write_page(out: epath.Path, settings: dict, seeds: list[int], per_seed: dict
         kl = (f"{d['token_sr_kl']:.4f} / {d['interp_kl']:.4f}" if "token_sr_kl" in d else "")
         lines.append(f"| {seed} | {mode} | {d['hit_rate_per_layer']} ({d['chance']:.3f}) | "
                      f"{d['target_expanded']:.2f} | {kl} |")
+  zoom = [(seed, r["arms"]["zoom"]["zoom"].get("diagnostics", {})) for seed, r in per_seed.items()]
+  lines += [""] + [f"Seed {seed}: zoom's crop held the target for {100 * d['crop_holds_target']:.0f}% of the "
+                   f"questions (chance {100 * d['chance']:.0f}%)." for seed, d in zoom if d.get("questions")]
   lines += ["", "## Learnability: accuracy vs detail size (validation)", "",
             "Each cell: vanilla / zoom on the target's box (the detail seen at 2x), accuracy %.", "",
             "| seed | detail px | " + " | ".join(("all",) + fine_detail.CATEGORIES) + " |",
@@ -243,6 +264,9 @@ def write_page(out: epath.Path, settings: dict, seeds: list[int], per_seed: dict
       lines.append(f"| {seed} | {px} | " + " | ".join(
           f"{cell['vanilla'].get(k, float('nan')):.0f} / {cell['oracle_zoom'].get(k, float('nan')):.0f}"
           for k in ("accuracy",) + tuple(f"{c}/accuracy" for c in fine_detail.CATEGORIES)) + " |")
+  lines += ["", "Chosen on validation, per seed (accuracy of each value tried): " + "; ".join(
+      f"{seed}: " + ", ".join(f"{field}={r['chosen'][field]} {tried}" for field, tried in r["validation_tried"].items())
+      for seed, r in per_seed.items())]
   lines += ["", "Validation accuracy of vanilla after fine-tuning, per seed: " + ", ".join(
       f"{seed}: {r['validation_vanilla'].get('accuracy', float('nan')):.1f}" for seed, r in per_seed.items()), ""]
   (out / "results.md").write_text("\n".join(lines))

@@ -30,11 +30,17 @@ def test_the_tiny_experiment_writes_its_results_page(tmp_path):
   diagnostics = results["per_seed"]["0"]["arms"]["blink"]["tokensr"]["diagnostics"]
   assert diagnostics["questions"] == 8 and "token_sr_kl" in diagnostics
   assert "zoom - vanilla" in pooled["oracle_zoom"]["all"]
-  curve = results["per_seed"]["0"]["curve"]
+  seed = results["per_seed"]["0"]
+  assert set(seed["chosen"]) == {"blink.tau_exp", "zoom.box"}
+  tau = seed["chosen"]["blink.tau_exp"]
+  assert seed["validation_tried"]["blink.tau_exp"][str(tau)] == max(seed["validation_tried"]["blink.tau_exp"].values())
+  record = json.loads((tmp_path / "seed0" / "test" / "blink" / "fine_detail" / "tokensr.run.json").read_text())
+  assert record["blink"]["tau_exp"] == tau                 # the test split ran with what validation chose
+  curve = seed["curve"]
   assert set(curve) == {"4", "12"} and all("accuracy" in c["oracle_zoom"] for c in curve.values())
   vanilla = {arm: (tmp_path / "seed0" / "test" / arm / "fine_detail" / "vanilla.jsonl").read_text() for arm in pooled}
   assert len(set(vanilla.values())) == 1        # every arm's vanilla answers are the first arm's
   page = (tmp_path / "results.md").read_text()
   assert "## oracle_region" in page and "tokensr - vanilla" in page and "hit rate per scanning layer" in page
-  assert "accuracy vs detail size" in page and (tmp_path / "hit_rate.png").stat().st_size > 0
+  assert "accuracy vs detail size" in page and "zoom's crop held the target" in page and (tmp_path / "hit_rate.png").stat().st_size > 0
   assert all((tmp_path / "seed0" / f"decisions_{c}.png").exists() for c in CATEGORIES)
