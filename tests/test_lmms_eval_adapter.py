@@ -105,6 +105,7 @@ def test_requests_it_cannot_answer_are_named(model):
     BlinkJax(checkpoint="unused", mode="fast")
 
 
+@pytest.mark.slow   # a second model (the full tier)
 def test_zoom_mode_takes_its_settings_and_answers_as_the_pipeline(blink_ckpt):
   m = get_model("blink_jax").create_from_arg_string(f"checkpoint={blink_ckpt},mode=zoom,zoom=layer:2;box:0.5",
                                                     {"batch_size": 2})

@@ -151,6 +151,7 @@ def test_boxes_follow_the_attention_and_stay_inside_the_image():
     zoom_lib.ZoomConfig(layer=9).resolved(4)
 
 
+@pytest.mark.slow   # two evaluations (the full tier)
 def test_eval_runs_zoom_beside_vanilla_and_records_its_settings(tmp_path):
   config = eval_config(tmp_path, benchmarks="fine_detail", modes="vanilla,zoom", diagnostics=True,
                        **{"zoom.box": 0.25})
