@@ -45,7 +45,7 @@ from configs import tokensr as train_configs
 # at detail_px, under one 14-px token of its 112-px images; the learnability curve evaluates vanilla
 # and zoom on the target's box on validation splits of each size in curve_px.
 FULL = dict(image_size=112, detail_px=4, train_detail_px=(4, 6, 8, 12), curve_px=(4, 8, 12),
-            per_split=(800, 100, 200), sft_steps=800, sft_lr=1e-3, distill_steps=200, batch=16, max_text_tokens=320)
+            per_split=(4000, 100, 200), sft_steps=800, sft_lr=1e-3, distill_steps=200, batch=16, max_text_tokens=320)
 TINY = dict(image_size=112, detail_px=4, train_detail_px=(4, 12), curve_px=(4, 12), per_split=(16, 8, 8),
             sft_steps=4, sft_lr=1e-3, distill_steps=4, batch=8, max_text_tokens=320)
 # Chosen per seed on the validation split, then used by every arm on test: Blink's expansion threshold
