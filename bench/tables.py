@@ -202,6 +202,7 @@ TABLES: dict[str, Callable[[str], list[str]]] = {
     "training_medium": training, "compiles": compiles, "zoom_medium": zoom, "compiles_qwen2_5_vl": compiles,
     "tpu_fit": tpu_fit, "tpu_max_batch": tpu_max_batch, "tpu_blink": tpu_blink,
     "aot_qwen2_5_vl_7b_v5e": aot_records, "aot_tokensr_qwen2_5_vl_7b_v5e": aot_records,
+    "aot_zoom_7b_v5e": aot_records,
 }
 MARK = re.compile(r"(<!-- table:(\S+) -->\n)(.*?)(<!-- /table:\2 -->)", re.S)
 
