@@ -37,7 +37,7 @@ def render(view: Image.Image, trace: Mapping[str, np.ndarray], answers: Mapping[
   text_h = 18 * (len(answers) + 3)
   canvas = Image.new("RGB", (panel * (cols + 1) + 10 * (cols + 2), text_h + (panel_h + 24) * rows + 10), "white")
   draw = ImageDraw.Draw(canvas)
-  draw.text((10, 6), f"Q: {question}"[:160], fill="black", font=font)
+  draw.text((10, 6), "Q: " + " ".join(question.split())[:160], fill="black", font=font)   # one line
   for i, (mode, answer) in enumerate(answers.items()):
     draw.text((10, 24 + 18 * i), f"{mode}: {answer}"[:160], fill="black", font=font)
   # Legend: one colour per capacity block; a thick box is expanded at that layer, a thin one still live.
