@@ -54,6 +54,10 @@ def test_default_job_runs_checkpoints_and_exports(tmp_path):
   assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()) == ["3", "6"]
   assert list((tmp_path / "run").glob("events.out.tfevents.*"))
   assert json.loads((tmp_path / "run" / "summary_process0.json").read_text())["step"] == 6
+  # Run again, complete: the export and summary stay as they were, the same metrics come back.
+  before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "export").rglob("*")}
+  assert train(train_fixtures.tiny_config(tmp_path / "run")) == metrics
+  assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "export").rglob("*")} == before
 
 
 @pytest.mark.parametrize("preset,preprocessing", [

@@ -211,6 +211,13 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
     writer.flush()
   ckpts.wait()
   ckpts.close()
+  summary = workdir / f"summary_process{jax.process_index()}.json"
+  if start == t.steps and summary.exists() and (workdir / "export" / EXPORTED[t.objective]).exists():
+    # A finished run, rerun: its export and summary stay as they are (a rewritten export would be
+    # another model to whatever recorded the first, e.g. eval.py's resumable answers).
+    if is_main:
+      tqdm.write(f"{workdir}: already complete at step {start}; its export is in {workdir / 'export'}")
+    return json.loads(summary.read_text())["metrics"]
   if t.objective == "sft":
     export_model(workdir / "export" / "model", {**frozen, **state.params})
     if is_main:
@@ -222,6 +229,10 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
       tqdm.write(f"exported TokenSR to {workdir / 'export'}")
   write_summary(workdir, int(jax.device_get(state.step)), last, state.params)
   return last
+
+
+# What a finished run exports, per objective (under <workdir>/export).
+EXPORTED = {"sft": "model", "distill": "blink.json"}
 
 
 def write_summary(workdir: epath.Path, step: int, metrics: dict, params: dict):
