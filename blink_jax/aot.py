@@ -162,15 +162,15 @@ def eval_programs(config, partitioner: shd.Partitioner) -> list[Program]:
                               pipe.zoom_program(prompts.image_start), (params, *abstract(prompts))))
       two = np.concatenate([prompt[:prompts.image_start], np.full(pipe.family.image_tokens(cfg, pixels.shape),
                                                                   cfg.image_token_id), prompt[prompts.image_start:]])
-      batch, mode = pad_prompts([two] * b, np.stack([pixels, pixels], axis=1), pipe.buckets, cfg.pad_token_id,
-                                cfg.image_token_id), "vanilla"
-      label = "zoom"
+      batch = pad_prompts([two] * b, np.stack([pixels, pixels], axis=1), pipe.buckets, cfg.pad_token_id,
+                          cfg.image_token_id)
+      runs = "vanilla"
     else:
-      batch, label = pipe.layout_for(prompts, mode), mode
+      batch, runs = pipe.layout_for(prompts, mode), mode
     for name, program in {
-        f"prefill_{label} (prompt {batch.ids.shape[1]})": pipe.prefill_program(mode, batch.image_start),
-        f"generate_{label} (prompt {batch.ids.shape[1]}, +{config.max_new_tokens})":
-            pipe.generate_program(mode, config.max_new_tokens, batch.image_start)}.items():
+        f"prefill_{mode} (prompt {batch.ids.shape[1]})": pipe.prefill_program(runs, batch.image_start),
+        f"generate_{mode} (prompt {batch.ids.shape[1]}, +{config.max_new_tokens})":
+            pipe.generate_program(runs, config.max_new_tokens, batch.image_start)}.items():
       programs.append(Program(name, b, program, (params, *abstract(batch))))
   return programs
 

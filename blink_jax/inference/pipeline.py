@@ -359,7 +359,7 @@ class Pipeline:
       if batch.texts is None:
         raise ValueError("text continuations are tokenized after their prompts' text, which this batch does "
                          "not carry (make it with prepare(), or pass token ids)")
-      n = int((batch.ids[0] == self.cfg.image_token_id).sum())
+      n = self.family.image_tokens(self.cfg, batch.pixels.shape)
       continuations = [self.tokenizer.encode_continuation(p, c, n)
                        if isinstance(c, str) else c for p, c in zip(batch.texts, continuations)]
     tokens, counts = pad_continuations(continuations, self.cfg.pad_token_id)
