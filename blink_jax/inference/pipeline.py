@@ -287,7 +287,7 @@ class Pipeline:
 
   def _oracle(self, mode: str, batch: PromptBatch, targets: Targets) -> jax.Array | None:
     """The target regions on the devices when `mode` takes them (region_choice="oracle"), else None."""
-    if mode in ("vanilla", "zoom") or self.blink.region_choice != "oracle":
+    if mode == "vanilla" or self.blink.region_choice != "oracle":
       return None
     return self._device(np.asarray(self._per_example_targets(batch, targets, "Blink's region_choice='oracle'",
                                                              self.target_region), np.int32))[0]
@@ -298,7 +298,7 @@ class Pipeline:
       raise ValueError(f"{who} takes each example's target: pass targets= (a box [x0, y0, x1, y1] in the "
                        "image's pixels per example, or None)")
     if batch.images is None or len(targets) != len(batch.images):
-      raise ValueError(f"{who}: {0 if targets is None else len(targets)} targets for a batch of "
+      raise ValueError(f"{who}: {len(targets)} targets for a batch of "
                        f"{batch.ids.shape[0]} prompts made by prepare()")
     return [convert(image, box) for image, box in zip(batch.images, targets)]
 
