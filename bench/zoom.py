@@ -1,6 +1,7 @@
 """Attention-guided zoom's cost beside vanilla and Blink (tokensr) on one model, timed in turns in the
-same run: the prompt pass (zoom: pass 1 up to its layer, the crops cut and preprocessed on the host,
-pass 2 over image and crop; each part and their sum), greedy generation end to end through the
+same run: the prompt pass (zoom: pass 1, [prefix ; image] through every layer and the question up to
+its layer; the crops cut and preprocessed on the host; pass 2, [crop ; question] after pass 1's cache;
+each part and their sum), greedy generation end to end through the
 Pipeline, and the compiled memory of each program (pass 1 and pass 2 against vanilla's prefill: no
 attention matrix is materialised, so pass 1 costs at most what vanilla's prompt pass does).
 
@@ -52,11 +53,13 @@ def main(_):
     blink_batch = pipe.layout_for(batch, "tokensr")
     on_device = lambda x: tuple(jnp.asarray(a) for a in (x.ids, x.pixels, x.lengths))  # noqa: E731
     prefill = jax.jit(lambda p, i, x, ln: model.apply({"params": p}, i, x, ln, method="prefill")[0])
-    pass_1 = jax.jit(lambda p, i, x, ln: zoom_lib.saliency_at(model, zoom.layer, batch.image_start, p, i, x, ln))
+    pass_1 = pipe.zoom_program(batch.image_start)
+    prefix = pass_1(params, *on_device(batch))[1]
+    pass_2 = jax.jit(lambda p, i, x, ln, pre: zoom_lib.answer_prefill(model)(p, i, x, ln, 0, pre)[0])
     tokensr = jax.jit(lambda p, i, x, ln: blink_prefill(model, dataclasses.replace(blink, mode="tokensr"), p, i, x, ln,
                                                         image_start=batch.image_start).logits)
     args = {"vanilla": (prefill, (params, *on_device(batch))), "zoom_pass_1": (pass_1, (params, *on_device(batch))),
-            "zoom_pass_2": (prefill, (params, *on_device(zoomed))), "tokensr": (tokensr, (params, *on_device(blink_batch)))}
+            "zoom_pass_2": (pass_2, (params, *on_device(zoomed), prefix)), "tokensr": (tokensr, (params, *on_device(blink_batch)))}
     calls = {name: (lambda fn=fn, a=a: fn(*a)) for name, (fn, a) in args.items()}
     calls["zoom_crops"] = lambda: pipe.zoomed(batch, boxes).pixels    # host: crop, preprocess, re-tokenise
     calls.update({f"generate_{m}": (lambda m=m: pipe.generate_tokens(batch, FLAGS.new_tokens, m))

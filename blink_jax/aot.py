@@ -157,21 +157,25 @@ def eval_programs(config, partitioner: shd.Partitioner) -> list[Program]:
   programs = []
   for mode in config_lists.names(config.modes, "modes"):
     params = pipe.mode_params(mode, abstract=True)
-    if mode == "zoom":   # pass 1 on the prompt; then the plain model on image + crop (zoomed's shapes)
-      programs.append(Program(f"zoom_pass_1 (prompt {prompts.ids.shape[1]})", b,
-                              pipe.zoom_program(prompts.image_start), (params, *abstract(prompts))))
+    extra = ()
+    if mode == "zoom":   # pass 1 on the prompt; then pass 2 on image + crop (zoomed's shapes) after its cache
+      pass_1 = pipe.zoom_program(prompts.image_start)
+      programs.append(Program(f"zoom_pass_1 (prompt {prompts.ids.shape[1]})", b, pass_1, (params, *abstract(prompts))))
+      prefix = jax.eval_shape(pass_1, params, *abstract(prompts))[1]
+      stacked = not isinstance(prefix.k, list)   # [L, B, K, S, D], or per layer [B, K, S, D]
+      extra = (jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=partitioner.batch(
+          x.ndim, axis=int(stacked))), prefix),)
       two = np.concatenate([prompt[:prompts.image_start], np.full(pipe.family.image_tokens(cfg, pixels.shape),
                                                                   cfg.image_token_id), prompt[prompts.image_start:]])
       batch = pad_prompts([two] * b, np.stack([pixels, pixels], axis=1), pipe.buckets, cfg.pad_token_id,
                           cfg.image_token_id)
-      runs = "vanilla"
     else:
-      batch, runs = pipe.layout_for(prompts, mode), mode
+      batch = pipe.layout_for(prompts, mode)
     for name, program in {
-        f"prefill_{mode} (prompt {batch.ids.shape[1]})": pipe.prefill_program(runs, batch.image_start),
+        f"prefill_{mode} (prompt {batch.ids.shape[1]})": pipe.prefill_program(mode, batch.image_start),
         f"generate_{mode} (prompt {batch.ids.shape[1]}, +{config.max_new_tokens})":
-            pipe.generate_program(runs, config.max_new_tokens, batch.image_start)}.items():
-      programs.append(Program(name, b, program, (params, *abstract(batch))))
+            pipe.generate_program(mode, config.max_new_tokens, batch.image_start)}.items():
+      programs.append(Program(name, b, program, (params, *abstract(batch), *extra)))
   return programs
 
 

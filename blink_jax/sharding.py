@@ -146,10 +146,11 @@ class Partitioner:
     (axes,) = nn.logical_to_mesh_axes(("act_batch",), self.rules)
     return (axes,) if isinstance(axes, str) else tuple(axes or ())
 
-  def batch(self, ndim: int) -> NamedSharding:
-    """Sharding of an input array whose leading axis is the batch."""
-    axes = self._batch_axes()
-    return NamedSharding(self.mesh, P(axes or None, *([None] * (ndim - 1))))
+  def batch(self, ndim: int, axis: int = 0) -> NamedSharding:
+    """Sharding of an array whose axis `axis` (default: the leading one) is the batch."""
+    spec = [None] * ndim
+    spec[axis] = self._batch_axes() or None
+    return NamedSharding(self.mesh, P(*spec))
 
   @property
   def batch_parallelism(self) -> int:

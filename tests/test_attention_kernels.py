@@ -84,3 +84,15 @@ def test_splash_under_a_mesh_runs_per_shard_and_equals_xla():
   with partitioner.activated():
     splash = jax.jit(lambda *a: self_attention(*a, causal=True, implementation="splash"))(q, k, v, key_valid)
   np.testing.assert_allclose(_live_rows(splash, key_valid), _live_rows(xla, key_valid), atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kernel,s,t", [("xla", 300, 170), ("blocked", 450, 300), ("splash", 300, 170)])
+def test_queries_continuing_a_prefix_equal_the_tail_of_full_attention(kernel, s, t):
+  """Keys longer than the queries (a prompt continued after a cached prefix): the queries are the
+  sequence's last t, causality aligned at the end, so the result is full attention's last t rows."""
+  q, k, v = _qkv(2, s, 4, 2, 32, jnp.float32, seed=4)
+  key_valid = jnp.arange(s)[None, :] < jnp.array([[s], [s - 37]])
+  full = self_attention(q, k, v, key_valid, causal=True, implementation="xla")
+  tail = jax.jit(lambda *a: self_attention(*a, causal=True, implementation=kernel))(q[:, s - t:], k, v, key_valid)
+  live = key_valid[:, s - t:]
+  np.testing.assert_allclose(_live_rows(tail, live), _live_rows(full[:, s - t:], live), atol=2e-5, rtol=1e-4)

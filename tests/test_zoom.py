@@ -99,7 +99,8 @@ def test_zoom_on_qwen_equals_transformers_eager_one_example_at_a_time(qwen_ckpt)
   <|vision_start|> block: transformers places its multimodal RoPE positions from the ids."""
   hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(qwen_ckpt, dtype=torch.float32,
                                                           attn_implementation="eager").eval()
-  pipe = Pipeline.from_hf(qwen_ckpt, preprocessing="8x12", buckets=(256, 512)).with_zoom(
+  # The stacked layer layout (TPUs'; CPU's default is per_layer, as in the LLaVA test).
+  pipe = Pipeline.from_hf(qwen_ckpt, preprocessing="8x12", buckets=(256, 512), layer_layout="stacked").with_zoom(
       zoom_lib.ZoomConfig(layer=LAYER, box=BOX))
   photos = hf_fixtures.sample_photos()
   images = [photos["chelsea"], photos["rocket"]]          # resized to the one bucket named, 8 x 12
@@ -107,6 +108,9 @@ def test_zoom_on_qwen_equals_transformers_eager_one_example_at_a_time(qwen_ckpt)
   boxes = pipe.zoom_boxes(batch)
   zoomed = pipe.zoomed(batch, boxes)
   logits = np.asarray(pipe.logits(zoomed))
+  # The mode's own pass 2 ([crop ; question] after pass 1's cache), scoring the next token.
+  nxt = [[int(logits[i, zoomed.lengths[i] - 1].argmax())] for i in range(2)]
+  scores = pipe.loglikelihood(batch, nxt, mode="zoom")
   image_token, thw = pipe.cfg.image_token_id, [1, 16, 24]
 
   def inputs(ids, pixels):
@@ -127,6 +131,8 @@ def test_zoom_on_qwen_equals_transformers_eager_one_example_at_a_time(qwen_ckpt)
     with torch.no_grad():
       ref = hf(**inputs(zoomed.ids[i, :n], [batch.pixels[i], preprocess_qwen_image(crop, ((8, 12),))])).logits[0]
     assert np.abs(ref.numpy() - logits[i, :n]).max() <= 1e-4 * max(1.0, float(ref.abs().max())), f"example {i}"
+    assert scores.greedy[i]
+    np.testing.assert_allclose(scores.logprob[i], torch.log_softmax(ref[-1], -1)[nxt[i][0]].item(), atol=1e-4)
 
 
 def test_batched_zoom_equals_one_example_at_a_time(pipe):

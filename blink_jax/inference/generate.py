@@ -17,10 +17,11 @@ import jax.numpy as jnp
 from blink_jax.models.llama import KVCache
 from blink_jax.models.vision_language import VisionLanguageModel
 
-# prefill(params, ids, pixels, lengths, room, regions) ->
+# prefill(params, ids, pixels, lengths, room, extra) ->
 #   (logits [B, V], KVCache (every layer's [B, K, S0 + room, D]: llama.KVCache), key_valid [L, B, S0 + room], expansions [B] int32)
-# with `room` (static) dead positions after the prompt's S0 for the tokens generation writes; regions
-# [B] (or None): the target region per example, for Blink's region_choice="oracle".
+# with `room` (static) dead positions after the prompt's S0 for the tokens generation writes; extra:
+# what the mode's prompt pass takes besides the prompts, or None: Blink's target region per example
+# [B] (region_choice="oracle"), zoom's [prefix ; image] cache from its first pass (zoom.py).
 PrefillFn = Callable[[Any, jax.Array, jax.Array, jax.Array, int, Any],
                      tuple[jax.Array, KVCache, jax.Array, jax.Array]]
 
@@ -31,8 +32,8 @@ class Generation(NamedTuple):
 
 
 def vanilla_prefill(model: VisionLanguageModel) -> PrefillFn:
-  def prefill(params, ids, pixels, lengths, room=0, regions=None):
-    del regions
+  def prefill(params, ids, pixels, lengths, room=0, extra=None):
+    del extra
     logits, kv, key_valid = model.apply({"params": params}, ids, pixels, lengths, room, method="prefill")
     return logits, kv, key_valid, jnp.zeros(ids.shape[:1], jnp.int32)
   return prefill
@@ -56,12 +57,13 @@ def decode_step(model: VisionLanguageModel, params, tokens, t, s0: int, first, c
 
 
 def greedy_generate(model: VisionLanguageModel, prefill: PrefillFn, params, ids, pixels, lengths, *,
-                    max_new_tokens: int, eos_id: int | Sequence[int], pad_id: int, regions=None) -> Generation:
+                    max_new_tokens: int, eos_id: int | Sequence[int], pad_id: int, extra=None) -> Generation:
   """Greedy tokens after the prompt pass `prefill`, and the regions Blink expanded in it; an example
-  stops at the first of the `eos_id` tokens (one id or several) it generates."""
+  stops at the first of the `eos_id` tokens (one id or several) it generates; `extra`: the prefill's
+  (PrefillFn)."""
   b = ids.shape[0]
   stop = jnp.asarray(eos_id if isinstance(eos_id, (list, tuple)) else [eos_id], jnp.int32)
-  logits, cache, valid, expansions = prefill(params, ids, pixels, lengths, max_new_tokens, regions)
+  logits, cache, valid, expansions = prefill(params, ids, pixels, lengths, max_new_tokens, extra)
   s0 = cache.length - max_new_tokens
   start = first_positions(model, params, ids, pixels, lengths)
   first = jnp.argmax(logits, axis=-1).astype(jnp.int32)

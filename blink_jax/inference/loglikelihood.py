@@ -45,10 +45,11 @@ def pad_continuations(continuations: Sequence[Sequence[int]], pad_id: int,
 
 
 def score_continuations(model: VisionLanguageModel, prefill: PrefillFn, params, ids, pixels, lengths, tokens, counts,
-                        regions=None) -> Scores:
-  """Scores of continuations `tokens` [B, C] (true lengths `counts` [B]) after the prompts."""
+                        extra=None) -> Scores:
+  """Scores of continuations `tokens` [B, C] (true lengths `counts` [B]) after the prompts; `extra`:
+  the prefill's (generate.PrefillFn)."""
   c = tokens.shape[1]
-  logits, cache, valid, expansions = prefill(params, ids, pixels, lengths, c, regions)
+  logits, cache, valid, expansions = prefill(params, ids, pixels, lengths, c, extra)
   s0 = cache.length - c
   start = first_positions(model, params, ids, pixels, lengths)
 

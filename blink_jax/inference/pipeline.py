@@ -14,6 +14,7 @@ checkpoint's family: families.py) with its tokenizer, preprocessing and prompt t
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Iterator, Sequence
 
 import jax
@@ -199,47 +200,57 @@ class Pipeline:
                        "prepare(), which keeps both")
     return self.model.visual_grid(batch.pixels.shape)
 
+  def _zoom_pass_1(self, batch: PromptBatch) -> tuple[np.ndarray, Any]:
+    """(zoom_saliency's map [B, rows, columns], the prompts' [prefix ; image] KV cache on the devices,
+    for the batch padded to the mesh: what pass 2 continues after)."""
+    self._zoom_grid(batch)
+    n = batch.ids.shape[0]
+    with self.partitioner.activated():
+      saliency, prefix = self.zoom_program(batch.image_start)(self.params, *self._device_batch(batch))
+    saliency = np.asarray(jax.device_get(saliency))[:n]
+    if self.zoom.relative:   # the generic question's tokens after the same [prefix ; image] cache
+      generic = self.prepare(batch.images, [zoom_lib.GENERIC_QUESTION] * n)
+      self._check_shared_prefix(batch, generic, prefix.length)
+      layer = self.zoom.resolved(self.cfg.text.num_layers).layer
+      key = ("relative", layer, generic.image_start)
+      if key not in self._zoom_fns:
+        self._zoom_fns[key] = jax.jit(functools.partial(zoom_lib.saliency_on, self.model, layer, generic.image_start))
+      with self.partitioner.activated():
+        other = self._zoom_fns[key](self.params, prefix, *self._device_batch(generic))
+      saliency = saliency / np.maximum(np.asarray(jax.device_get(other))[:n], 1e-12)
+    return saliency, prefix
+
   def zoom_saliency(self, batch: PromptBatch) -> np.ndarray:
     """Zoom's pass 1: the last prompt token's attention to each visual token at zoom.layer [B, rows,
     columns] (with zoom.relative, divided by that of GENERIC_QUESTION's prompt on the same image)."""
-    self._zoom_grid(batch)
-
-    def attention(b: PromptBatch) -> np.ndarray:
-      args = self._device_batch(b)
-      with self.partitioner.activated():
-        return np.asarray(jax.device_get(self.zoom_program(b.image_start)(self.params, *args)))[:b.ids.shape[0]]
-
-    saliency = attention(batch)
-    if self.zoom.relative:
-      generic = self.prepare(batch.images, [zoom_lib.GENERIC_QUESTION] * batch.ids.shape[0])
-      saliency = saliency / np.maximum(attention(generic), 1e-12)
-    return saliency
+    return self._zoom_pass_1(batch)[0]
 
   def zoom_program(self, image_start: int):
-    """The jitted pass 1 of zoom (fn(params, ids, pixels, lengths) -> attention [B, rows, columns]),
-    one per image start; what zoom_saliency runs and aot.py compiles."""
+    """The jitted pass 1 of zoom (fn(params, ids, pixels, lengths) -> (attention [B, rows, columns],
+    the [prefix ; image] KV cache)), one per image start; what zoom_saliency runs and aot.py compiles."""
     layer = self.zoom.resolved(self.cfg.text.num_layers).layer
     key = (layer, image_start)
     if key not in self._zoom_fns:
-      self._zoom_fns[key] = jax.jit(lambda p, ids, px, ln: zoom_lib.saliency_at(self.model, layer, image_start,
-                                                                                 p, ids, px, ln))
+      self._zoom_fns[key] = jax.jit(functools.partial(zoom_lib.pass_1, self.model, layer, image_start))
     return self._zoom_fns[key]
 
-  def zoom_boxes(self, batch: PromptBatch, targets: Targets = None) -> np.ndarray:
+  def zoom_boxes(self, batch: PromptBatch, targets: Targets = None, saliency: np.ndarray | None = None) -> np.ndarray:
     """Each example's crop, (row0, col0, row1, col1) in visual tokens [B, 4]: the zoom.box-sized window
-    holding the most of zoom_saliency, or with box_choice="oracle" the one centred on the example's
-    target box (`targets`, as blink_forward's; an example without one takes the attention's)."""
+    holding the most of zoom_saliency (`saliency` when already computed), or with box_choice="oracle"
+    the one centred on the example's target box (`targets`, as blink_forward's; an example without
+    one takes the attention's)."""
     grid = self._zoom_grid(batch)
     side = zoom_lib.box_side(self.zoom, grid)
+    attention = lambda: zoom_lib.choose_boxes(self.zoom_saliency(batch) if saliency is None else saliency, side)  # noqa: E731
     if self.zoom.box_choice == "attention":
-      return zoom_lib.choose_boxes(self.zoom_saliency(batch), side)
+      return attention()
 
     def oracle(image, box):
       return zoom_lib.box_around(self.family, image, box, grid, side, self.preprocessing) if box else None
 
     boxes = self._per_example_targets(batch, targets, "zoom's box_choice='oracle'", oracle)
     if any(b is None for b in boxes):
-      chosen = zoom_lib.choose_boxes(self.zoom_saliency(batch), side)
+      chosen = attention()
       boxes = [chosen[i] if b is None else b for i, b in enumerate(boxes)]
     return np.stack(boxes)
 
@@ -257,9 +268,23 @@ class Pipeline:
     out = pad_prompts(ids, pixels, self.buckets, self.cfg.pad_token_id, self.cfg.image_token_id)
     return dataclasses.replace(out, texts=batch.texts, images=batch.images)
 
-  def _run_as(self, batch: PromptBatch, mode: str, targets: Targets) -> tuple[PromptBatch, str]:
-    """What `mode` runs: zoom is the plain model on the zoomed batch."""
-    return (self.zoomed(batch, targets=targets), "vanilla") if mode == "zoom" else (batch, mode)
+  @staticmethod
+  def _check_shared_prefix(batch: PromptBatch, other: PromptBatch, split: int):
+    if other.ids.shape[1] < split or not np.array_equal(other.ids[:, :split], batch.ids[:, :split]):
+      raise ValueError(f"zoom shares the prompt's first {split} tokens ([prefix ; image]) between its passes, "
+                       "but the prompt template puts other tokens there in the zoomed (or generic) prompt")
+
+  def _prepared(self, batch: PromptBatch, mode: str, targets: Targets) -> tuple[PromptBatch, Any]:
+    """(the batch `mode`'s prompt pass runs on, what else that pass takes: generate.PrefillFn's
+    `extra`). Zoom: its zoomed batch (pass 1, boxes, crops) and pass 1's [prefix ; image] cache;
+    Blink: the batch laid out for its slots and, for region_choice="oracle", the target regions."""
+    if mode != "zoom":
+      batch = self.layout_for(batch, mode)
+      return batch, self._oracle(mode, batch, targets)
+    saliency, prefix = self._zoom_pass_1(batch)
+    zoomed = self.zoomed(batch, self.zoom_boxes(batch, targets, saliency))
+    self._check_shared_prefix(batch, zoomed, prefix.length)
+    return zoomed, prefix
 
   def _device(self, *arrays: np.ndarray) -> list[jax.Array]:
     """Host arrays with a leading batch axis, placed in the batch sharding; a batch that the mesh's
@@ -313,37 +338,43 @@ class Pipeline:
       return self._logits(self.params, ids, pixels, valid)[:batch.ids.shape[0]]
 
   def prefill_fn(self, mode: str, image_start: int):
-    """The prompt pass of `mode` in greedy_generate's shape (generate.PrefillFn), not jitted."""
+    """The prompt pass of `mode` in greedy_generate's shape (generate.PrefillFn), not jitted; zoom's is
+    its second pass, on the zoomed batch after pass 1's cache (zoom.answer_prefill)."""
     if mode == "vanilla":
       return vanilla_prefill(self.model)
+    if mode == "zoom":
+      return zoom_lib.answer_prefill(self.model)
     return blink_prefill_fn(self.model, self._blink_for(mode), image_start)
 
+  def _program_key(self, mode: str, image_start: int) -> tuple:
+    """What a mode's compiled programs depend on besides shapes: Blink's settings and image start."""
+    return (mode, self._blink_for(mode), image_start) if mode in ("interp", "tokensr") else (mode,)
+
   def prefill_program(self, mode: str, image_start: int):
-    """The jitted prompt pass of `mode` alone (fn(params, ids, pixels, lengths) -> (next-token logits,
-    KV cache, key validity, expansions)); what aot.py compiles to size the prompt pass."""
-    return jax.jit(self.prefill_fn(mode, image_start))
+    """The jitted prompt pass of `mode` alone (fn(params, ids, pixels, lengths, extra=None) -> (next-token
+    logits, KV cache, key validity, expansions)); what aot.py compiles to size the prompt pass."""
+    prefill = self.prefill_fn(mode, image_start)
+    return jax.jit(lambda p, ids, px, ln, extra=None: prefill(p, ids, px, ln, 0, extra))
 
   def generate_program(self, mode: str, max_new_tokens: int, image_start: int):
-    """The jitted greedy generation of `mode` (fn(params, ids, pixels, lengths) -> Generation), one per
-    (mode, max_new_tokens, image start); what generate_tokens runs and aot.py compiles."""
-    blink = None if mode == "vanilla" else self._blink_for(mode)
-    key = (max_new_tokens, blink, image_start if blink else None)
+    """The jitted greedy generation of `mode` (fn(params, ids, pixels, lengths, extra=None) -> Generation),
+    one per (mode, max_new_tokens, image start); what generate_tokens runs and aot.py compiles."""
+    key = (max_new_tokens, *self._program_key(mode, image_start))
     if key not in self._generate_fns:
       prefill = self.prefill_fn(mode, image_start)
-      self._generate_fns[key] = jax.jit(lambda p, ids, px, ln, rg=None: greedy_generate(
+      self._generate_fns[key] = jax.jit(lambda p, ids, px, ln, extra=None: greedy_generate(
           self.model, prefill, p, ids, px, ln, max_new_tokens=max_new_tokens,
-          eos_id=self.cfg.eos_token_ids, pad_id=self.cfg.pad_token_id, regions=rg))
+          eos_id=self.cfg.eos_token_ids, pad_id=self.cfg.pad_token_id, extra=extra))
     return self._generate_fns[key]
 
   def loglikelihood_program(self, mode: str, image_start: int):
-    """The jitted continuation scoring of `mode` (fn(params, ids, pixels, lengths, tokens, counts) ->
-    loglikelihood.Scores), one per (mode, image start); what loglikelihood runs."""
-    blink = None if mode == "vanilla" else self._blink_for(mode)
-    key = (blink, image_start if blink else None)
+    """The jitted continuation scoring of `mode` (fn(params, ids, pixels, lengths, tokens, counts,
+    extra=None) -> loglikelihood.Scores), one per (mode, image start); what loglikelihood runs."""
+    key = self._program_key(mode, image_start)
     if key not in self._score_fns:
       prefill = self.prefill_fn(mode, image_start)
-      self._score_fns[key] = jax.jit(lambda p, ids, px, ln, tokens, counts, rg=None: score_continuations(
-          self.model, prefill, p, ids, px, ln, tokens, counts, rg))
+      self._score_fns[key] = jax.jit(lambda p, ids, px, ln, tokens, counts, extra=None: score_continuations(
+          self.model, prefill, p, ids, px, ln, tokens, counts, extra))
     return self._score_fns[key]
 
   def loglikelihood(self, batch: PromptBatch, continuations: Sequence[str | Sequence[int]],
@@ -354,7 +385,7 @@ class Pipeline:
     its prompt's text (Tokenizer.encode_continuation; batches from prepare() carry it), or token ids."""
     if len(continuations) != batch.ids.shape[0]:
       raise ValueError(f"{len(continuations)} continuations for a batch of {batch.ids.shape[0]} prompts")
-    batch, mode = self._run_as(batch, mode, targets)
+    batch, extra = self._prepared(batch, mode, targets)
     if any(isinstance(c, str) for c in continuations):
       if batch.texts is None:
         raise ValueError("text continuations are tokenized after their prompts' text, which this batch does "
@@ -363,14 +394,12 @@ class Pipeline:
       continuations = [self.tokenizer.encode_continuation(p, c, n)
                        if isinstance(c, str) else c for p, c in zip(batch.texts, continuations)]
     tokens, counts = pad_continuations(continuations, self.cfg.pad_token_id)
-    batch = self.layout_for(batch, mode)
     program = self.loglikelihood_program(mode, batch.image_start)
     # Params and inputs are placed before the mesh is activated: under it, an untrained TokenSR's
     # first initialisation (mode_params) would meet the abstract mesh and fail.
     params, args = self.mode_params(mode), self._device_batch(batch) + self._device(tokens, counts)
-    oracle = self._oracle(mode, batch, targets)
     with self.partitioner.activated():
-      out = program(params, *args, oracle)
+      out = program(params, *args, extra)
     return Scores(*(np.asarray(x)[:len(continuations)] for x in jax.device_get(out)))
 
   def mode_params(self, mode: str, abstract: bool = False) -> Any:
@@ -390,14 +419,13 @@ class Pipeline:
                       with_expansions: bool = False, targets: Targets = None):
     """Greedy tokens [B, max_new_tokens] (pad after EOS) with mode vanilla | interp | tokensr; with
     `with_expansions`, (tokens, regions Blink expanded per example [B]). `targets`: as blink_forward's.
-    Mode zoom: attention-guided zoom (zoomed), its settings the pipeline's `zoom`."""
-    batch, mode = self._run_as(batch, mode, targets)
-    batch = self.layout_for(batch, mode)
+    Mode zoom: attention-guided zoom (zoom.py), its settings the pipeline's `zoom`."""
+    batch, extra = self._prepared(batch, mode, targets)
     program = self.generate_program(mode, max_new_tokens, batch.image_start)
     ids, pixels, lengths = self._device_batch(batch)
-    params, oracle = self.mode_params(mode), self._oracle(mode, batch, targets)
+    params = self.mode_params(mode)
     with self.partitioner.activated():
-      out = jax.device_get(program(params, ids, pixels, lengths, oracle))
+      out = jax.device_get(program(params, ids, pixels, lengths, extra))
     n = batch.ids.shape[0]
     tokens = np.asarray(out.tokens)[:n]
     return (tokens, np.asarray(out.expansions)[:n]) if with_expansions else tokens

@@ -19,7 +19,9 @@ on TPU, `xla` elsewhere. `python -m blink_jax.aot` compiles for a TPU mesh from 
 resolves to `splash` there too.
 
 All give the same numbers on live query rows (float32 logits and softmax, as
-`jax.nn.dot_product_attention` computes).
+`jax.nn.dot_product_attention` computes). The keys may run longer than the queries: the queries are
+then the last of the sequence (a prompt continued after a cached prefix, zoom.py's second pass), and
+causality is aligned at the end, as flash attention does.
 """
 
 from __future__ import annotations
@@ -57,15 +59,21 @@ def resolve(name: str) -> str:
 
 def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_valid: jax.Array | None, *,
                    causal: bool, implementation: str = "auto") -> jax.Array:
-  """q [B, T, H, D], k and v [B, T, K, D] (H a multiple of K) -> [B, T, H, D].
+  """q [B, T, H, D], k and v [B, S, K, D] (H a multiple of K, S >= T) -> [B, T, H, D].
 
-  The query at sequence index i sees key j iff key_valid[b, j] (None: every key) and, when
-  `causal`, j <= i.
+  The queries are the sequence's last T: query i (at sequence index S - T + i) sees key j iff
+  key_valid[b, j] (None: every key) and, when `causal`, j <= S - T + i.
   """
+  t, s = q.shape[1], k.shape[1]
+  if s < t:
+    raise ValueError(f"{s} keys for {t} queries: the queries must be the keys' last {t}")
   kernel = resolve(implementation)
   if kernel == "xla":
     mask = None if key_valid is None else key_valid[:, None, None, :]
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
+    if causal and s > t:
+      ends = jnp.arange(s)[None, :] <= jnp.arange(s - t, s)[:, None]
+      mask = ends[None, None] if mask is None else mask & ends[None, None]
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal and s == t)
   if kernel == "splash":
     return _splash(q, k, v, key_valid, causal)
   return _blocked(q, k, v, key_valid, causal)
@@ -121,46 +129,55 @@ def _splash(q, k, v, key_valid, causal):
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
   b, t, h, d = q.shape
+  s = k.shape[1]
   if k.shape[2] != h:   # grouped-query attention: each kv head serves h // kv_heads query heads
     k, v = (jnp.repeat(x, h // k.shape[2], axis=2) for x in (k, v))
-  padded = -(-t // SPLASH_BLOCKS[-1]) * SPLASH_BLOCKS[-1]
-  block = next(n for n in SPLASH_BLOCKS if padded % n == 0)
-  segment = jnp.ones((b, t), jnp.int32) if key_valid is None else key_valid.astype(jnp.int32)
-  # Padding rows are segment 0: no live query sees them, and each sees itself (no empty softmax row).
-  pad = [(0, 0), (0, padded - t)]
-  segment = jnp.pad(segment, pad)
+  unit = SPLASH_BLOCKS[-1]
+  padded_q = -(-t // unit) * unit
+  # The keys are padded at least as much as the queries: with causality aligned at the end, each
+  # padding query row then sees its own padding key (segment 0; no empty softmax row), and no live
+  # query sees a padding key.
+  padded_kv = -(-(s + padded_q - t) // unit) * unit
+  block_q, block_kv = (next(n for n in SPLASH_BLOCKS if p % n == 0) for p in (padded_q, padded_kv))
+  segment = jnp.ones((b, s), jnp.int32) if key_valid is None else key_valid.astype(jnp.int32)
+  q_segment = jnp.pad(segment[:, s - t:], [(0, 0), (0, padded_q - t)])
+  kv_segment = jnp.pad(segment, [(0, 0), (0, padded_kv - s)])
   # The kernel takes [heads, length, head_dim] per example and does not scale the logits.
-  q, k, v = (jnp.pad(x, pad + [(0, 0), (0, 0)]).transpose(0, 2, 1, 3) for x in (q * (d ** -0.5), k, v))
+  q = jnp.pad(q * (d ** -0.5), [(0, 0), (0, padded_q - t), (0, 0), (0, 0)]).transpose(0, 2, 1, 3)
+  k, v = (jnp.pad(x, [(0, 0), (0, padded_kv - s), (0, 0), (0, 0)]).transpose(0, 2, 1, 3) for x in (k, v))
   interpret = platform() != "tpu"
-  sizes = splash.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
-                            block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block,
-                            block_kv_dq=block)
+  sizes = splash.BlockSizes(block_q=block_q, block_kv=block_kv, block_kv_compute=block_kv, block_q_dkv=block_q,
+                            block_kv_dkv=block_kv, block_kv_dkv_compute=block_kv, block_q_dq=block_q,
+                            block_kv_dq=block_kv)
 
-  def per_shard(q, k, v, segment):
-    one = masks.CausalMask((padded, padded)) if causal else masks.FullMask((padded, padded))
+  def per_shard(q, k, v, q_segment, kv_segment):
+    shape = (padded_q, padded_kv)
+    one = masks.CausalMask(shape, offset=s - t) if causal else masks.FullMask(shape)
     kernel = splash.make_splash_mha(masks.MultiHeadMask([one] * q.shape[1]), block_sizes=sizes,
                                     head_shards=1, q_seq_shards=1, interpret=interpret)
-    return jax.vmap(lambda q, k, v, s: kernel(q, k, v, segment_ids=splash.SegmentIds(s, s)))(q, k, v, segment)
+    return jax.vmap(lambda q, k, v, sq, skv: kernel(q, k, v, segment_ids=splash.SegmentIds(sq, skv)))(
+        q, k, v, q_segment, kv_segment)
 
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
-    out = per_shard(q, k, v, segment)
+    out = per_shard(q, k, v, q_segment, kv_segment)
   else:
     batch, heads = nn.logical_to_mesh_axes(("act_batch", "act_heads"))
     qkv = P(batch, heads, None, None)
-    out = jax.shard_map(per_shard, mesh=mesh, in_specs=(qkv, qkv, qkv, P(batch, None)), out_specs=qkv,
-                        check_vma=False)(q, k, v, segment)
+    out = jax.shard_map(per_shard, mesh=mesh, in_specs=(qkv, qkv, qkv, P(batch, None), P(batch, None)),
+                        out_specs=qkv, check_vma=False)(q, k, v, q_segment, kv_segment)
   return out.transpose(0, 2, 1, 3)[:, :t]
 
 
 def _blocked(q, k, v, key_valid, causal):
   b, t, h, d = q.shape
-  kv_heads = k.shape[2]
+  s, kv_heads = k.shape[1], k.shape[2]
   group = h // kv_heads
+  offset = s - t   # the queries are the sequence's last t
   # One row per (example, kv head): the group of query heads sharing those keys.
   qs = q.reshape(b, t, kv_heads, group, d).transpose(0, 2, 3, 1, 4).reshape(b * kv_heads, group, t, d)
-  ks, vs = (x.transpose(0, 2, 1, 3).reshape(b * kv_heads, t, d) for x in (k, v))
-  valid = jnp.ones((b, t), bool) if key_valid is None else key_valid
+  ks, vs = (x.transpose(0, 2, 1, 3).reshape(b * kv_heads, s, d) for x in (k, v))
+  valid = jnp.ones((b, s), bool) if key_valid is None else key_valid
   valid = jnp.repeat(valid, kv_heads, axis=0)
   scale = np.float32(1.0 / np.sqrt(d))
   big_negative = np.float32(0.7 * np.finfo(np.float32).min)
@@ -170,12 +187,12 @@ def _blocked(q, k, v, key_valid, causal):
     outs = []
     for start in range(0, t, QUERY_BLOCK):
       stop = min(t, start + QUERY_BLOCK)
-      seen = stop if causal else t  # keys after the block's last query are masked for all of it
+      seen = offset + stop if causal else s  # keys after the block's last query are masked for all of it
       logits = jnp.einsum("gqd,kd->gqk", q[:, start:stop], k[:seen],
                           preferred_element_type=jnp.float32) * scale
       mask = valid[None, :seen]
       if causal:
-        mask = mask & (jnp.arange(seen)[None, :] <= jnp.arange(start, stop)[:, None])
+        mask = mask & (jnp.arange(seen)[None, :] <= jnp.arange(offset + start, offset + stop)[:, None])
       probs = jax.nn.softmax(jnp.where(mask[None], logits, big_negative), axis=-1)
       outs.append(jnp.einsum("gqk,kd->gqd", probs.astype(v.dtype), v[:seen]))
     return jnp.concatenate(outs, axis=1)

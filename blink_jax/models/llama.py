@@ -100,6 +100,7 @@ class LayerInputs(NamedTuple):
   """What every decoder layer sees besides the hidden states (carried unchanged)."""
   positions: jax.Array      # [B, T] RoPE positions ([B, T, 3] with multimodal RoPE)
   cache_index: jax.Array | None  # decoding: scalar cache index of the one new token; None: prefill
+                                 # (continuing after the cache's keys when a cache is given)
 
 
 class Attention(nn.Module):
@@ -133,7 +134,8 @@ class Attention(nn.Module):
     return apply_rope(self.q_proj(x), cos, sin)
 
   def attend(self, q, k, v, key_valid, cache=None, cache_index=None):
-    """Prefill (no cache): causal self-attention over the call's tokens (k, v [B, T, K, D]); decoding:
+    """Prefill (no cache): causal self-attention of the call's queries over k, v [B, S, K, D] (the
+    call's tokens, after a cached prefix's when S > T: attention_kernels.self_attention); decoding:
     the new token's query against the cache and its own key and value (k, v [B, K, 1, D]); with
     k = v = None, against the cache its key and value are written into."""
     if cache is None:
@@ -164,9 +166,11 @@ class DecoderLayer(nn.Module):
   """One pre-norm decoder layer.
 
   carry = (hidden [B, T, D], LayerInputs); per-layer input x = (key_valid [B, S], KVCache or None).
-  Prefill (cache None): keys are this call's tokens, returns the new KVCache as the layer output,
-  with `kv_room` dead positions after them for the tokens generation will write (padded here, per
-  layer, so a stacked cache with room is built once, not padded again as a whole).
+  Prefill (cache_index None): keys are this call's tokens, after the prefix's in `cache` when one is
+  given (a prompt continued after a cached prefix: key_valid then covers both); returns this call's
+  tokens' KVCache as the layer output, with `kv_room` dead positions after them for the tokens
+  generation will write (padded here, per layer, so a stacked cache with room is built once, not
+  padded again as a whole).
   Decoding, stacked layout: the new token attends to the cache (read only) and itself; its key and
   value [B, K, 1, D] are the layer output, which VisionLanguageModel.decode writes into the stacked
   cache for all layers at once. Per_layer layout (`write_cache`): the layer writes its key and value
@@ -188,7 +192,10 @@ class DecoderLayer(nn.Module):
     h = nn.with_logical_constraint(h, ("act_batch", "act_len", "act_emb"))
     q, k, v = self.self_attn.project(self.input_layernorm(h), inputs.positions)
     kv = KVCache(*(jnp.swapaxes(x, 1, 2) for x in (k, v)))   # the cache layout [B, K, T, D]
-    if cache is not None and write_cache:   # this layer's cache [B x K, S, D] (decoding_layout)
+    if cache is not None and inputs.cache_index is None:   # a prefill continuing after the prefix `cache`
+      k, v = (jnp.concatenate([jnp.swapaxes(c, 1, 2).astype(x.dtype), x], axis=1) for c, x in zip(cache, (k, v)))
+      h = h + self.self_attn.attend(q, k, v, key_valid)
+    elif cache is not None and write_cache:   # this layer's cache [B x K, S, D] (decoding_layout)
       kv = KVCache(*(jax.lax.dynamic_update_slice_in_dim(c, n.reshape(c.shape[0], 1, -1).astype(c.dtype),
                                                          inputs.cache_index, 1) for c, n in zip(cache, kv)))
       h = h + self.self_attn.attend(q, None, None, key_valid, kv, inputs.cache_index)
@@ -198,7 +205,7 @@ class DecoderLayer(nn.Module):
     else:
       h = h + self.self_attn.attend(q, k, v, key_valid)
     h = h + self.mlp(self.post_attention_layernorm(h))
-    if cache is None and kv_room:
+    if inputs.cache_index is None and kv_room:
       kv = KVCache(*(jnp.pad(x, [(0, 0), (0, 0), (0, kv_room), (0, 0)]) for x in kv))
     return (h, inputs), kv
 

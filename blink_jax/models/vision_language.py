@@ -56,9 +56,12 @@ class VisionLanguageModel(nn.Module):
   def embed(self, ids, pixels):
     """Token embeddings with the image's visual tokens in place of the image tokens. pixels
     [B, k, H, W, 3] (k images of one shape an example: attention-guided zoom's image and crop) fill
-    the image tokens with the first image's tokens, then the second's, and so on."""
+    the image tokens with the first image's tokens, then the second's, and so on; pixels None: text
+    tokens only (the ids hold no image token)."""
     safe_ids = jnp.where(ids == self.cfg.image_token_id, 0, ids)
     embeds = self.language_model.embed(safe_ids)
+    if pixels is None:
+      return embeds
     if pixels.ndim == 5:
       b, k = pixels.shape[:2]
       features = self.encode_images(pixels.reshape(b * k, *pixels.shape[2:]))
