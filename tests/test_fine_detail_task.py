@@ -5,6 +5,7 @@ it as the `fine_detail` benchmark with the boxes, and scores it per sub-task."""
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 from skimage import measure
 
@@ -75,3 +76,21 @@ def test_a_split_can_mix_detail_sizes_and_empty_splits_are_not_written(tmp_path)
     if r["category"] == "dot_colour":
       x0, y0, x1, y1 = r["box"]
       assert x1 - x0 == r["detail_px"] == y1 - y0
+
+
+def test_one_large_shape_per_detail_image_and_the_same_questions(tmp_path):
+  """shapes=1: the detail sub-tasks draw one large shape (the question still names it); the default
+  (3) is unchanged by the option."""
+  fine_detail.write(tmp_path / "one", image_size=112, per_split=(0, 0, 8), shapes=1)
+  fine_detail.write(tmp_path / "three", image_size=112, per_split=(0, 0, 8))
+  fine_detail.write(tmp_path / "default", image_size=112, per_split=(0, 0, 8), shapes=3)
+  assert (tmp_path / "three" / "test.jsonl").read_text() == (tmp_path / "default" / "test.jsonl").read_text()
+  for row in _rows(tmp_path / "one", "test"):
+    if row["category"] == "control":
+      continue
+    img = np.asarray(Image.open(tmp_path / "one" / "images" / row["image"]).convert("RGB")).astype(int)
+    shape_colours = [c for c in fine_detail.SHAPE_COLOURS
+                     if (np.abs(img - np.array(fine_detail.COLOURS[c])).sum(-1) == 0).sum() > 50]
+    assert len(shape_colours) == 1 and shape_colours[0] in row["text"], row
+  with pytest.raises(ValueError, match="shapes=4; expected 1, 2 or 3"):
+    fine_detail.write(tmp_path / "bad", per_split=(0, 0, 4), shapes=4)

@@ -74,8 +74,13 @@ def _spot(rng: np.random.Generator, box, kind: str, d: int) -> tuple[int, int]:
   return cx - d // 2 + int(rng.integers(-jitter, jitter + 1)), cy - d // 2 + int(rng.integers(-jitter, jitter + 1))
 
 
-def example(rng: np.random.Generator, category: str, size: int, detail_px: int) -> tuple[Image.Image, dict]:
-  """One image and its question, answer and target box."""
+def example(rng: np.random.Generator, category: str, size: int, detail_px: int,
+            shapes: int = 3) -> tuple[Image.Image, dict]:
+  """One image and its question, answer and target box; a detail sub-task draws `shapes` large shapes
+  (1 - 3), the detail in one of them (with one, the question still names it but need not tell it
+  from others)."""
+  if not 1 <= shapes <= 3:
+    raise ValueError(f"shapes={shapes}; expected 1, 2 or 3 large shapes per image")
   img = Image.new("RGB", (size, size), (128, 128, 128))
   noise = rng.integers(-12, 13, (size, size, 3))
   img = Image.fromarray(np.clip(np.asarray(img, np.int16) + noise, 0, 255).astype(np.uint8))
@@ -89,10 +94,10 @@ def example(rng: np.random.Generator, category: str, size: int, detail_px: int) 
     for kind, colour, box in zip(kinds, colours, boxes):
       _draw_shape(draw, kind, box, COLOURS[colour])
     return img, {"text": "What colour is the largest shape?", "answer": colours[big], "box": list(boxes[big])}
-  boxes = _layout(rng, size, [0.34] * 3)
+  boxes = _layout(rng, size, [0.34] * shapes)
   for kind, colour, box in zip(kinds, colours, boxes):
     _draw_shape(draw, kind, box, COLOURS[colour])
-  target = int(rng.integers(0, 3))
+  target = int(rng.integers(0, shapes))
   name = f"{colours[target]} {kinds[target]}"
   x, y = _spot(rng, boxes[target], kinds[target], d)
   if category == "dot_colour":
@@ -122,10 +127,11 @@ def example(rng: np.random.Generator, category: str, size: int, detail_px: int) 
 
 
 def write(out: str | epath.PathLike, *, image_size: int = 336, detail_px: int | Sequence[int] = 6,
-          per_split: tuple[int, int, int] = (200, 100, 200), seed: int = 0) -> dict[str, int]:
+          per_split: tuple[int, int, int] = (200, 100, 200), seed: int = 0, shapes: int = 3) -> dict[str, int]:
   """Writes the splits asked for (a split of 0 questions is not written; questions cycle through the
   categories); returns questions per split. `detail_px`: one size, or sizes each example draws from
   (uniformly, seeded), e.g. a training split from large to small details; each row records its own.
+  `shapes`: large shapes in a detail sub-task's image (see `example`).
   Each split's images go to images/<split>/ beside a questions.jsonl ({"image", "question"}: what
   train.py's image-folder source reads for saliency-guided distillation regions)."""
   out = epath.Path(out)
@@ -141,7 +147,7 @@ def write(out: str | epath.PathLike, *, image_size: int = 336, detail_px: int | 
     for i in range(n):
       category = CATEGORIES[i % len(CATEGORIES)]
       size = sizes[int(rng.integers(0, len(sizes)))] if len(sizes) > 1 else sizes[0]
-      img, row = example(rng, category, image_size, size)
+      img, row = example(rng, category, image_size, size, shapes)
       name = f"{split}_{i:05d}.png"
       img.save(folder / name)
       rows.append({"question_id": f"{split}_{i:05d}", "image": f"{split}/{name}", "category": category,
@@ -161,12 +167,13 @@ def define_flags(fv):
                     flag_values=fv)
   flags.DEFINE_list("per_split", ["200", "100", "200"], "Questions in train, validation, test.", flag_values=fv)
   flags.DEFINE_integer("seed", 0, "Seed.", flag_values=fv)
+  flags.DEFINE_integer("shapes", 3, "Large shapes in a detail sub-task's image (1 - 3).", flag_values=fv)
 
 
 def main(_):
   f = flags.FLAGS
   counts = write(f.out, image_size=f.image_size, detail_px=[int(d) for d in f.detail_px],
-                 per_split=tuple(int(n) for n in f.per_split), seed=f.seed)
+                 per_split=tuple(int(n) for n in f.per_split), seed=f.seed, shapes=f.shapes)
   print(f"wrote {counts} to {f.out}")
 
 
