@@ -115,11 +115,10 @@ def saliency_on(model: VisionLanguageModel, layer: int, image_start: int, params
                        layer_slice(prefix, slice(0, layer)), stop=layer, method="run_layers")
   text_layer, layer_params = decoder_layer(model.cfg), text_layer_params(params, layer)
   cached = layer_slice(prefix, layer)
-  _, kv = text_layer.apply({"params": layer_params}, (h, inputs), (valid, cached))
-  keys = jnp.concatenate([cached.k.astype(kv.k.dtype), kv.k], axis=2)
+  _, kv = text_layer.apply({"params": layer_params}, (h, inputs), (valid, cached))   # every key of the prompt
   last = lengths - 1
   causal = jnp.arange(t)[None, :] <= last[:, None]
-  saliency = last_token_saliency(text_layer, layer_params, h, positions, last - split, keys, valid & causal,
+  saliency = last_token_saliency(text_layer, layer_params, h, positions, last - split, kv.k, valid & causal,
                                  image_start, grid[0] * grid[1], "row")
   return saliency.reshape(b, *grid)
 
@@ -138,9 +137,8 @@ def answer_prefill(model: VisionLanguageModel) -> PrefillFn:
     positions = apply(ids, pixels, method="prompt_positions")[:, split:]
     h = apply(ids[:, split:], pixels[:, 1], method="embed")     # the crop's tokens and the question's
     valid = jnp.broadcast_to(jnp.arange(t)[None, :] < lengths[:, None], (model.cfg.text.num_layers, b, t))
-    h, rest = apply(h, LayerInputs(positions, None), valid, prefix, kv_room=room, method="run_layers")
+    h, cache = apply(h, LayerInputs(positions, None), valid, prefix, kv_room=room, method="run_layers")
     last = jnp.take_along_axis(h, (lengths - 1 - split)[:, None, None], axis=1)
-    cache = jax.tree.map(lambda a, r: jnp.concatenate([a.astype(r.dtype), r], axis=-2), prefix, rest)
     return (apply(last, method="head")[:, 0], decoding_layout(cache), jnp.pad(valid, [(0, 0), (0, 0), (0, room)]),
             jnp.zeros((b,), jnp.int32))
   return prefill

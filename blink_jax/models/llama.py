@@ -167,10 +167,11 @@ class DecoderLayer(nn.Module):
 
   carry = (hidden [B, T, D], LayerInputs); per-layer input x = (key_valid [B, S], KVCache or None).
   Prefill (cache_index None): keys are this call's tokens, after the prefix's in `cache` when one is
-  given (a prompt continued after a cached prefix: key_valid then covers both); returns this call's
-  tokens' KVCache as the layer output, with `kv_room` dead positions after them for the tokens
-  generation will write (padded here, per layer, so a stacked cache with room is built once, not
-  padded again as a whole).
+  given (a prompt continued after a cached prefix: key_valid then covers both); returns the KVCache
+  of every key it attended to as the layer output (the prefix's, then this call's: one buffer per
+  layer, not a second copy of the whole cache made after the layers), with `kv_room` dead positions
+  after them for the tokens generation will write (padded here, per layer, so a stacked cache with
+  room is built once, not padded again as a whole).
   Decoding, stacked layout: the new token attends to the cache (read only) and itself; its key and
   value [B, K, 1, D] are the layer output, which VisionLanguageModel.decode writes into the stacked
   cache for all layers at once. Per_layer layout (`write_cache`): the layer writes its key and value
@@ -193,8 +194,8 @@ class DecoderLayer(nn.Module):
     q, k, v = self.self_attn.project(self.input_layernorm(h), inputs.positions)
     kv = KVCache(*(jnp.swapaxes(x, 1, 2) for x in (k, v)))   # the cache layout [B, K, T, D]
     if cache is not None and inputs.cache_index is None:   # a prefill continuing after the prefix `cache`
-      k, v = (jnp.concatenate([jnp.swapaxes(c, 1, 2).astype(x.dtype), x], axis=1) for c, x in zip(cache, (k, v)))
-      h = h + self.self_attn.attend(q, k, v, key_valid)
+      kv = KVCache(*(jnp.concatenate([c.astype(n.dtype), n], axis=2) for c, n in zip(cache, kv)))
+      h = h + self.self_attn.attend(q, *(jnp.swapaxes(x, 1, 2) for x in kv), key_valid)
     elif cache is not None and write_cache:   # this layer's cache [B x K, S, D] (decoding_layout)
       kv = KVCache(*(jax.lax.dynamic_update_slice_in_dim(c, n.reshape(c.shape[0], 1, -1).astype(c.dtype),
                                                          inputs.cache_index, 1) for c, n in zip(cache, kv)))
