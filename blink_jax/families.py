@@ -79,12 +79,18 @@ class Family:
     """The visual grid every image gets (LLaVA's), or None when it follows the image (Qwen2.5-VL)."""
     return None
 
+  def token_position(self, x: float, y: float, height: int, width: int, cfg, preprocessing: str) -> tuple[float, float]:
+    """Where pixel (x, y) of a height x width image lands on the visual grid, (row, column) in tokens,
+    fractional (outside the grid where preprocessing cuts the pixel off: LLaVA's centre crop)."""
+    rows_px, cols_px = self.resized_shape(height, width, cfg, preprocessing)
+    unit = cfg.vision.unit
+    return y * rows_px / height / unit, x * cols_px / width / unit
+
   def token_at(self, x: float, y: float, height: int, width: int, cfg, preprocessing: str) -> tuple[int, int] | None:
     """(row, column) of the visual token that sees pixel (x, y) of a height x width image, or None
     when preprocessing cuts it off (LLaVA's centre crop)."""
-    rows_px, cols_px = self.resized_shape(height, width, cfg, preprocessing)
-    unit = cfg.vision.unit
-    return int(y * rows_px / height) // unit, int(x * cols_px / width) // unit
+    row, col = self.token_position(x, y, height, width, cfg, preprocessing)
+    return int(row), int(col)
 
   def image_tokens(self, cfg, pixels_shape: Sequence[int]) -> int:
     """How many visual tokens an image of pixels_shape [..., H, W, C] becomes."""
@@ -128,14 +134,16 @@ class LlavaFamily(Family):
   def fixed_grid(self, cfg) -> tuple[int, int] | None:
     return cfg.vision.grid, cfg.vision.grid
 
-  def token_at(self, x: float, y: float, height: int, width: int, cfg, preprocessing: str) -> tuple[int, int] | None:
+  def token_position(self, x: float, y: float, height: int, width: int, cfg, preprocessing: str) -> tuple[float, float]:
     """Pad: the image centred on a square of its longer side; crop: the centred square of its shorter."""
     side = max(height, width) if self.preprocessing(preprocessing) == "pad" else min(height, width)
-    sx, sy = x + (side - width) / 2, y + (side - height) / 2
-    if not (0 <= sx < side and 0 <= sy < side):
-      return None
     scale = cfg.vision.image_size / side / cfg.vision.patch_size
-    return int(sy * scale), int(sx * scale)
+    return (y + (side - height) / 2) * scale, (x + (side - width) / 2) * scale
+
+  def token_at(self, x: float, y: float, height: int, width: int, cfg, preprocessing: str) -> tuple[int, int] | None:
+    row, col = self.token_position(x, y, height, width, cfg, preprocessing)
+    grid = cfg.vision.image_size / cfg.vision.patch_size
+    return (int(row), int(col)) if 0 <= row < grid and 0 <= col < grid else None
 
   def image_tokens(self, cfg, pixels_shape: Sequence[int]) -> int:
     return cfg.num_image_tokens

@@ -246,7 +246,7 @@ class Pipeline:
       return attention()
 
     def oracle(image, box):
-      return zoom_lib.box_around(self.family, image, box, grid, side, self.preprocessing) if box else None
+      return zoom_lib.box_around(self.family, image, box, grid, side, self.cfg, self.preprocessing) if box else None
 
     boxes = self._per_example_targets(batch, targets, "zoom's box_choice='oracle'", oracle)
     if any(b is None for b in boxes):

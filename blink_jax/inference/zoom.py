@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from blink_jax.blink.saliency import last_token_saliency
+from blink_jax.data.image_preprocessing import load_image
 from blink_jax.inference.generate import PrefillFn
 from blink_jax.models.layer_stack import layer_slice
 from blink_jax.models.llama import KVCache, LayerInputs, decoding_layout
@@ -176,14 +177,14 @@ def crop_views(family, images: Sequence[Any], boxes: np.ndarray, grid: tuple[int
   return crops
 
 
-def box_around(family, image: Any, box: Sequence[float], grid: tuple[int, int], side: tuple[int, int],
+def box_around(family, image: Any, box: Sequence[float], grid: tuple[int, int], side: tuple[int, int], cfg,
                preprocessing: str) -> np.ndarray:
   """The crop window (side tokens) centred on the centre of `box` = [x0, y0, x1, y1] in the image's
-  pixels, moved inside the grid (row0, col0, row1, col1): zoom with the oracle's box."""
-  view, (dx, dy) = family.source_view(image, preprocessing)
-  w, h = view.size
-  cx = ((box[0] + box[2]) / 2 + dx) * grid[1] / w
-  cy = ((box[1] + box[3]) / 2 + dy) * grid[0] / h
+  pixels (Family.token_position), moved inside the grid (row0, col0, row1, col1): zoom with the
+  oracle's box."""
+  img = load_image(image)
+  cy, cx = family.token_position((box[0] + box[2]) / 2, (box[1] + box[3]) / 2, img.height, img.width, cfg,
+                                 preprocessing)
   r0 = int(np.clip(round(cy - side[0] / 2), 0, grid[0] - side[0]))
   c0 = int(np.clip(round(cx - side[1] / 2), 0, grid[1] - side[1]))
   return np.asarray([r0, c0, r0 + side[0], c0 + side[1]], np.int32)
