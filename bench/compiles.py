@@ -85,8 +85,7 @@ def main(_):
     for images, questions in stream:  # the same stream again: everything is compiled
       pipe.generate_tokens(pipe.prepare(images, questions), max_new_tokens=2, mode=mode)
     again = _EVENTS["compiles"] - before
-    programs = sum(fn._cache_size() for key, fn in pipe._generate_fns.items()
-                   if (key[1] is None) == (mode == "vanilla"))
+    programs = sum(fn._cache_size() for key, fn in pipe._generate_fns.items() if key[1] == mode)
     record[mode] = {"buckets_hit": len(lengths), "programs": programs, "backend_compiles_first_pass": first_pass,
                     "compile_seconds": compile_seconds, "compiles_second_pass": again}
     rows.append([mode, len(lengths), programs, first_pass, f"{compile_seconds:.1f}", again,
