@@ -14,7 +14,7 @@ to Look", ICLR 2025), batched with static shapes:
    are static: the model answers from [image ; crop ; question], the crop in the prompt's template
    as a second image (Family.two_images); pass 2 runs only [crop ; question], after pass 1's cache
    (the keys and values of [prefix ; image] do not depend on what follows them), so the prompt
-   costs about twice vanilla's, not three times.
+   costs about twice vanilla's.
 
 Blink differs: it super-resolves the tokens of the salient region inside the decoder, for the
 scanning layers only, within a fixed budget of slots; zoom adds a whole second image's tokens, which
