@@ -105,10 +105,9 @@ class Family:
       raise ValueError(f"a prompt for a second image holds {self.image_block!r} once: {prompt[:80]!r}")
     return prompt.replace(self.image_block, self.image_block * 2)
 
-  def source_view(self, image, preprocessing: str) -> tuple[Image.Image, tuple[int, int]]:
-    """The image in the frame the visual grid covers, at the image's own resolution, and the (x, y)
-    where the image's top-left pixel lands in that frame."""
-    return image_preprocessing.load_image(image), (0, 0)   # Qwen2.5-VL: the whole image, resized to its grid
+  def source_view(self, image, preprocessing: str) -> Image.Image:
+    """The image in the frame the visual grid covers, at the image's own resolution."""
+    return image_preprocessing.load_image(image)   # Qwen2.5-VL: the whole image, resized to its grid
 
   def preprocess_crop(self, crop: Image.Image, cfg, preprocessing: str, pixels_shape: Sequence[int]) -> np.ndarray:
     """A crop -> pixels of the batch's image shape pixels_shape [..., H, W, 3]."""
@@ -148,14 +147,8 @@ class LlavaFamily(Family):
   def image_tokens(self, cfg, pixels_shape: Sequence[int]) -> int:
     return cfg.num_image_tokens
 
-  def source_view(self, image, preprocessing: str) -> tuple[Image.Image, tuple[int, int]]:
-    img = image_preprocessing.load_image(image)
-    mode = self.preprocessing(preprocessing)
-    view = square_view(img, mode)
-    side = view.size[0]
-    if mode == "pad":
-      return view, ((side - img.width) // 2, (side - img.height) // 2)
-    return view, (-((img.width - side) // 2), -((img.height - side) // 2))
+  def source_view(self, image, preprocessing: str) -> Image.Image:
+    return square_view(image_preprocessing.load_image(image), self.preprocessing(preprocessing))
 
 
 class QwenFamily(Family):

@@ -170,7 +170,7 @@ def crop_views(family, images: Sequence[Any], boxes: np.ndarray, grid: tuple[int
   own resolution."""
   crops = []
   for image, (r0, c0, r1, c1) in zip(images, boxes):
-    view, _ = family.source_view(image, preprocessing)
+    view = family.source_view(image, preprocessing)
     w, h = view.size
     crops.append(view.crop((round(c0 * w / grid[1]), round(r0 * h / grid[0]), round(c1 * w / grid[1]),
                             round(r1 * h / grid[0]))))
