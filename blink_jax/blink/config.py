@@ -12,6 +12,7 @@ AFTER_SCAN = ("keep", "drop")
 SALIENCY_NORMS = ("row", "visual")
 REGION_CHOICES = ("saliency", "random", "oracle")
 SCHEDULES = ("dynamic", "fixed")
+SR_SOURCES = ("mode", "teacher")
 TOKEN_SR_ARCHS = ("conv", "mlp")
 # A random model's saliency is nearly uniform (rho ~ 1/16 over the tiny preset's 16 regions): the
 # spec's tau_exp = 3/36 would never expand. With these thresholds Blink acts on every question of the
@@ -38,6 +39,9 @@ class BlinkConfig:
                                     # target's (given per example: the upper bound); the same trigger
   schedule: str = "dynamic"         # dynamic: DTR (tau_exp / tau_drop); fixed: re-expand the top regions at
                                     # every scanning layer, whatever rho
+  sr_source: str = "mode"           # mode: the SR tokens of the mode (interpolation, TokenSR); teacher: the
+                                    # region's crop re-encoded, TokenSR's distillation target (the upper bound
+                                    # of any TokenSR; needs region_choice="oracle" and max_regions=1)
 
   @property
   def num_scan_layers(self) -> int:
@@ -75,8 +79,11 @@ class BlinkConfig:
          f"thresholds need 0 <= tau_drop ({self.tau_drop}) <= tau_exp ({self.tau_exp}) <= 1")
     need(self.token_sr_channels >= 1, "token_sr_channels must be >= 1")
     for field, known in (("token_sr_arch", TOKEN_SR_ARCHS), ("region_choice", REGION_CHOICES),
-                         ("schedule", SCHEDULES)):
+                         ("schedule", SCHEDULES), ("sr_source", SR_SOURCES)):
       need(getattr(self, field) in known, f"{field}={getattr(self, field)!r}; expected one of {known}")
+    need(self.sr_source != "teacher" or (self.region_choice == "oracle" and self.max_regions == 1),
+         f"sr_source='teacher' re-encodes the target's region: it needs region_choice='oracle' (not "
+         f"{self.region_choice!r}) and max_regions=1 (not {self.max_regions})")
     return self
 
 

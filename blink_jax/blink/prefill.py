@@ -28,10 +28,11 @@ from blink_jax.blink.config import BlinkConfig
 from blink_jax.blink.dtr import BlockState, decide
 from blink_jax.blink.saliency import last_token_shares
 from blink_jax.blink.slots import SlotLayout
-from blink_jax.models.layer_stack import is_per_layer, layer_params, run_range, stack
+from blink_jax.models.layer_stack import is_per_layer, layer_params, run_range, stack, stacked_params
 from blink_jax.models.llama import KVCache, LayerInputs, decoding_layout
 from blink_jax.models.vision_language import VisionLanguageModel, decoder_layer, text_layer_params
 from blink_jax.models.token_sr import bilinear_2x, layer_for
+from blink_jax.train import distill
 
 
 class BlinkTrace(NamedTuple):
@@ -82,6 +83,7 @@ def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, i
   text_layer = decoder_layer(cfg)
   sr_layer = layer_for(blink, cfg)
   sr_stack = params["token_sr"]["layers"] if blink.mode == "tokensr" else None
+  teacher = _teacher(model, blink, params, ids[0, :image_start], pixels, regions)
   p, d = blink.region_size, cfg.text.hidden_size
 
   # The full layout throughout; the slots stay dead (not keys) until a scanning layer fills them.
@@ -107,6 +109,9 @@ def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, i
     else:
       sr = bilinear_2x(region_h)
     sr = sr.reshape(b, layout.num_slots, d)
+    if teacher is not None:   # the target's re-encoded tokens where the block holds it (max_regions=1)
+      sr = jnp.where((decision.state.region == regions[:, None])[..., None],
+                     teacher[i - first].reshape(b, layout.num_slots, d).astype(sr.dtype), sr)
     fresh = layout.slot_live(decision.expanded)
     h_out = layout.with_slot_rows(h_out, jnp.where(fresh[..., None], sr, layout.slot_rows(h_out)))
     fresh_rows = fresh[..., None] if layout.mrope else fresh
@@ -154,6 +159,20 @@ def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, i
   key_valid = jnp.pad(key_valid, [(0, 0), (0, 0), (0, room)])
   traced = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), seen) if trace else None
   return BlinkOutput(logits, decoding_layout(cache), key_valid, expansions, traced)
+
+
+def _teacher(model: VisionLanguageModel, blink: BlinkConfig, params: Any, prefix_ids, pixels, regions):
+  """For sr_source="teacher": the target region's tokens re-encoded from its crop at each scanning layer
+  [n_scan, B, 2p, 2p, D] (distill.teacher_tokens; regions -1 read region 0, unused); else None."""
+  if blink.sr_source != "teacher":
+    return None
+  if regions is None:
+    raise ValueError("blink sr_source='teacher' needs each example's target region (regions=...)")
+  distill.check_teacher_grid(model, pixels.shape, blink.region_size)
+  text = params["language_model"]
+  stacked = {**params, "language_model": {**text, "layers": stacked_params(text["layers"])}}
+  return distill.teacher_tokens(model.clone(cfg=model.cfg.replace(layer_layout="stacked")), stacked, prefix_ids,
+                                pixels, jnp.maximum(regions, 0), blink)
 
 
 def blink_prefill_fn(model: VisionLanguageModel, blink: BlinkConfig, image_start: int):

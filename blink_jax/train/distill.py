@@ -147,16 +147,24 @@ def region_targets(model: VisionLanguageModel, backbone: Any, prefix_ids, pixels
   full_states: the full image's scanning-layer visual states (scan_layer_visual_states)."""
   p = blink.region_size
   grid = model.visual_grid(pixels.shape)
-  crops = crop_region(pixels, region, grid, p, teacher_image_shape(model, pixels.shape, p))
-  teacher, _ = scan_layer_visual_states(model, backbone, prefix_ids, crops, blink)
-  teacher_grid = model.visual_grid(crops.shape)[0]
   n_scan, b, _, d = full_states.shape
   grid_states = full_states.reshape(n_scan, b, *grid, d)
   r0, c0 = region_corner(region, grid, p)
   take = jax.vmap(lambda g, y, x: jax.lax.dynamic_slice(g, (y, x, 0), (p, p, d)))
   region_states = jax.vmap(lambda g: take(g, r0, c0))(grid_states)
-  pooled = jax.vmap(lambda tk: pool_grid(tk, teacher_grid, 2 * p))(teacher)
+  pooled = teacher_tokens(model, backbone, prefix_ids, pixels, region, blink)
   return jax.lax.stop_gradient(region_states), jax.lax.stop_gradient(pooled)
+
+
+def teacher_tokens(model: VisionLanguageModel, backbone: Any, prefix_ids, pixels, region, blink: BlinkConfig):
+  """The teacher [n_scan, B, 2p, 2p, D]: each region's pixel box cropped, re-encoded
+  (teacher_image_shape) and its scanning-layer visual states pooled to 2p x 2p. backbone: the model's
+  params in the stacked layer layout."""
+  p = blink.region_size
+  crops = crop_region(pixels, region, model.visual_grid(pixels.shape), p, teacher_image_shape(model, pixels.shape, p))
+  teacher, _ = scan_layer_visual_states(model, backbone, prefix_ids, crops, blink)
+  teacher_grid = model.visual_grid(crops.shape)[0]
+  return jax.vmap(lambda tk: pool_grid(tk, teacher_grid, 2 * p))(teacher)
 
 
 def distillation_targets(model: VisionLanguageModel, backbone: Any, prefix_ids, pixels, region, blink: BlinkConfig):
