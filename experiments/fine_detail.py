@@ -7,7 +7,8 @@ base token resolution? Every stage runs here, from random init, with the project
    objective, everything trainable), its validation accuracy recorded;
 3. TokenSR distilled for the fine-tuned model (train.py's default objective) on the train images;
 4. evaluation on the test split (eval.py) of vanilla, Blink-interp and Blink, Blink's ablations
-   (random region, oracle region, fixed schedule, no drop) and the baseline, attention-guided zoom
+   (random region, oracle region, the oracle region holding the teacher's tokens, fixed schedule, no
+   drop) and the baseline, attention-guided zoom
    (and zoom on the target's box), each with the paired 95% interval against vanilla and the link
    diagnostics (saliency hit rate per layer, expansions, TokenSR against the
    teacher);
@@ -41,12 +42,14 @@ from configs import eval as eval_configs
 from configs import tokensr as train_configs
 
 # What one run of the experiment uses (the tiny version shrinks steps and questions). The model is
-# fine-tuned on details of every size in train_detail_px (large ones teach it to read them) and tested
-# at detail_px, under one 14-px token of its 112-px images; the learnability curve evaluates vanilla
-# and zoom on the target's box on validation splits of each size in curve_px.
-FULL = dict(image_size=112, detail_px=4, train_detail_px=(4, 6, 8, 12), curve_px=(4, 8, 12),
+# fine-tuned on details of every size in train_detail_px, up to 24 px (about 2 x 2 of its 14-px visual
+# tokens: the size at which fine-tuning learned to read them, on validation), and tested at detail_px =
+# 12, under one token and half the readable size, so that a 2x expansion is what the test measures;
+# the learnability curve evaluates vanilla and zoom on the target's box on validation splits of each
+# size in curve_px.
+FULL = dict(image_size=112, detail_px=12, train_detail_px=(8, 12, 16, 20, 24), curve_px=(8, 12, 16, 24),
             per_split=(4000, 100, 200), sft_steps=800, sft_lr=1e-3, distill_steps=200, batch=16, max_text_tokens=320)
-TINY = dict(image_size=112, detail_px=4, train_detail_px=(4, 12), curve_px=(4, 12), per_split=(16, 8, 8),
+TINY = dict(image_size=112, detail_px=12, train_detail_px=(8, 24), curve_px=(12, 24), per_split=(16, 8, 8),
             sft_steps=4, sft_lr=1e-3, distill_steps=4, batch=8, max_text_tokens=320)
 # Chosen per seed on the validation split, then used by every arm on test: Blink's expansion threshold
 # (on tokensr's accuracy) and zoom's crop size (on zoom's).
@@ -56,6 +59,8 @@ ARMS = [
     ("blink", "vanilla,interp,tokensr", {}),
     ("random_region", "vanilla,tokensr", {"blink.region_choice": "random"}),
     ("oracle_region", "vanilla,interp,tokensr", {"blink.region_choice": "oracle"}),
+    # TokenSR's upper bound: the oracle region's slots hold its crop re-encoded (TokenSR's training target)
+    ("oracle_teacher", "vanilla,tokensr", {"blink.region_choice": "oracle", "blink.sr_source": "teacher"}),
     ("fixed_schedule", "vanilla,tokensr", {"blink.schedule": "fixed"}),
     ("no_drop", "vanilla,tokensr", {"blink.tau_drop": 0.0}),
     ("zoom", "vanilla,zoom", {}),                                   # the baseline: attention-guided zoom
