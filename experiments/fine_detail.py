@@ -244,19 +244,22 @@ def write_page(out: epath.Path, settings: dict, seeds: list[int], per_seed: dict
       lines.append(f"| {g} | " + " | ".join(_fmt(arm[g][c], "vanilla" in c and c != "vanilla") for c in columns)
                    + " |")
     lines.append("")
-  lines += ["## Diagnostics (per seed, `blink` arm)", "", f"![saliency hit rate per scanning layer]({hit_rate_plot(out, per_seed)})",
+  lines += ["## Diagnostics (per seed)", "", f"![saliency hit rate per scanning layer]({hit_rate_plot(out, per_seed)})",
             "", "One test question per sub-task, Blink's decisions drawn: " + ", ".join(
                 f"[{c}](seed{seeds[0]}/decisions_{c}.png)" for c in fine_detail.CATEGORIES) + ".", "",
-            "| seed | mode | hit rate per scanning layer (chance) | target expanded | "
-            "TokenSR KL / interp KL to the teacher |",
-            "|---|---|---|---|---|"]
+            "| seed | arm | mode | hit rate per scanning layer (chance) | target expanded | accuracy % target "
+            "expanded / not | TokenSR KL / interp KL to the teacher |",
+            "|---|---|---|---|---|---|---|"]
   for seed, result in per_seed.items():
-    for mode in ("interp", "tokensr"):
-      d = result["arms"]["blink"][mode].get("diagnostics", {})
-      if d.get("questions"):
-        kl = (f"{d['token_sr_kl']:.4f} / {d['interp_kl']:.4f}" if "token_sr_kl" in d else "")
-        lines.append(f"| {seed} | {mode} | {d['hit_rate_per_layer']} ({d['chance']:.3f}) | "
-                     f"{d['target_expanded']:.2f} | {kl} |")
+    for arm in ("blink", "oracle_region", "oracle_teacher"):
+      for mode in ("interp", "tokensr"):
+        d = result["arms"].get(arm, {}).get(mode, {}).get("diagnostics", {})
+        if d.get("questions"):
+          kl = (f"{d['token_sr_kl']:.4f} / {d['interp_kl']:.4f}" if "token_sr_kl" in d else "")
+          split = " / ".join("-" if d[k] is None else f"{d[k]:.0f}"
+                             for k in ("accuracy_target_expanded", "accuracy_target_not_expanded"))
+          lines.append(f"| {seed} | {arm} | {mode} | {d['hit_rate_per_layer']} ({d['chance']:.3f}) | "
+                       f"{d['target_expanded']:.2f} | {split} | {kl} |")
   zoom = [(seed, r["arms"]["zoom"]["zoom"].get("diagnostics", {})) for seed, r in per_seed.items()]
   lines += [""] + [f"Seed {seed}: zoom's crop held the target for {100 * d['crop_holds_target']:.0f}% of the "
                    f"questions (chance {100 * d['chance']:.0f}%)." for seed, d in zoom if d.get("questions")]
