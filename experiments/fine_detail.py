@@ -7,8 +7,8 @@ base token resolution? Every stage runs here, from random init, with the project
    objective, everything trainable), its validation accuracy recorded;
 3. TokenSR distilled for the fine-tuned model (train.py's default objective) on the train images;
 4. evaluation on the test split (eval.py) of vanilla, Blink-interp and Blink, Blink's ablations
-   (random region, oracle region, the oracle region holding the teacher's tokens, fixed schedule, no
-   drop) and the baseline, attention-guided zoom
+   (random region, oracle region, the oracle region at every scanning layer with the mode's SR tokens or
+   the teacher's, fixed schedule, no drop) and the baseline, attention-guided zoom
    (and zoom on the target's box), each with the paired 95% interval against vanilla and the link
    diagnostics (saliency hit rate per layer, expansions, TokenSR against the
    teacher);
@@ -59,8 +59,12 @@ ARMS = [
     ("blink", "vanilla,interp,tokensr", {}),
     ("random_region", "vanilla,tokensr", {"blink.region_choice": "random"}),
     ("oracle_region", "vanilla,interp,tokensr", {"blink.region_choice": "oracle"}),
-    # TokenSR's upper bound: the oracle region's slots hold its crop re-encoded (TokenSR's training target)
-    ("oracle_teacher", "vanilla,tokensr", {"blink.region_choice": "oracle", "blink.sr_source": "teacher"}),
+    # The links past the trigger: the target's region expanded at every scanning layer, whatever rho,
+    # with the mode's SR tokens, then with the teacher's (its crop re-encoded: TokenSR's training target,
+    # what a perfect TokenSR would write)
+    ("oracle_always", "vanilla,interp,tokensr", {"blink.region_choice": "oracle", "blink.schedule": "fixed"}),
+    ("oracle_teacher", "vanilla,tokensr", {"blink.region_choice": "oracle", "blink.schedule": "fixed",
+                                           "blink.sr_source": "teacher"}),
     ("fixed_schedule", "vanilla,tokensr", {"blink.schedule": "fixed"}),
     ("no_drop", "vanilla,tokensr", {"blink.tau_drop": 0.0}),
     ("zoom", "vanilla,zoom", {}),                                   # the baseline: attention-guided zoom
@@ -150,13 +154,30 @@ def pictures(root: epath.Path, data: epath.Path, model: dict, token_sr: str):
          MODES, 8, caption=f"  [truth: {row['answer']}; target box {row['box']}]")
 
 
+def _replies(output: epath.Path, mode: str) -> dict[str, str]:
+  """question_id -> the normalised reply, from a predictions file."""
+  rows = map(json.loads, (output / "fine_detail" / f"{mode}.jsonl").read_text().splitlines())
+  return {row["question_id"]: fine_detail_score.normalise(row["text"]) for row in rows}
+
+
 def _correct(output: epath.Path, mode: str, answers: dict[str, tuple[str, str]]) -> dict[str, bool]:
   """question_id -> right? from a predictions file (answers: qid -> (truth, category))."""
-  out = {}
-  for line in (output / "fine_detail" / f"{mode}.jsonl").read_text().splitlines():
-    row = json.loads(line)
-    out[row["question_id"]] = fine_detail_score.normalise(row["text"]) == answers[row["question_id"]][0]
-  return out
+  return {qid: reply == answers[qid][0] for qid, reply in _replies(output, mode).items()}
+
+
+def changed(out: epath.Path, seeds: list[int]) -> dict[str, dict[str, float]]:
+  """Per arm and non-vanilla mode: the % of test questions (pooled over seeds) whose reply differs from
+  vanilla's: 0 says the mode's tokens did not move the model at all."""
+  found: dict[str, dict[str, float]] = {}
+  for name, modes, _ in ARMS:
+    for mode in modes.split(",")[1:]:
+      differ = []
+      for seed in seeds:
+        arm = out / f"seed{seed}" / "test" / name
+        base, other = _replies(arm, "vanilla"), _replies(arm, mode)
+        differ += [base[q] != other[q] for q in sorted(set(base) & set(other))]
+      found.setdefault(name, {})[mode] = 100 * float(np.mean(differ)) if differ else float("nan")
+  return found
 
 
 def pooled(out: epath.Path, data: epath.Path, seeds: list[int], samples: int = 2000) -> dict[str, Any]:
@@ -229,10 +250,11 @@ def hit_rate_plot(out: epath.Path, per_seed: dict) -> str:
   return "hit_rate.png"
 
 
-def write_page(out: epath.Path, settings: dict, seeds: list[int], per_seed: dict, table: dict):
+def write_page(out: epath.Path, settings: dict, seeds: list[int], per_seed: dict, table: dict,
+               moved: dict[str, dict[str, float]]):
   """results.json (everything), results.md (the tables) and hit_rate.png in `out`."""
   (out / "results.json").write_text(json.dumps({"settings": settings, "seeds": seeds, "per_seed": per_seed,
-                                                "pooled": table}, indent=2, default=str))
+                                                "pooled": table, "changed": moved}, indent=2, default=str))
   lines = ["# The fine-detail experiment", "",
            f"Settings: {json.dumps(settings)}; seeds {seeds}. Accuracy (%) on the test split pooled over "
            "seeds, with its 95% bootstrap interval; `X - vanilla`: the paired difference.", ""]
@@ -244,14 +266,19 @@ def write_page(out: epath.Path, settings: dict, seeds: list[int], per_seed: dict
       lines.append(f"| {g} | " + " | ".join(_fmt(arm[g][c], "vanilla" in c and c != "vanilla") for c in columns)
                    + " |")
     lines.append("")
-  lines += ["## Diagnostics (per seed)", "", f"![saliency hit rate per scanning layer]({hit_rate_plot(out, per_seed)})",
+  lines += ["## Replies that differ from vanilla's", "",
+            "% of the test questions, pooled over seeds (0: the mode's tokens did not change a single reply).", "",
+            "| arm | " + " | ".join(f"{m}" for m in ("interp", "tokensr", "zoom")) + " |", "|---|---|---|---|"]
+  lines += [f"| {name} | " + " | ".join(f"{modes[m]:.1f}" if m in modes else "" for m in ("interp", "tokensr", "zoom"))
+            + " |" for name, modes in moved.items()]
+  lines += ["", "## Diagnostics (per seed)", "", f"![saliency hit rate per scanning layer]({hit_rate_plot(out, per_seed)})",
             "", "One test question per sub-task, Blink's decisions drawn: " + ", ".join(
                 f"[{c}](seed{seeds[0]}/decisions_{c}.png)" for c in fine_detail.CATEGORIES) + ".", "",
             "| seed | arm | mode | hit rate per scanning layer (chance) | target expanded | accuracy % target "
             "expanded / not | TokenSR KL / interp KL to the teacher |",
             "|---|---|---|---|---|---|---|"]
   for seed, result in per_seed.items():
-    for arm in ("blink", "oracle_region", "oracle_teacher"):
+    for arm in ("blink", "oracle_region", "oracle_always", "oracle_teacher"):
       for mode in ("interp", "tokensr"):
         d = result["arms"].get(arm, {}).get(mode, {}).get("diagnostics", {})
         if d.get("questions"):
@@ -294,7 +321,7 @@ def run(out: str | epath.PathLike, seeds: list[int], tiny: bool) -> dict:
                         per_split=(0, validation_n, 0))
   per_seed = {seed: run_seed(out, data, seed, s) for seed in seeds}
   table = pooled(out, data, seeds)
-  write_page(out, s, seeds, per_seed, table)
+  write_page(out, s, seeds, per_seed, table, changed(out, seeds))
   print(f"wrote {out / 'results.md'}")
   return table
 

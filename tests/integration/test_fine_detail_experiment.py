@@ -29,7 +29,8 @@ def test_the_tiny_experiment_writes_its_results_page(tmp_path):
   assert proc.returncode == 0, "\n".join(errors)[-4000:]
   results = json.loads((tmp_path / "results.json").read_text())
   pooled = results["pooled"]
-  assert set(pooled) == {"blink", "random_region", "oracle_region", "fixed_schedule", "no_drop", "zoom", "oracle_zoom"}
+  assert set(pooled) == {"blink", "random_region", "oracle_region", "oracle_always", "oracle_teacher", "fixed_schedule",
+                         "no_drop", "zoom", "oracle_zoom"}
   for arm in pooled.values():
     assert set(arm) == {"all", *CATEGORIES}
     for cell in arm["all"].values():
@@ -45,10 +46,15 @@ def test_the_tiny_experiment_writes_its_results_page(tmp_path):
   record = json.loads((tmp_path / "seed0" / "test" / "blink" / "fine_detail" / "tokensr.run.json").read_text())
   assert record["blink"]["tau_exp"] == tau                 # the test split ran with what validation chose
   curve = seed["curve"]
-  assert set(curve) == {"4", "12"} and all("accuracy" in c["oracle_zoom"] for c in curve.values())
+  assert set(curve) == {"12", "24"} and all("accuracy" in c["oracle_zoom"] for c in curve.values())
   vanilla = {arm: (tmp_path / "seed0" / "test" / arm / "fine_detail" / "vanilla.jsonl").read_text() for arm in pooled}
   assert len(set(vanilla.values())) == 1        # every arm's vanilla answers are the first arm's
+  teacher = results["per_seed"]["0"]["arms"]["oracle_teacher"]["tokensr"]["diagnostics"]
+  record = json.loads((tmp_path / "seed0" / "test" / "oracle_teacher" / "fine_detail" / "tokensr.run.json").read_text())
+  assert record["blink"]["sr_source"] == "teacher" and teacher["target_expanded"] == 1.0   # every question
+  moved = results["changed"]
+  assert set(moved["blink"]) == {"interp", "tokensr"} and all(0 <= v <= 100 for v in moved["blink"].values())
   page = (tmp_path / "results.md").read_text()
   assert "## oracle_region" in page and "tokensr - vanilla" in page and "hit rate per scanning layer" in page
-  assert "accuracy vs detail size" in page and "zoom's crop held the target" in page and (tmp_path / "hit_rate.png").stat().st_size > 0
+  assert "differ from vanilla" in page and "accuracy vs detail size" in page and "zoom's crop held the target" in page and (tmp_path / "hit_rate.png").stat().st_size > 0
   assert all((tmp_path / "seed0" / f"decisions_{c}.png").exists() for c in CATEGORIES)
