@@ -97,6 +97,7 @@ def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str,
       "data.max_text_tokens": s["max_text_tokens"], "data.sft.benchmark": "fine_detail",
       **{f"data.sft.{k}": v for k, v in _source(data, "train").items()}})
   train(sft)
+  fitting = sft_log(root / "sft")
   tuned = {**model, "model.params": str(root / "sft" / "export" / "model")}
   validation = _evaluate(tuned, root / "validation", _source(data, "validation"), "vanilla", {}, "", s["batch"])
   curve = {}
@@ -123,8 +124,22 @@ def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str,
         (root / "test" / ARMS[0][0] / "fine_detail" / f).copy(out / "fine_detail" / f, overwrite=True)
     arms[name] = _evaluate(tuned, out, _source(data, "test"), modes, {**chosen, **settings}, export, s["batch"])
   pictures(root, data, tuned, export)
-  return {"validation_vanilla": validation["vanilla"]["scores"], "curve": curve, "chosen": chosen,
+  return {"validation_vanilla": validation["vanilla"]["scores"], "sft_log": fitting, "curve": curve, "chosen": chosen,
           "validation_tried": tried, "arms": arms}
+
+
+def sft_log(workdir: epath.Path) -> dict[int, dict[str, float]]:
+  """The fine-tuning's logged training metrics {step: {loss, token_accuracy}} (its TensorBoard events):
+  whether the loss had levelled off by the last step."""
+  import tensorflow as tf
+  found: dict[int, dict[str, float]] = {}
+  for events in sorted(workdir.glob("events.out.tfevents.*")):
+    for record in tf.data.TFRecordDataset(str(events)):
+      event = tf.compat.v1.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        if value.tag in ("loss", "token_accuracy"):
+          found.setdefault(int(event.step), {})[value.tag] = round(float(tf.make_ndarray(value.tensor)), 4)
+  return dict(sorted(found.items()))
 
 
 def choose_on_validation(root: epath.Path, data: epath.Path, model: dict, token_sr: str,
@@ -301,6 +316,9 @@ def write_page(out: epath.Path, settings: dict, seeds: list[int], per_seed: dict
           for k in ("accuracy",) + tuple(f"{c}/accuracy" for c in fine_detail.CATEGORIES)) + " |")
   lines += ["", "Chosen on validation, per seed (accuracy of each value tried): " + "; ".join(
       f"{seed}: " + ", ".join(f"{field}={r['chosen'][field]} {tried}" for field, tried in r["validation_tried"].items())
+      for seed, r in per_seed.items())]
+  lines += ["", "Fine-tuning's training loss (answer tokens) at each logged step, per seed: " + "; ".join(
+      f"{seed}: " + ", ".join(f"{step} {m['loss']:.3f}" for step, m in r["sft_log"].items() if "loss" in m)
       for seed, r in per_seed.items())]
   lines += ["", "Validation accuracy of vanilla after fine-tuning, per seed: " + ", ".join(
       f"{seed}: {r['validation_vanilla'].get('accuracy', float('nan')):.1f}" for seed, r in per_seed.items()), ""]

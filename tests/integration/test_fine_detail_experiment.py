@@ -42,6 +42,7 @@ def test_the_tiny_experiment_writes_its_results_page(tmp_path):
   seed = results["per_seed"]["0"]
   assert set(seed["chosen"]) == {"blink.tau_exp", "zoom.box"}
   tau = seed["chosen"]["blink.tau_exp"]
+  assert set(seed["sft_log"]) == {"1", "2", "3", "4"} and "loss" in seed["sft_log"]["4"]    # every logged step
   assert seed["validation_tried"]["blink.tau_exp"][str(tau)] == max(seed["validation_tried"]["blink.tau_exp"].values())
   record = json.loads((tmp_path / "seed0" / "test" / "blink" / "fine_detail" / "tokensr.run.json").read_text())
   assert record["blink"]["tau_exp"] == tau                 # the test split ran with what validation chose
