@@ -17,7 +17,7 @@ import train_fixtures
 from blink_jax.data.image_folder_builder import build_image_folder_dataset, dataset_name
 from blink_jax.data.sample_images import write_sample_images
 from blink_jax.data.train_pipeline import DecodeAndPreprocess, data_source, skipped_count, train_dataset
-from blink_jax.train import loop, run_record
+from blink_jax.train import loop
 from blink_jax.train.loop import Preempted, train
 from test_image_decoding import _png_claiming
 
@@ -119,18 +119,6 @@ def test_changed_config_on_resume_is_refused_unless_asked(tmp_path):
                                               "mesh.fsdp": 2}))
   metrics = train(train_fixtures.tiny_config(run, **changed, resume_despite_changes=True))
   assert np.isfinite(metrics["loss"])
-
-
-def test_a_blink_field_newer_than_the_run_record_is_no_change_at_its_default():
-  """A run recorded before a Blink setting existed ran as its default does: resuming it with the
-  default is no change; with another value, or a field the code holds no default for, it is."""
-  saved = {"config": {"blink": {"tau_exp": 0.1}, "train": {"steps": 3}}, "dataset": "d"}
-  now = {"config": {"blink": {"tau_exp": 0.1, "sr_source": "mode"}, "train": {"steps": 3}}, "dataset": "d"}
-  assert run_record.differences(saved, now) == []
-  now["config"]["blink"]["sr_source"] = "teacher"
-  now["config"]["train"]["mixing"] = 0.5
-  assert run_record.differences(saved, now) == ["blink.sr_source: '<absent>' -> 'teacher'",
-                                                "train.mixing: '<absent>' -> 0.5"]
 
 
 def _corrupt(step_dir):

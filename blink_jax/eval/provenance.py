@@ -14,6 +14,8 @@ from typing import Any
 import fsspec
 from etils import epath
 
+from blink_jax import settings_record
+
 
 def checkpoint_identity(ckpt_dir: str) -> dict[str, Any]:
   """An HF checkpoint directory: its path, the digests of config.json and tokenizer.json, and every
@@ -74,8 +76,8 @@ def record(config, model, mode: str, source: dict, examples) -> dict[str, Any]:
 def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
   if isinstance(old, dict) and isinstance(new, dict):
     return [d for k in sorted(set(old) | set(new))
-            for d in _diff(old.get(k, "<absent>"), new.get(k, "<absent>"), f"{prefix}{k}.")]
-  return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
+            for d in _diff(old.get(k, settings_record.ABSENT), new.get(k, settings_record.ABSENT), f"{prefix}{k}.")]
+  return [f"{prefix[:-1]}: {old!r} -> {new!r}"] if settings_record.changed(prefix[:-1], old, new) else []
 
 
 def check_or_start(predictions: epath.Path, now: dict[str, Any]):

@@ -4,7 +4,6 @@ dataset cannot silently continue someone else's trajectory."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from typing import Any
@@ -13,7 +12,8 @@ import jax
 import ml_collections
 from etils import epath
 
-from blink_jax.blink.config import BlinkConfig
+from blink_jax import settings_record
+
 
 # Fields that do not change what is computed (where it runs, how often it logs or saves): a resumed
 # run may change them freely.
@@ -35,25 +35,17 @@ def record(config: ml_collections.ConfigDict, dataset: str) -> dict[str, Any]:
   return {"config": json.loads(config.to_json_best_effort()), "dataset": dataset}
 
 
-def code_defaults() -> dict[str, Any]:
-  """Fields whose default the code holds (Blink's settings, a dataclass): a run recorded before such a
-  field existed ran as its default does, so it is no change when it still has it."""
-  return {f"blink.{k}": v for k, v in dataclasses.asdict(BlinkConfig()).items()}
-
-
 def differences(saved: dict, now: dict) -> list[str]:
   """'field: saved -> now' for every field that changed and matters."""
   a = _flat({**saved["config"], "dataset": saved["dataset"]})
   b = _flat({**now["config"], "dataset": now["dataset"]})
-  defaults = code_defaults()
   out = []
   for key in sorted(set(a) | set(b)):
     if any(key == f or (f.endswith(".") and key.startswith(f)) for f in FREE_ON_RESUME):
       continue
-    if key not in a and key in defaults and b.get(key) == defaults[key]:
-      continue
-    if a.get(key, "<absent>") != b.get(key, "<absent>"):
-      out.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+    old, new = a.get(key, settings_record.ABSENT), b.get(key, settings_record.ABSENT)
+    if settings_record.changed(key, old, new):
+      out.append(f"{key}: {old!r} -> {new!r}")
   return out
 
 
