@@ -9,7 +9,7 @@ The package is layered; a module imports only from its own layer or those below 
   4. blink/                                         the method on top of a model
   5. families.py, checkpoint.py                     one family's pieces together; TokenSR exports
   6. backbone.py, inference/                        the model a job names; the inference API
-  7. train/, eval/                                  the jobs
+  7. train/, eval/, settings_record.py              the jobs; how a resumed job compares its settings
   8. aot.py, visualize_job.py, cli.py               tools over the jobs: TPU sizing, the picture,
                                                     the command lines
   9. testing.py                                     random checkpoints for tests and bench/ (torch)

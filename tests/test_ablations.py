@@ -16,7 +16,7 @@ from blink_jax.blink.dtr import BlockState, decide
 from blink_jax.checkpoint import export_token_sr, load_token_sr
 from blink_jax.inference.pipeline import Pipeline
 from blink_jax.models.token_sr import TokenSRLayer, bilinear_2x, init_token_sr
-from blink_jax.train import distill
+from blink_jax.inference import token_sr_teacher
 
 BASE = BlinkConfig(mode="interp", first_scan_layer=1, last_scan_layer=6, region_size=2, max_regions=1,
                    token_sr_channels=8)
@@ -111,7 +111,7 @@ def test_unknown_ablation_settings_are_named():
 
 
 def test_teacher_sr_source_writes_the_re_encoded_target_into_the_slots(blink_ckpt, monkeypatch):
-  """sr_source="teacher" puts distill.teacher_tokens' layer-i tokens of the target into the slots a
+  """sr_source="teacher" puts token_sr_teacher.teacher_tokens' layer-i tokens of the target into the slots a
   decision fills at scanning layer i: with a stand-in teacher that interpolates the target's own
   layer-i states (what interp writes), the prefill equals interp's; the real teacher changes it."""
   pipe = Pipeline.from_hf(blink_ckpt, buckets=(96, 128))
@@ -127,14 +127,14 @@ def test_teacher_sr_source_writes_the_re_encoded_target_into_the_slots(blink_ckp
   assert np.abs(np.asarray(real.logits) - np.asarray(interp.logits)).max() > 1e-3
 
   def interpolated_target(model, backbone, prefix_ids, pixels, region, blink):
-    states, _ = distill.scan_layer_visual_states(model, backbone, prefix_ids, pixels, blink)
+    states, _ = token_sr_teacher.scan_layer_visual_states(model, backbone, prefix_ids, pixels, blink)
     n, b, _, d = states.shape
     grid, p = model.visual_grid(pixels.shape), blink.region_size
-    r0, c0 = distill.region_corner(region, grid, p)
+    r0, c0 = token_sr_teacher.region_corner(region, grid, p)
     take = jax.vmap(lambda g, y, x: jax.lax.dynamic_slice(g, (y, x, 0), (p, p, d)))
     return jax.vmap(lambda g: bilinear_2x(take(g, r0, c0)))(states.reshape(n, b, *grid, d))
 
-  monkeypatch.setattr(distill, "teacher_tokens", interpolated_target)
+  monkeypatch.setattr(token_sr_teacher, "teacher_tokens", interpolated_target)
   stand_in = pipe.with_blink(dataclasses.replace(oracle, sr_source="teacher")).blink_forward(
       batch, mode="interp", targets=targets)
   np.testing.assert_allclose(np.asarray(stand_in.logits), np.asarray(interp.logits), atol=2e-4)

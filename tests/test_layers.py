@@ -9,7 +9,7 @@ ROOT = pathlib.Path(blink_jax.__file__).parent
 LAYERS = {
     "sharding": 1, "config_lists": 1, "models": 2, "convert": 3, "data": 3, "blink": 4,
     "families": 5, "checkpoint": 5, "backbone": 6, "inference": 6,
-    "train": 7, "eval": 7, "aot": 8, "visualize_job": 8, "cli": 8, "testing": 9,
+    "train": 7, "eval": 7, "settings_record": 7, "aot": 8, "visualize_job": 8, "cli": 8, "testing": 9,
 }
 
 

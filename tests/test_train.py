@@ -17,7 +17,8 @@ from blink_jax import sharding as shd
 from blink_jax.blink.config import from_mapping
 from blink_jax.data.train_pipeline import DecodeAndPreprocess, data_source, skipped_count, train_dataset
 from blink_jax.models.llava import Llava
-from blink_jax.train.distill import crop_region, distillation_loss, distillation_targets, pool_grid
+from blink_jax.inference.token_sr_teacher import crop_region, pool_grid
+from blink_jax.train.distill import distillation_loss, distillation_targets
 from blink_jax.train.loop import train
 from blink_jax.train.state import init_train_state, optimizer, unflatten
 from blink_jax.train.step import distill_micro, jit_train_step, make_train_step
@@ -227,7 +228,8 @@ def test_saliency_guided_regions_follow_blinks_own_scanning(request, ckpt, prepr
   from blink_jax.blink.config import BlinkConfig
   from blink_jax.data.train_pipeline import QuestionSuffix
   from blink_jax.inference.pipeline import Pipeline
-  from blink_jax.train.distill import choose_regions, scan_layer_visual_states
+  from blink_jax.inference.token_sr_teacher import scan_layer_visual_states
+  from blink_jax.train.distill import choose_regions
   import hf_fixtures
   pipe = Pipeline.from_hf(request.getfixturevalue(ckpt), preprocessing=preprocessing, buckets=(96, 128, 192),
                           layer_layout="stacked")   # training's layout (its step scans the layers)

@@ -19,7 +19,7 @@ each layer, the SR tokens that were live there), and optionally a trace.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,11 +28,14 @@ from blink_jax.blink.config import BlinkConfig
 from blink_jax.blink.dtr import BlockState, decide
 from blink_jax.blink.saliency import last_token_shares
 from blink_jax.blink.slots import SlotLayout
-from blink_jax.models.layer_stack import is_per_layer, layer_params, run_range, stack, stacked_params
+from blink_jax.models.layer_stack import is_per_layer, layer_params, run_range, stack
 from blink_jax.models.llama import KVCache, LayerInputs, decoding_layout
 from blink_jax.models.vision_language import VisionLanguageModel, decoder_layer, text_layer_params
 from blink_jax.models.token_sr import bilinear_2x, layer_for
-from blink_jax.train import distill
+
+
+# (model, blink, params, prefix_ids [P], pixels, regions [B]) -> the target's tokens [n_scan, B, 2p, 2p, D]
+TeacherFn = Callable[[VisionLanguageModel, BlinkConfig, Any, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 class BlinkTrace(NamedTuple):
@@ -63,9 +66,10 @@ def slot_layout(model: VisionLanguageModel, blink: BlinkConfig, image_start: int
 
 def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, ids, pixels, lengths, *,
                   image_start: int, all_logits: bool = False, trace: bool = False,
-                  room: int = 0, regions=None) -> BlinkOutput:
+                  room: int = 0, regions=None, teacher_fn: TeacherFn | None = None) -> BlinkOutput:
   """ids [B, T] right-padded, lengths [B]; every prompt's visual tokens start at `image_start`;
-  regions [B]: the target region per example (-1: none), which region_choice="oracle" expands.
+  regions [B]: the target region per example (-1: none), which region_choice="oracle" expands;
+  teacher_fn: what sr_source="teacher" writes into the slots (inference/token_sr_teacher.oracle_tokens).
 
   params holds the model's params and, for mode "tokensr", `token_sr` (see models/token_sr.py). The
   cache has `room` dead positions after the full layout, for the tokens generation will write.
@@ -83,7 +87,11 @@ def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, i
   text_layer = decoder_layer(cfg)
   sr_layer = layer_for(blink, cfg)
   sr_stack = params["token_sr"]["layers"] if blink.mode == "tokensr" else None
-  teacher = _teacher(model, blink, params, ids[0, :image_start], pixels, regions)
+  teacher = None
+  if blink.sr_source == "teacher":
+    if regions is None or teacher_fn is None:
+      raise ValueError("blink sr_source='teacher' needs each example's target region (regions=) and teacher_fn")
+    teacher = teacher_fn(model, blink, params, ids[0, :image_start], pixels, regions)
   p, d = blink.region_size, cfg.text.hidden_size
 
   # The full layout throughout; the slots stay dead (not keys) until a scanning layer fills them.
@@ -161,24 +169,11 @@ def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, i
   return BlinkOutput(logits, decoding_layout(cache), key_valid, expansions, traced)
 
 
-def _teacher(model: VisionLanguageModel, blink: BlinkConfig, params: Any, prefix_ids, pixels, regions):
-  """For sr_source="teacher": the target region's tokens re-encoded from its crop at each scanning layer
-  [n_scan, B, 2p, 2p, D] (distill.teacher_tokens; regions -1 read region 0, unused); else None."""
-  if blink.sr_source != "teacher":
-    return None
-  if regions is None:
-    raise ValueError("blink sr_source='teacher' needs each example's target region (regions=...)")
-  distill.check_teacher_grid(model, pixels.shape, blink.region_size)
-  text = params["language_model"]
-  stacked = {**params, "language_model": {**text, "layers": stacked_params(text["layers"])}}
-  return distill.teacher_tokens(model.clone(cfg=model.cfg.replace(layer_layout="stacked")), stacked, prefix_ids,
-                                pixels, jnp.maximum(regions, 0), blink)
-
-
-def blink_prefill_fn(model: VisionLanguageModel, blink: BlinkConfig, image_start: int):
+def blink_prefill_fn(model: VisionLanguageModel, blink: BlinkConfig, image_start: int,
+                     teacher_fn: TeacherFn | None = None):
   """Blink's prefill in the shape greedy_generate takes (see generate.PrefillFn)."""
   def prefill(params, ids, pixels, lengths, room=0, regions=None):
     out = blink_prefill(model, blink, params, ids, pixels, lengths, image_start=image_start, room=room,
-                        regions=regions)
+                        regions=regions, teacher_fn=teacher_fn)
     return out.logits, out.cache, out.key_valid, out.expansions
   return prefill

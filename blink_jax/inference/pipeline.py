@@ -32,6 +32,7 @@ from blink_jax.data.image_preprocessing import ImageLike, load_image
 from blink_jax.data.prompt_batch import PromptBatch, fit_slots, pad_prompts
 from blink_jax.inference.generate import greedy_generate, vanilla_prefill
 from blink_jax.inference.loglikelihood import Scores, pad_continuations, score_continuations
+from blink_jax.inference import token_sr_teacher
 from blink_jax.inference import zoom as zoom_lib
 from blink_jax.models import token_sr as token_sr_lib
 from blink_jax.models.layer_stack import resolve_layout
@@ -114,7 +115,7 @@ class Pipeline:
     if key not in self._blink_fns:
       self._blink_fns[key] = jax.jit(lambda p, ids, px, ln, rg: blink_prefill(
           self.model, blink, p, ids, px, ln, image_start=batch.image_start, all_logits=True, trace=trace,
-          regions=rg))
+          regions=rg, teacher_fn=token_sr_teacher.oracle_tokens))
     n, (ids, pixels, lengths) = batch.ids.shape[0], self._device_batch(batch)
     params, oracle = self.mode_params(mode), self._oracle(mode, batch, targets)
     with self.partitioner.activated():
@@ -344,7 +345,7 @@ class Pipeline:
       return vanilla_prefill(self.model)
     if mode == "zoom":
       return zoom_lib.answer_prefill(self.model)
-    return blink_prefill_fn(self.model, self._blink_for(mode), image_start)
+    return blink_prefill_fn(self.model, self._blink_for(mode), image_start, token_sr_teacher.oracle_tokens)
 
   def _program_key(self, mode: str, image_start: int) -> tuple:
     """What a mode's compiled programs depend on besides shapes: Blink's settings and image start."""

@@ -19,8 +19,8 @@ from blink_jax import sharding as shd
 from blink_jax.blink.config import BlinkConfig, from_mapping
 from blink_jax.models.vision_language import VisionLanguageModel
 from blink_jax.train import sft
-from blink_jax.train.distill import (check_teacher_grid, choose_regions, distillation_loss, region_targets,
-                                     scan_layer_visual_states)
+from blink_jax.inference.token_sr_teacher import check_teacher_grid, scan_layer_visual_states
+from blink_jax.train.distill import choose_regions, distillation_loss, region_targets
 from blink_jax.data.tokenizer import Tokenizer
 from blink_jax.train.state import TrainState, init_train_state, optimizer, schedule, unflatten
 
