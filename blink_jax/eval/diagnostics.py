@@ -16,7 +16,7 @@ import numpy as np
 
 from blink_jax.eval.example import EvalExample
 from blink_jax.inference.pipeline import Pipeline
-from blink_jax.models.layer_stack import stacked_params
+from blink_jax.inference import token_sr_teacher
 from blink_jax.train.distill import fidelity
 
 
@@ -101,10 +101,7 @@ def _fidelity_fn(pipe: Pipeline, prefix_ids: np.ndarray) -> Callable[[Any, np.nd
   """measure(batch, regions): train/distill.py's fidelity of the pipeline's TokenSR on a batch's target
   regions, compiled once (its layer loops run the decoder stacked, whatever the pipeline's layout)."""
   params = pipe.mode_params("tokensr")
-  text = params["language_model"]
-  backbone = {**{k: v for k, v in params.items() if k != "token_sr"},
-              "language_model": {**text, "layers": stacked_params(text["layers"])}}
-  model = pipe.family.model(pipe.cfg.replace(layer_layout="stacked"))
+  model, backbone = token_sr_teacher.stacked(pipe.model, {k: v for k, v in params.items() if k != "token_sr"})
   prefix = jnp.asarray(prefix_ids)
   run = jax.jit(lambda b, t, px, r: fidelity(model, pipe.blink, b, t, prefix, px, r))
 

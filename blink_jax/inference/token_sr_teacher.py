@@ -123,7 +123,13 @@ def oracle_tokens(model: VisionLanguageModel, blink: BlinkConfig, params: Any, p
   0, which the prefill does not use), from the model's params in either layer layout: what Blink's
   prefill writes for sr_source="teacher"."""
   check_teacher_grid(model, pixels.shape, blink.region_size)
+  model, params = stacked(model, params)
+  return teacher_tokens(model, params, prefix_ids, pixels, jnp.maximum(regions, 0), blink)
+
+
+def stacked(model: VisionLanguageModel, params: Any) -> tuple[VisionLanguageModel, Any]:
+  """The model and its params in the stacked layer layout, whatever theirs (the teacher's loop over
+  the scanning layers indexes the decoder's layers with a traced index)."""
   text = params["language_model"]
-  stacked = {**params, "language_model": {**text, "layers": stacked_params(text["layers"])}}
-  return teacher_tokens(model.clone(cfg=model.cfg.replace(layer_layout="stacked")), stacked, prefix_ids, pixels,
-                        jnp.maximum(regions, 0), blink)
+  return (model.clone(cfg=model.cfg.replace(layer_layout="stacked")),
+          {**params, "language_model": {**text, "layers": stacked_params(text["layers"])}})
