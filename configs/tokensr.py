@@ -50,6 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
   # plus max_text_tokens (template, question and answer; longer examples are skipped and named)
   # benchmark: ask each row's question as eval.py asks that benchmark's (e.g. fine_detail; "": as is)
   c.data.sft = ml_collections.ConfigDict({f: "" for f in SOURCE_FIELDS + ("benchmark",)})
+  c.data.sft_validation = ml_collections.ConfigDict({f: "" for f in SOURCE_FIELDS + ("benchmark",)})  # held out
   c.data.max_text_tokens = 64
 
   c.train = ml_collections.ConfigDict()
@@ -66,6 +67,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.cosine_weight = 0.1
   c.train.trainable = "token_sr/.*"  # regex over param paths; everything else is frozen
   c.train.log_every = 50
+  c.train.validate_every = 0       # sft: score data.sft_validation every so many steps (0: never)
+  c.train.patience = 0             # sft: stop once answer accuracy has not improved for this many validations (0: never)
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 200

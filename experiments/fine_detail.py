@@ -4,7 +4,7 @@ base token resolution? Every stage runs here, from random init, with the project
 1. the synthetic task (blink_jax/data/fine_detail.py): train / validation / test splits with each
    target's box;
 2. supervised fine-tuning of the embedded LLaVA-shaped model on the train split (train.py's `sft`
-   objective, everything trainable), its validation accuracy recorded;
+   objective, everything trainable) until its answer accuracy on the validation split plateaus;
 3. TokenSR distilled for the fine-tuned model (train.py's default objective) on the train images;
 4. evaluation on the test split (eval.py) of vanilla, Blink-interp and Blink, Blink's ablations
    (random region, oracle region, the oracle region at every scanning layer with the mode's SR tokens or
@@ -47,10 +47,13 @@ from configs import tokensr as train_configs
 # 12, under one token and half the readable size, so that a 2x expansion is what the test measures;
 # the learnability curve evaluates vanilla and zoom on the target's box on validation splits of each
 # size in curve_px.
+# Fine-tuning validates every validate_every steps and stops once its validation answer accuracy has
+# not improved for `patience` validations, or at sft_steps.
 FULL = dict(image_size=112, detail_px=12, train_detail_px=(8, 12, 16, 20, 24), curve_px=(8, 12, 16, 24),
-            per_split=(4000, 100, 200), sft_steps=800, sft_lr=1e-3, distill_steps=200, batch=16, max_text_tokens=320)
+            per_split=(4000, 100, 200), sft_steps=1000, validate_every=100, patience=3, sft_lr=1e-3,
+            distill_steps=200, batch=16, max_text_tokens=320)
 TINY = dict(image_size=112, detail_px=12, train_detail_px=(8, 24), curve_px=(12, 24), per_split=(16, 8, 8),
-            sft_steps=4, sft_lr=1e-3, distill_steps=4, batch=8, max_text_tokens=320)
+            sft_steps=4, validate_every=2, patience=1, sft_lr=1e-3, distill_steps=4, batch=8, max_text_tokens=320)
 # Chosen per seed on the validation split, then used by every arm on test: Blink's expansion threshold
 # (on tokensr's accuracy) and zoom's crop size (on zoom's).
 CHOICES = [("tokensr", "blink.tau_exp", (0.05, 0.1, 0.15)), ("zoom", "zoom.box", (0.25, 0.5))]
@@ -94,10 +97,14 @@ def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str,
       **model, "workdir": str(root / "sft"), "train.objective": "sft", "train.trainable": ".*",
       "train.steps": s["sft_steps"], "train.batch_size": s["batch"], "train.learning_rate": s["sft_lr"],
       "train.log_every": max(1, s["sft_steps"] // 10), "checkpoint.every": max(1, s["sft_steps"] // 3),
+      "train.validate_every": s["validate_every"], "train.patience": s["patience"],
       "data.max_text_tokens": s["max_text_tokens"], "data.sft.benchmark": "fine_detail",
-      **{f"data.sft.{k}": v for k, v in _source(data, "train").items()}})
+      "data.sft_validation.benchmark": "fine_detail",
+      **{f"data.sft.{k}": v for k, v in _source(data, "train").items()},
+      **{f"data.sft_validation.{k}": v for k, v in _source(data, "validation").items()}})
   train(sft)
   fitting = sft_log(root / "sft")
+  stopped = json.loads((root / "sft" / "summary_process0.json").read_text())
   tuned = {**model, "model.params": str(root / "sft" / "export" / "model")}
   validation = _evaluate(tuned, root / "validation", _source(data, "validation"), "vanilla", {}, "", s["batch"])
   curve = {}
@@ -125,7 +132,8 @@ def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str,
     arms[name] = _evaluate(tuned, out, _source(data, "test"), modes, {**chosen, **settings}, export, s["batch"])
   pictures(root, data, tuned, export)
   return {"validation_vanilla": validation["vanilla"]["scores"], "sft_log": fitting, "curve": curve, "chosen": chosen,
-          "validation_tried": tried, "arms": arms}
+          "sft_stopped_at": stopped["step"], "sft_validation": stopped["validation"], "validation_tried": tried,
+          "arms": arms}
 
 
 def sft_log(workdir: epath.Path) -> dict[int, dict[str, float]]:
@@ -320,6 +328,10 @@ def write_page(out: epath.Path, settings: dict, seeds: list[int], per_seed: dict
   lines += ["", "Fine-tuning's training loss (answer tokens) at each logged step, per seed: " + "; ".join(
       f"{seed}: " + ", ".join(f"{step} {m['loss']:.3f}" for step, m in r["sft_log"].items() if "loss" in m)
       for seed, r in per_seed.items())]
+  lines += ["", "Fine-tuning's validation answer accuracy (%, answered word for word) at each validation, and "
+            "the step it stopped at, per seed: " + "; ".join(
+                f"{seed}: " + ", ".join(f"{step} {100 * accuracy:.0f}" for step, accuracy, _ in r["sft_validation"])
+                + f" (stopped at {r['sft_stopped_at']})" for seed, r in per_seed.items())]
   lines += ["", "Validation accuracy of vanilla after fine-tuning, per seed: " + ", ".join(
       f"{seed}: {r['validation_vanilla'].get('accuracy', float('nan')):.1f}" for seed, r in per_seed.items()), ""]
   (out / "results.md").write_text("\n".join(lines))

@@ -63,15 +63,58 @@ def test_a_benchmarks_rows_are_asked_as_eval_asks_them(tmp_path):
   assert asked[0]["answer"] == eval_asks.answer
 
 
+class _Numbered:
+  """A stand-in TokenizeExample: example i is {'i': i}."""
+
+  def map(self, element):
+    return {"i": np.int64(element[0]), "index": np.int64(element[0])}
+
+
+def test_validation_reads_every_example_once_across_processes(tmp_path):
+  fine_detail.write(tmp_path, image_size=56, detail_px=4, per_split=(0, 5, 0))
+  config = train_configs.get_config()
+  config.update_from_flattened_dict({"data.sft_validation.format": "llava",
+                                     "data.sft_validation.questions": str(tmp_path / "validation.jsonl"),
+                                     "data.sft_validation.image_folder": str(tmp_path / "images")})
+  real = []
+  for process in (0, 1):   # 5 examples, global batch 4, 2 processes: 2 batches of 2 per process
+    v = sft.Validation(config.data, _Numbered(), 4, process, 2)
+    examples = [v._example(i) for i in v.order]
+    assert len(examples) == 4
+    real += [int(e["i"]) for e in examples if e["weight"] == 1]
+    assert all(e["i"] == 0 for e in examples if e["weight"] == 0)     # padding: copies of the first
+  assert sorted(real) == [0, 1, 2, 3, 4]
+  assert sft.plateaued([[1, 0.2, 0], [2, 0.5, 0], [3, 0.5, 0], [4, 0.4, 0]], 2)
+  assert not sft.plateaued([[1, 0.2, 0], [2, 0.5, 0], [3, 0.5, 0], [4, 0.6, 0]], 2)
+  assert not sft.plateaued([[1, 0.5, 0], [2, 0.4, 0]], 0) and not sft.plateaued([[1, 0.5, 0], [2, 0.4, 0]], 2)
+
+
 @pytest.mark.slow   # a whole job (the full tier)
 def test_a_fine_tuned_model_answers_what_it_was_taught(tmp_path):
-  settings = {"train.objective": "sft", "train.trainable": ".*", "train.steps": 30, "train.batch_size": 8,
+  held_out = {k.replace("data.sft.", "data.sft_validation."): v for k, v in _examples(tmp_path / "held_out", n=6).items()}
+  rows = [json.loads(line) for line in (tmp_path / "held_out" / "train.jsonl").read_text().splitlines()]
+  for row in rows[3:]:       # half the held-out examples are answered otherwise than taught
+    row["answer"] = "red"
+  (tmp_path / "held_out" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  settings = {"train.objective": "sft", "train.trainable": ".*", "train.steps": 80, "train.batch_size": 8,
               "train.learning_rate": 3e-3, "train.log_every": 10, "checkpoint.every": 100,
-              "data.max_text_tokens": 256, **_examples(tmp_path / "data")}
-  metrics = train(train_fixtures.tiny_config(tmp_path / "run", **settings))
+              "train.validate_every": 10, "train.patience": 2,
+              "data.max_text_tokens": 256, **_examples(tmp_path / "data"), **held_out}
+  config = train_fixtures.tiny_config(tmp_path / "run", **settings)
+  metrics = train(config)
   assert metrics["token_accuracy"] > 0.9, metrics
+  summary = json.loads((tmp_path / "run" / "summary_process0.json").read_text())
+  history = summary["validation"]
+  # It stopped on the plateau (held-out accuracy cannot pass 1/2), two validations after its best.
+  assert summary["step"] == history[-1][0] < 80 and sft.plateaued(history, 2) and not sft.plateaued(history[:-1], 2)
+  assert train(config) == metrics          # a rerun: finished, nothing trains
   export = tmp_path / "run" / "export" / "model"
   pipe = runner.build_pipeline(eval_config(tmp_path, **{"model.params": str(export), "modes": "vanilla"}),
                                shd.Partitioner.single_device()).pipe
   photo = hf_fixtures.sample_photos()["rocket"]
   assert pipe.generate(pipe.prepare([photo], ["What colour is it?"]), max_new_tokens=8) == ["green"]
+  # Answer accuracy is the share of held-out examples greedy decoding answers word for word.
+  photos = list(hf_fixtures.sample_photos().values())
+  replies = pipe.generate(pipe.prepare([photos[i % len(photos)] for i in range(6)], ["What colour is it?"] * 6),
+                          max_new_tokens=8)
+  assert history[-1][1] == np.mean([reply == row["answer"] for reply, row in zip(replies, rows)])

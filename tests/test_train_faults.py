@@ -42,6 +42,12 @@ def test_a_setting_typo_is_an_error_before_any_data_is_read(tmp_path, monkeypatc
     train(train_fixtures.tiny_config(tmp_path / "run", **{"model.preprocessing": "padd"}))
   with pytest.raises(ValueError, match="data.region='salience'"):
     train(train_fixtures.tiny_config(tmp_path / "run", **{"data.region": "salience"}))
+  with pytest.raises(ValueError, match="train.validate_every=5 scores answers: it needs train.objective='sft'"):
+    train(train_fixtures.tiny_config(tmp_path / "run", **{"train.validate_every": 5}))
+  with pytest.raises(ValueError, match="train.validate_every=5 needs held-out examples: set config.data.sft_validation"):
+    train(train_fixtures.tiny_config(tmp_path / "run", **{"train.validate_every": 5, "train.objective": "sft"}))
+  with pytest.raises(ValueError, match="train.patience=2 counts validations"):
+    train(train_fixtures.tiny_config(tmp_path / "run", **{"train.patience": 2}))
 
 
 def test_oversized_and_corrupt_images_are_skipped_by_file_name(tmp_path, caplog):

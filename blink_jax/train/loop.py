@@ -129,6 +129,17 @@ def check_settings(config: ml_collections.ConfigDict):
     raise ValueError(f"data.region={config.data.region!r}; expected 'saliency' or 'random'")
   if config.data.max_consecutive_skips < 1:
     raise ValueError(f"data.max_consecutive_skips={config.data.max_consecutive_skips} must be >= 1")
+  t = config.train
+  if t.validate_every < 0 or t.patience < 0:
+    raise ValueError(f"train.validate_every={t.validate_every}, train.patience={t.patience}: each must be >= 0")
+  if t.validate_every and t.objective != "sft":
+    raise ValueError(f"train.validate_every={t.validate_every} scores answers: it needs train.objective='sft', "
+                     f"not {t.objective!r}")
+  if t.validate_every and not config.data.sft_validation.format:
+    raise ValueError(f"train.validate_every={t.validate_every} needs held-out examples: set "
+                     "config.data.sft_validation.format and its fields, as config.data.sft's")
+  if t.patience and not t.validate_every:
+    raise ValueError(f"train.patience={t.patience} counts validations: set train.validate_every too")
 
 
 def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -148,16 +159,22 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
   ckpts = TrainCheckpoints(workdir / "checkpoints", config.checkpoint.every, config.checkpoint.keep,
                            config.checkpoint.async_save)
   run_record.check_and_write(workdir, config, dataset, resuming=ckpts.latest_step() is not None)
-  # The metric window since the last log: device sums, and the step it started after.
-  window, window_start = None, 0
+  validation = sft.Validation(config.data, transform, t.batch_size, jax.process_index(), jax.process_count()) \
+      if t.validate_every else None
+  # The metric window since the last log: device sums, and the step it started after; the validations
+  # so far, [step, answer_accuracy, loss] each.
+  window, window_start, history = None, 0, []
   restored = ckpts.restore_latest_good(state, iterator, config.checkpoint.fallback_on_corrupt)
   start = 0
   if restored is not None:
     start, state, iterator, log = restored
     window_start = int(log["window_start"])
     window = {k: jnp.asarray(v, jnp.float32) for k, v in log["window"].items()} or None
+    history = log.get("validation", [])
     if jax.process_index() == 0:
       tqdm.write(f"resumed from {workdir / 'checkpoints'} at step {start}")
+  # A run that stopped on a plateau is finished (a larger train.patience resumes it).
+  end = start if sft.plateaued(history, t.patience) else t.steps
 
   step_fn, batch_keys = program.step, tuple(program.batch)
   is_main = jax.process_index() == 0
@@ -170,7 +187,7 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
   bar = tqdm(total=t.steps, initial=start, disable=not is_main, desc=t.objective, dynamic_ncols=True)
   try:
     with partitioner.activated():
-      for step in range(start, t.steps):
+      for step in range(start, end):
         local = next(iterator)
         if batch_log:
           batch_log.write(json.dumps({"step": step, "index": local["index"].tolist()}) + "\n")
@@ -179,7 +196,12 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
         window = metrics if window is None else jax.tree.map(jnp.add, window, metrics)
         done = step + 1
         bar.update(1)
-        if done % t.log_every == 0 or done == t.steps:
+        plateau = False
+        if validation is not None and (done % t.validate_every == 0 or done == t.steps):
+          began = time.perf_counter()
+          plateau = _validate(validation, program.validate, state, frozen, partitioner, history, done, t, writer)
+          tick += time.perf_counter() - began    # the rates count training steps only
+        if done % t.log_every == 0 or done == t.steps or plateau:
           # Means over the steps since the last log; the only host sync of the loop (and checkpoints').
           last = {k: float(v) / (done - window_start) for k, v in jax.device_get(window).items()}
           window, window_start = None, done
@@ -196,13 +218,15 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
             objective = "  ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in RATE_METRICS)
             tqdm.write(f"step {done}/{t.steps}  {objective}  lr {last['learning_rate']:.2e}  {rate:.2f} steps/s")
         stop = preemption.requested or (jax.process_count() > 1 and ckpts.reached_preemption(done))
-        if stop or done == t.steps or done % config.checkpoint.every == 0:
-          log = {"window_start": window_start,
+        if stop or plateau or done == t.steps or done % config.checkpoint.every == 0:
+          log = {"window_start": window_start, "validation": history,
                  "window": {k: float(v) for k, v in jax.device_get(window or {}).items()}}
           ckpts.save(done, state, iterator, log, force=True)
         if stop:
           ckpts.wait()
           raise Preempted(done)
+        if plateau:
+          break
   finally:
     preemption.restore()
     bar.close()
@@ -212,7 +236,7 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
   ckpts.wait()
   ckpts.close()
   summary = workdir / f"summary_process{jax.process_index()}.json"
-  if start == t.steps and summary.exists() and (workdir / "export" / EXPORTED[t.objective]).exists():
+  if start == end and summary.exists() and (workdir / "export" / EXPORTED[t.objective]).exists():
     # A finished run, rerun: its export and summary stay as they are (a rewritten export would be
     # another model to whatever recorded the first, e.g. eval.py's resumable answers).
     if is_main:
@@ -227,16 +251,34 @@ def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
     export_token_sr(workdir / "export", token_sr, program.blink, cfg.text.hidden_size)
     if is_main:
       tqdm.write(f"exported TokenSR to {workdir / 'export'}")
-  write_summary(workdir, int(jax.device_get(state.step)), last, state.params)
+  write_summary(workdir, int(jax.device_get(state.step)), last, state.params, history)
   return last
+
+
+def _validate(validation: sft.Validation, validate, state, frozen, partitioner: shd.Partitioner, history: list,
+              done: int, t: ml_collections.ConfigDict, writer) -> bool:
+  """Scores the held-out examples after step `done`, appends [done, answer_accuracy, loss] to
+  `history`, logs it; returns whether accuracy has plateaued (train.patience)."""
+  scores = validation.score(validate, state.params, frozen, partitioner)
+  history.append([done, scores["answer_accuracy"], scores["loss"]])
+  writer.write_scalars(done, {f"validation/{k}": v for k, v in scores.items()})
+  plateau = sft.plateaued(history, t.patience)
+  if jax.process_index() == 0:
+    best = max(history, key=lambda h: h[1])
+    tqdm.write(f"step {done}/{t.steps}  validation: answer accuracy {scores['answer_accuracy']:.4f}  loss "
+               f"{scores['loss']:.4f}  (best {best[1]:.4f} at step {best[0]})"
+               + (f"; not bettered in {t.patience} validations: stopping" if plateau else ""))
+  return plateau
 
 
 # What a finished run exports, per objective (under <workdir>/export).
 EXPORTED = {"sft": "model", "distill": "blink.json"}
 
 
-def write_summary(workdir: epath.Path, step: int, metrics: dict, params: dict):
-  """summary_process{i}.json: final step, last metrics and a checksum of the trained params as this
-  process sees them (equal on every process of a healthy multi-host run)."""
+def write_summary(workdir: epath.Path, step: int, metrics: dict, params: dict, validation: list):
+  """summary_process{i}.json: final step, last metrics, the validations ([step, answer_accuracy, loss]
+  each) and a checksum of the trained params as this process sees them (equal on every process of a
+  healthy multi-host run)."""
   (workdir / f"summary_process{jax.process_index()}.json").write_text(json.dumps(
-      {"step": step, "metrics": metrics, "params_sha256": params_sha256(params)}, indent=2))
+      {"step": step, "metrics": metrics, "validation": validation, "params_sha256": params_sha256(params)},
+      indent=2))

@@ -15,9 +15,10 @@ from etils import epath
 from blink_jax import settings_record
 
 
-# Fields that do not change what is computed (where it runs, how often it logs or saves): a resumed
-# run may change them freely.
+# Fields that do not change what a step computes (where it runs, how often it logs, saves or
+# validates, when it stops on a plateau): a resumed run may change them freely.
 FREE_ON_RESUME = ("workdir", "log_batch_indices", "resume_despite_changes", "train.log_every",
+                  "train.validate_every", "train.patience", "data.sft_validation.",
                   "checkpoint.", "aot.", "data.workers", "data.data_dir", "mesh.", "sharding_rules", "distributed.",
                   "model.attention", "model.remat")
 

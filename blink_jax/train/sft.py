@@ -4,7 +4,13 @@ choosing what trains (e.g. `.*`, or the projector and the LLM). Examples come fr
 reads (`config.data.sft`: LLaVA jsonl, parquet, TFDS, a folder), each question phrased as eval.py asks
 it when `config.data.sft.benchmark` names the benchmark (its answer-format suffix included: a model
 tuned on other phrasing answers eval's questions off-distribution), wrapped in the family's template and its answer as the assistant's reply (`family.answer`: LLaVA's `</s>`,
-Qwen2.5-VL's `<|im_end|>`), so the model learns to end its answers."""
+Qwen2.5-VL's `<|im_end|>`), so the model learns to end its answers.
+
+With `config.data.sft_validation` (a source of the same kind) and `train.validate_every`, the job
+scores held-out examples every so many steps: the answer tokens' loss, and answer accuracy, the share
+of examples whose every answer token (its end-of-turn included) is the model's arg-max given the
+answer's preceding tokens, which is exactly the share greedy decoding answers word for word; with
+`train.patience`, it stops once that accuracy has not improved for that many validations."""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import numpy as np
 
 from blink_jax.data.image_preprocessing import ImageError
 from blink_jax.data.tokenizer import Tokenizer
+from blink_jax.data.train_pipeline import to_global
 from blink_jax.eval import benchmarks
 from blink_jax.eval.readers import SOURCE_FIELDS, load_row_image, read_rows
 
@@ -27,14 +34,16 @@ class SFTMetrics(NamedTuple):
   token_accuracy: jax.Array   # share of answer tokens the model's arg-max predicts
 
 
-def source_rows(data: ml_collections.ConfigDict) -> tuple[list[dict], str]:
-  """(the examples of config.data.sft: rows with image, question and answer; where they come from)."""
-  source = {k: v for k, v in data.sft.to_dict().items() if v and k in SOURCE_FIELDS}
+def source_rows(data: ml_collections.ConfigDict, field: str = "sft") -> tuple[list[dict], str]:
+  """(the examples of config.data.<field> (sft, or sft_validation): rows with image, question and
+  answer; where they come from)."""
+  settings = data[field]
+  source = {k: v for k, v in settings.to_dict().items() if v and k in SOURCE_FIELDS}
   if not source.get("format"):
-    raise ValueError("train.objective='sft' needs examples: set config.data.sft.format (llava | parquet | tfds | "
+    raise ValueError(f"config.data.{field} has no examples: set config.data.{field}.format (llava | parquet | tfds | "
                      "folder) and its fields, as eval.py's config.sources.<benchmark> (e.g. questions, image_folder)")
-  where = f"config.data.sft {source}"
-  benchmark = benchmarks.get(data.sft.benchmark) if data.sft.get("benchmark") else None
+  where = f"config.data.{field} {source}"
+  benchmark = benchmarks.get(settings.benchmark) if settings.get("benchmark") else None
   rows = []
   for row in read_rows(source):
     if benchmark is not None:
@@ -84,8 +93,9 @@ class TokenizeExample(grain.transforms.Map):
             "index": np.int64(index)}
 
 
-def sft_loss(model, params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, SFTMetrics]:
-  """Mean cross-entropy of the answer tokens (targets >= 0) under the model's prompt-pass logits."""
+def _answer_tokens(model, params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Per answer token [B, T] under the model's prompt-pass logits: (its negative log-likelihood,
+  whether it is one (targets >= 0), whether it is the arg-max)."""
   ids, pixels, targets = batch["ids"], batch["pixels"], batch["targets"]
   valid = jnp.arange(ids.shape[1])[None, :] < batch["lengths"][:, None]
   positions = model.apply({"params": params}, ids, pixels, method="prompt_positions")
@@ -93,14 +103,70 @@ def sft_loss(model, params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array
   mask = targets >= 0
   logp = jax.nn.log_softmax(logits, axis=-1)
   nll = -jnp.take_along_axis(logp, jnp.maximum(targets, 0)[..., None], axis=-1)[..., 0]
+  return nll * mask, mask, (logits.argmax(-1) == targets) & mask
+
+
+def sft_loss(model, params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, SFTMetrics]:
+  """Mean cross-entropy of the answer tokens (targets >= 0) under the model's prompt-pass logits."""
+  nll, mask, correct = _answer_tokens(model, params, batch)
   count = jnp.maximum(mask.sum(), 1)
-  loss = jnp.sum(nll * mask) / count
-  accuracy = jnp.sum((logits.argmax(-1) == targets) & mask) / count
-  return loss, SFTMetrics(loss, accuracy)
+  loss = jnp.sum(nll) / count
+  return loss, SFTMetrics(loss, jnp.sum(correct) / count)
+
+
+def validation_sums(model, params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Sums over a validation batch's real examples (`weight` 1; 0 pads the last batch): answer tokens'
+  negative log-likelihood, answer tokens, examples answered exactly (every answer token the arg-max)."""
+  nll, mask, correct = _answer_tokens(model, params, batch)
+  weight = batch["weight"]
+  exact = jnp.all(correct == mask, axis=1)
+  return {"nll": jnp.sum(nll.sum(1) * weight), "tokens": jnp.sum(mask.sum(1) * weight),
+          "exact": jnp.sum(exact * weight), "examples": jnp.sum(weight)}
+
+
+class Validation:
+  """The held-out examples of config.data.sft_validation, scored by `validate` (the program's jitted
+  validation_sums) in a fixed order: the global batch's shape, the last batch padded with weight-0
+  copies of the first example, each process reading its share of every batch."""
+
+  def __init__(self, data: ml_collections.ConfigDict, make: TokenizeExample, global_batch: int,
+               process_index: int, process_count: int):
+    self.rows, self.where = source_rows(data, "sft_validation")
+    self.make, per = make, global_batch // process_count
+    padded = -(-len(self.rows) // global_batch) * global_batch
+    self.order = [b + process_index * per + j for b in range(0, padded, global_batch) for j in range(per)]
+    self.per = per
+
+  def _example(self, i: int) -> dict[str, np.ndarray]:
+    real = i < len(self.rows)
+    example = self.make.map((i if real else 0, self.rows[i if real else 0]))
+    if "_skip" in example:
+      raise ValueError(f"{self.where}: {example['_skip']}; every validation example must be usable")
+    del example["index"]
+    return {**example, "weight": np.float32(real)}
+
+  def score(self, validate, params: Any, frozen: Any, partitioner) -> dict[str, float]:
+    """{'loss': mean answer-token cross-entropy, 'answer_accuracy': share answered exactly} over every
+    held-out example, with `params` (the trainable ones) and `frozen`."""
+    batches = grain.MapDataset.source(self.order).map(self._example).batch(self.per)
+    total = None
+    for local in batches.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=2)):
+      sums = validate(params, frozen, to_global(local, partitioner))
+      total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+    total = {k: float(v) for k, v in jax.device_get(total).items()}
+    return {"loss": total["nll"] / max(total["tokens"], 1), "answer_accuracy": total["exact"] / total["examples"]}
+
+
+def plateaued(history: list[list[float]], patience: int) -> bool:
+  """Whether the last `patience` validations ([step, answer_accuracy, loss] each) bettered no
+  accuracy before them (never with patience 0)."""
+  if patience <= 0 or len(history) <= patience:
+    return False
+  return max(h[1] for h in history[-patience:]) <= max(h[1] for h in history[:-patience])
 
 
 def batch_shapes(batch: int, pixels_shape: tuple[int, ...], length: int) -> dict[str, tuple[tuple, Any]]:
-  """The global batch an SFT step takes: {name: (shape, dtype)}."""
+  """The global batch an SFT step takes: {name: (shape, dtype)} (a validation batch adds `weight`)."""
   return {"pixels": (pixels_shape, jnp.float32), "ids": ((batch, length), jnp.int32),
           "targets": ((batch, length), jnp.int32), "lengths": ((batch,), jnp.int32)}
 

@@ -130,6 +130,7 @@ class TrainProgram:
   state: TrainState
   frozen: dict
   batch: dict[str, jax.ShapeDtypeStruct]
+  validate: Callable | None   # sft: (params, frozen, batch with `weight`) -> sft.validation_sums; else None
 
 
 def train_program(config: ml_collections.ConfigDict, partitioner: shd.Partitioner, *,
@@ -162,12 +163,15 @@ def train_program(config: ml_collections.ConfigDict, partitioner: shd.Partitione
       shapes.update(question_ids=((b, config.data.max_question_tokens), jnp.int32),
                     question_len=((b,), jnp.int32))
     micro = distill_micro(model, blink, t, jnp.asarray(backbone.prompt_prefix(config.model, cfg)))
+    validate = None
   else:
     shapes = sft.batch_shapes(b, pixels_shape, sft.sequence_length(family, cfg, pixels_shape, config.data))
     micro = sft_micro(model)
+    validate = jax.jit(lambda trainable, frozen, batch: sft.validation_sums(model, unflatten({**frozen, **trainable}),
+                                                                           batch))
   batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=partitioner.batch(len(shape)))
            for k, (shape, dtype) in shapes.items()}
   step = jit_train_step(make_train_step(micro, t, tx, config.seed), state, frozen,
                         {k: v.sharding for k, v in batch.items()})
   return TrainProgram(cfg, family, preprocessing, backbone.tokenizer(config.model, cfg), blink, step, state, frozen,
-                      batch)
+                      batch, validate)
