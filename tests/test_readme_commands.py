@@ -170,6 +170,8 @@ def _check_train(config) -> shd.Partitioner:
   loop.check_settings(config)
   if config.train.objective == "sft":   # its examples: each with an image, a question and an answer
     assert sft.source_rows(config.data)[0], config.data.sft
+  if config.train.validate_every:       # and its held-out ones
+    assert sft.source_rows(config.data, "sft_validation")[0], config.data.sft_validation
   if config.data.image_folder:
     assert pathlib.Path(config.data.image_folder).is_dir(), config.data.image_folder
   return shd.Partitioner.from_config(config)

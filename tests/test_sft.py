@@ -96,9 +96,9 @@ def test_a_fine_tuned_model_answers_what_it_was_taught(tmp_path):
   for row in rows[3:]:       # half the held-out examples are answered otherwise than taught
     row["answer"] = "red"
   (tmp_path / "held_out" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-  settings = {"train.objective": "sft", "train.trainable": ".*", "train.steps": 80, "train.batch_size": 8,
+  settings = {"train.objective": "sft", "train.trainable": ".*", "train.steps": 60, "train.batch_size": 8,
               "train.learning_rate": 3e-3, "train.log_every": 10, "checkpoint.every": 100,
-              "train.validate_every": 10, "train.patience": 2,
+              "train.validate_every": 5, "train.patience": 2,
               "data.max_text_tokens": 256, **_examples(tmp_path / "data"), **held_out}
   config = train_fixtures.tiny_config(tmp_path / "run", **settings)
   metrics = train(config)
@@ -106,7 +106,7 @@ def test_a_fine_tuned_model_answers_what_it_was_taught(tmp_path):
   summary = json.loads((tmp_path / "run" / "summary_process0.json").read_text())
   history = summary["validation"]
   # It stopped on the plateau (held-out accuracy cannot pass 1/2), two validations after its best.
-  assert summary["step"] == history[-1][0] < 80 and sft.plateaued(history, 2) and not sft.plateaued(history[:-1], 2)
+  assert summary["step"] == history[-1][0] < 60 and sft.plateaued(history, 2) and not sft.plateaued(history[:-1], 2)
   assert train(config) == metrics          # a rerun: finished, nothing trains
   export = tmp_path / "run" / "export" / "model"
   pipe = runner.build_pipeline(eval_config(tmp_path, **{"model.params": str(export), "modes": "vanilla"}),
