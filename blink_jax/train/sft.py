@@ -150,7 +150,7 @@ class Validation:
     held-out example, with `params` (the trainable ones) and `frozen`."""
     batches = grain.MapDataset.source(self.order).map(self._example).batch(self.per)
     total = None
-    for local in batches.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=2)):
+    for local in batches.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=4)):
       sums = validate(params, frozen, to_global(local, partitioner))
       total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     total = {k: float(v) for k, v in jax.device_get(total).items()}
