@@ -132,10 +132,9 @@ class Validation:
   def __init__(self, data: ml_collections.ConfigDict, make: TokenizeExample, global_batch: int,
                process_index: int, process_count: int):
     self.rows, self.where = source_rows(data, "sft_validation")
-    self.make, per = make, global_batch // process_count
+    self.make, self.per = make, global_batch // process_count
     padded = -(-len(self.rows) // global_batch) * global_batch
-    self.order = [b + process_index * per + j for b in range(0, padded, global_batch) for j in range(per)]
-    self.per = per
+    self.order = [b + process_index * self.per + j for b in range(0, padded, global_batch) for j in range(self.per)]
 
   def _example(self, i: int) -> dict[str, np.ndarray]:
     real = i < len(self.rows)
