@@ -89,25 +89,30 @@ def test_validation_reads_every_example_once_across_processes(tmp_path):
   assert not sft.plateaued([[1, 0.5, 0], [2, 0.4, 0]], 0) and not sft.plateaued([[1, 0.5, 0], [2, 0.4, 0]], 2)
 
 
+def _held_out(folder, answers: list[str]) -> tuple[dict, list[dict]]:
+  """Held-out examples (config.data.sft_validation): the sample photographs, asked as _examples asks,
+  with these answers; (their settings, their rows)."""
+  settings = {k.replace("data.sft.", "data.sft_validation."): v for k, v in _examples(folder, n=len(answers)).items()}
+  rows = [json.loads(line) for line in (folder / "train.jsonl").read_text().splitlines()]
+  for row, answer in zip(rows, answers):
+    row["answer"] = answer
+  (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return settings, rows
+
+
+SFT_JOB = {"train.objective": "sft", "train.trainable": ".*", "train.batch_size": 8, "train.learning_rate": 3e-3,
+           "checkpoint.every": 100, "data.max_text_tokens": 256}
+
+
 @pytest.mark.slow   # a whole job (the full tier)
 def test_a_fine_tuned_model_answers_what_it_was_taught(tmp_path):
-  held_out = {k.replace("data.sft.", "data.sft_validation."): v for k, v in _examples(tmp_path / "held_out", n=6).items()}
-  rows = [json.loads(line) for line in (tmp_path / "held_out" / "train.jsonl").read_text().splitlines()]
-  for row in rows[3:]:       # half the held-out examples are answered otherwise than taught
-    row["answer"] = "red"
-  (tmp_path / "held_out" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-  settings = {"train.objective": "sft", "train.trainable": ".*", "train.steps": 60, "train.batch_size": 8,
-              "train.learning_rate": 3e-3, "train.log_every": 10, "checkpoint.every": 100,
-              "train.validate_every": 5, "train.patience": 2,
-              "data.max_text_tokens": 256, **_examples(tmp_path / "data"), **held_out}
-  config = train_fixtures.tiny_config(tmp_path / "run", **settings)
-  metrics = train(config)
+  held_out, rows = _held_out(tmp_path / "held_out", ["green"] * 3 + ["red"] * 3)   # half not as taught
+  settings = {**SFT_JOB, "train.steps": 30, "train.log_every": 10, "train.validate_every": 10,
+              **_examples(tmp_path / "data"), **held_out}
+  metrics = train(train_fixtures.tiny_config(tmp_path / "run", **settings))
   assert metrics["token_accuracy"] > 0.9, metrics
-  summary = json.loads((tmp_path / "run" / "summary_process0.json").read_text())
-  history = summary["validation"]
-  # It stopped on the plateau (held-out accuracy cannot pass 1/2), two validations after its best.
-  assert summary["step"] == history[-1][0] < 60 and sft.plateaued(history, 2) and not sft.plateaued(history[:-1], 2)
-  assert train(config) == metrics          # a rerun: finished, nothing trains
+  history = json.loads((tmp_path / "run" / "summary_process0.json").read_text())["validation"]
+  assert [h[0] for h in history] == [10, 20, 30]
   export = tmp_path / "run" / "export" / "model"
   pipe = runner.build_pipeline(eval_config(tmp_path, **{"model.params": str(export), "modes": "vanilla"}),
                                shd.Partitioner.single_device()).pipe
@@ -118,3 +123,20 @@ def test_a_fine_tuned_model_answers_what_it_was_taught(tmp_path):
   replies = pipe.generate(pipe.prepare([photos[i % len(photos)] for i in range(6)], ["What colour is it?"] * 6),
                           max_new_tokens=8)
   assert history[-1][1] == np.mean([reply == row["answer"] for reply, row in zip(replies, rows)])
+
+
+@pytest.mark.slow   # a whole job (the full tier)
+def test_a_run_stops_on_its_validation_plateau_and_a_rerun_is_finished(tmp_path):
+  held_out, _ = _held_out(tmp_path / "held_out", ["red", "red"])    # never the taught answer: accuracy stays 0
+  settings = {**SFT_JOB, "train.steps": 6, "train.log_every": 6, "train.validate_every": 1, "train.patience": 1,
+              **_examples(tmp_path / "data"), **held_out}
+  config = train_fixtures.tiny_config(tmp_path / "run", **settings)
+  metrics = train(config)
+  summary = json.loads((tmp_path / "run" / "summary_process0.json").read_text())
+  assert summary["step"] == 2 and [h[:2] for h in summary["validation"]] == [[1, 0.0], [2, 0.0]]
+  assert (tmp_path / "run" / "export" / "model").exists()
+  assert train(config) == metrics            # a rerun: finished, nothing trains
+  config.train.patience = 2                  # a larger patience resumes it, to its next plateau
+  train(config)
+  summary = json.loads((tmp_path / "run" / "summary_process0.json").read_text())
+  assert summary["step"] == 3 and [h[0] for h in summary["validation"]] == [1, 2, 3]
