@@ -1,6 +1,7 @@
 """The fine-detail experiment's one command, tiny (a few steps a stage, one seed): every stage runs
-(task, fine-tuning, distillation, the learnability curve, evaluation of every arm) and the results
-page holds every arm x mode x sub-task with its interval, the curve and the diagnostics."""
+(task, the encoder's pretraining, fine-tuning with the encoder frozen, distillation, the learnability
+curves, evaluation of every arm) and the results page holds every arm x mode x sub-task with its
+interval, the curves and the diagnostics."""
 
 import json
 import os
@@ -8,6 +9,9 @@ import pathlib
 import re
 import subprocess
 import sys
+
+import numpy as np
+import orbax.checkpoint as ocp
 
 from blink_jax.data.fine_detail import CATEGORIES
 
@@ -47,7 +51,16 @@ def test_the_tiny_experiment_writes_its_results_page(tmp_path):
   record = json.loads((tmp_path / "seed0" / "test" / "blink" / "fine_detail" / "tokensr.run.json").read_text())
   assert record["blink"]["tau_exp"] == tau                 # the test split ran with what validation chose
   curve = seed["curve"]
-  assert set(curve) == {"12", "24"} and all("accuracy" in c["oracle_zoom"] for c in curve.values())
+  assert set(curve) == {"6", "24"} and all("accuracy" in c["oracle_zoom"] for c in curve.values())
+  encoder = seed["pretraining"]["curve"]        # the encoder's readout per size x view scale x sub-task
+  assert set(encoder) == {"6", "24"} and all(set(c) == {"1", "2", "4"} for c in encoder.values())
+  assert set(encoder["24"]["2"]) == {"dot_colour", "digit", "count"} and set(seed["pretraining"]["loss"]) == {"1", "2", "3", "4"}
+  with ocp.StandardCheckpointer() as ckptr:     # fine-tuning started from the pretrained encoder and kept it
+    pretrained, tuned = (ckptr.restore(tmp_path / "seed0" / stage / "export" / "model") for stage in ("pretrain", "sft"))
+  vision = [k for k in pretrained if k.startswith("vision_tower/")]
+  assert vision and all(np.array_equal(pretrained[k], tuned[k]) for k in vision)
+  assert not np.array_equal(pretrained["multi_modal_projector/linear_1/kernel"],
+                            tuned["multi_modal_projector/linear_1/kernel"])
   vanilla = {arm: (tmp_path / "seed0" / "test" / arm / "fine_detail" / "vanilla.jsonl").read_text() for arm in pooled}
   assert len(set(vanilla.values())) == 1        # every arm's vanilla answers are the first arm's
   teacher = results["per_seed"]["0"]["arms"]["oracle_teacher"]["tokensr"]["diagnostics"]
@@ -57,5 +70,5 @@ def test_the_tiny_experiment_writes_its_results_page(tmp_path):
   assert set(moved["blink"]) == {"interp", "tokensr"} and all(0 <= v <= 100 for v in moved["blink"].values())
   page = (tmp_path / "results.md").read_text()
   assert "## oracle_region" in page and "tokensr - vanilla" in page and "hit rate per scanning layer" in page
-  assert "differ from vanilla" in page and "accuracy vs detail size" in page and "(stopped at 4)" in page and "zoom's crop held the target" in page and (tmp_path / "hit_rate.png").stat().st_size > 0
+  assert "differ from vanilla" in page and "accuracy vs detail size" in page and "encoder's readout" in page and "(stopped at 4)" in page and "zoom's crop held the target" in page and (tmp_path / "hit_rate.png").stat().st_size > 0
   assert all((tmp_path / "seed0" / f"decisions_{c}.png").exists() for c in CATEGORIES)
