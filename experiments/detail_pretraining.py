@@ -5,9 +5,9 @@ Fine-tuned from random init on the question-answer pairs alone, the model's enco
 read the details (a linear readout of a fine-tuned encoder's target tokens finds digits and counts at
 chance). This stage trains the encoder (the model's vision tower and a linear head dropped after) to
 say at every visual token which detail the token holds: a dot's colour, a digit, a count of dots, or
-none (from the train split's boxes and answers); on the image and on windows of it seen at 2x and 4x
-(what zoom and TokenSR's teacher show the encoder), so that it can read a detail better when it sees
-it larger. Its readout on the validation splits of each detail size, per view scale, is the
+none (from the train split's boxes and answers); on the image and on the windows of a half and a
+quarter of its side that hold the detail, seen at 2x and 4x (at 4x, the 2 x 2-token region TokenSR's
+teacher re-encodes), so that it can read a detail better when it sees it larger. Its readout on the validation splits of each detail size, per view scale, is the
 learnability curve at the encoder: what more pixels a token could give the model at most.
 
 The stage writes the whole model's params (the pretrained vision tower; projector and LLM as the
@@ -44,27 +44,19 @@ SCALE_SHARE = (0.5, 0.25, 0.25)
 DETAIL_WEIGHT = 10.0         # a token holding a detail weighs this many tokens without one in the loss
 
 
-def view(image: Image.Image, box, scale: int, rng: np.random.Generator | None = None):
-  """The image seen at `scale`: a window of 1/scale of its side that holds the box (at a random place
-  with `rng`, else centred on the box), resized to the image's size; and the box in the view's
-  pixels. A box larger than the window gets the window centred on it."""
+def view(image: Image.Image, box, scale: int):
+  """The image seen at `scale`: the window of 1/scale of its side, on the grid of such windows, that
+  holds the box's centre (at 4x with 2 x 2-token regions, the region Blink's oracle expands, as
+  TokenSR's teacher re-encodes it), resized to the image's size; and the box in the view's pixels."""
   size = image.size[0]
   if scale == 1:
     return image, list(box)
   side = size // scale
-
-  def corner(a0, a1):
-    low, high = max(0, a1 - side), min(a0, size - side)
-    centred = int(np.clip((a0 + a1) // 2 - side // 2, 0, size - side))
-    if low > high:
-      return centred
-    return int(rng.integers(low, high + 1)) if rng is not None else int(np.clip(centred, low, high))
-
   x0, y0, x1, y1 = box
-  cx, cy = corner(x0, x1), corner(y0, y1)
+  cx = min(int((x0 + x1) / 2) // side, scale - 1) * side
+  cy = min(int((y0 + y1) / 2) // side, scale - 1) * side
   crop = image.crop((cx, cy, cx + side, cy + side)).resize((size, size), Image.Resampling.BICUBIC)
-  f = size / side
-  return crop, [(x0 - cx) * f, (y0 - cy) * f, (x1 - cx) * f, (y1 - cy) * f]
+  return crop, [(x0 - cx) * scale, (y0 - cy) * scale, (x1 - cx) * scale, (y1 - cy) * scale]
 
 
 def token_labels(box, label: int, size: int, grid: int) -> np.ndarray:
@@ -81,10 +73,10 @@ def _label(row: dict) -> int:
   return CLASS.get((row["category"], row["answer"]), 0)      # the control's images hold no detail
 
 
-def _batch(images: list[Image.Image], rows: list[dict], scales, size: int, grid: int, rng=None):
+def _batch(images: list[Image.Image], rows: list[dict], scales, size: int, grid: int):
   pixels, labels = [], []
   for image, row, scale in zip(images, rows, scales):
-    seen, box = view(image, row["box"], int(scale), rng)
+    seen, box = view(image, row["box"], int(scale))
     pixels.append(preprocess_image(seen, size))
     labels.append(token_labels(box, _label(row), size, grid))
   return np.stack(pixels), np.stack(labels)
@@ -113,7 +105,8 @@ class Readout:
 
 
 def pretrain(readout: Readout, data: epath.Path, steps: int, batch: int, lr: float, seed: int):
-  """Trains the tower and head on the train split's images in random views; returns (trained, losses)."""
+  """Trains the tower and head on the train split's images, each seen at a random scale; returns
+  (trained, losses)."""
   rows, images = _read(data, "train")
   trained = {"vision_tower": readout.params["vision_tower"], "head": readout.head}
   opt = optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.1))
@@ -134,7 +127,7 @@ def pretrain(readout: Readout, data: epath.Path, steps: int, batch: int, lr: flo
     pick = rng.integers(0, len(rows), batch)
     scales = rng.choice(SCALES, size=batch, p=SCALE_SHARE)
     pixels, labels = _batch([images[j] for j in pick], [rows[j] for j in pick], scales, readout.size,
-                            readout.grid, rng)
+                            readout.grid)
     trained, opt_state, value = step(trained, opt_state, pixels, labels)
     if i % max(1, steps // 10) == 0 or i == steps:
       losses[i] = round(float(value), 4)
@@ -143,8 +136,7 @@ def pretrain(readout: Readout, data: epath.Path, steps: int, batch: int, lr: flo
 
 def readout_accuracy(readout: Readout, trained: dict, data: epath.Path, split: str, scale: int) -> dict[str, float]:
   """Per detail sub-task, % of the split's questions whose detail the head reads right at its tokens
-  (the mean of their logits over the sub-task's answers), each image seen at `scale` (centred on the
-  detail)."""
+  (the mean of their logits over the sub-task's answers), each image seen at `scale`."""
   rows, images = _read(data, split)
   keep = [i for i, r in enumerate(rows) if r["category"] in ANSWERS]
   logits_fn = jax.jit(readout.logits)
