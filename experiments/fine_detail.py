@@ -328,7 +328,8 @@ def write_page(out: epath.Path, settings: dict, seeds: list[int], per_seed: dict
                    f"questions (chance {100 * d['chance']:.0f}%)." for seed, d in zoom if d.get("questions")]
   lines += ["", "## Learnability: the encoder's readout vs detail size and view scale (validation)", "",
             "Each cell: % of the questions whose detail the pretrained encoder's head reads right at the "
-            "detail's tokens, the image seen whole / a 2x view / a 4x view centred on the detail.", "",
+            "detail's tokens, the image seen whole / at 2x / at 4x (the window of a half / a quarter of its side "
+            "that holds the detail).", "",
             "| seed | detail px | " + " | ".join(detail_pretraining.ANSWERS) + " |",
             "|" + "---|" * (len(detail_pretraining.ANSWERS) + 2)]
   for seed, result in per_seed.items():
