@@ -7,8 +7,9 @@ chance). This stage trains the encoder (the model's vision tower and a linear he
 say at every visual token which detail the token holds: a dot's colour, a digit, a count of dots, or
 none (from the train split's boxes and answers); on the image and on the windows of a half and a
 quarter of its side that hold the detail, seen at 2x and 4x (at 4x, the 2 x 2-token region TokenSR's
-teacher re-encodes), so that it can read a detail better when it sees it larger. Its readout on the validation splits of each detail size, per view scale, is the
-learnability curve at the encoder: what more pixels a token could give the model at most.
+teacher re-encodes), so that it can read a detail better when it sees it larger. Its readout on the
+validation splits of each detail size, per view scale, is the learnability curve at the encoder: what
+more pixels a token could give the model at most.
 
 The stage writes the whole model's params (the pretrained vision tower; projector and LLM as the
 seed initialises them) as an export that fine-tuning starts from (`model.params`), and the curve.
@@ -88,15 +89,17 @@ def _read(data: epath.Path, split: str) -> tuple[list[dict], list[Image.Image]]:
 
 
 class Readout:
-  """The vision tower with a linear head over its tokens: pixels -> per-token detail logits."""
+  """The vision tower of a preset's model with a linear head over its tokens: pixels -> per-token
+  detail logits."""
 
-  def __init__(self, seed: int):
-    cfg = presets.get("tiny")
+  def __init__(self, preset: str, seed: int):
+    cfg = presets.get(preset)
     self.model = families.of_config(cfg).model(cfg.replace(layer_layout="stacked"))
     self.params = nn.meta.unbox(self.model.init(jax.random.key(seed), *self.model.init_args())["params"])
     self.size, self.grid = cfg.vision.image_size, cfg.vision.grid
     width = cfg.vision.hidden_size
     self.head = {"w": jnp.zeros((width, len(CLASS) + 1)), "b": jnp.zeros((len(CLASS) + 1,))}
+    self.logits_jit = jax.jit(self.logits)
 
   def logits(self, trained: dict, pixels):
     tokens = self.model.apply({"params": {"vision_tower": trained["vision_tower"]}}, pixels,
@@ -139,13 +142,12 @@ def readout_accuracy(readout: Readout, trained: dict, data: epath.Path, split: s
   (the mean of their logits over the sub-task's answers), each image seen at `scale`."""
   rows, images = _read(data, split)
   keep = [i for i, r in enumerate(rows) if r["category"] in ANSWERS]
-  logits_fn = jax.jit(readout.logits)
   right: dict[str, list[bool]] = {c: [] for c in ANSWERS}
   for start in range(0, len(keep), 64):
     chunk = keep[start:start + 64]
     pixels, labels = _batch([images[i] for i in chunk], [rows[i] for i in chunk], [scale] * len(chunk),
                             readout.size, readout.grid)
-    logits = np.asarray(logits_fn(trained, pixels))
+    logits = np.asarray(readout.logits_jit(trained, pixels))
     for i, lg, lab in zip(chunk, logits, labels):
       category = rows[i]["category"]
       first = min(CLASS[(category, a)] for a in ANSWERS[category])
@@ -154,15 +156,15 @@ def readout_accuracy(readout: Readout, trained: dict, data: epath.Path, split: s
   return {c: round(100 * float(np.mean(v)), 1) for c, v in right.items() if v}
 
 
-def run(workdir: epath.Path, data: epath.Path, curve_px, seed: int, steps: int, batch: int,
+def run(workdir: epath.Path, data: epath.Path, curve_px, preset: str, seed: int, steps: int, batch: int,
         lr: float) -> dict[str, Any]:
-  """The stage for one seed, in workdir: export/model (the model's params to fine-tune from) and
+  """The stage for one seed of the preset's model, in workdir: export/model (the model's params to fine-tune from) and
   summary.json ({loss, curve: {px: {scale: {sub-task: accuracy %}}}}, on data/curve/<px>px's
   validation split); a rerun of a finished stage returns its summary."""
   summary = workdir / "summary.json"
   if summary.exists():
     return json.loads(summary.read_text())
-  readout = Readout(seed)
+  readout = Readout(preset, seed)
   trained, losses = pretrain(readout, data, steps, batch, lr, seed)
   export_model(workdir / "export" / "model", flatten({**readout.params, "vision_tower": trained["vision_tower"]}))
   curve = {str(px): {str(scale): readout_accuracy(readout, trained, data / "curve" / f"{px}px", "validation", scale)

@@ -42,15 +42,16 @@ from blink_jax.eval import benchmarks, runner
 from blink_jax.inference.pipeline import MODES
 from blink_jax.train.loop import train
 from blink_jax.visualize_job import draw
-from experiments import detail_pretraining
 from configs import eval as eval_configs
 from configs import tokensr as train_configs
+from experiments import detail_pretraining
 
 # What one run of the experiment uses (the tiny version shrinks steps and questions). The encoder is
 # pretrained and the model fine-tuned on details of every size in train_detail_px, 4 to 24 px (a visual
 # token is 14 px), and tested at detail_px = 6: the size at which, in a probe on validation sets
-# before the run, the pretrained encoder read the dot's colour from the image for about 65% of the
-# questions and from a 2x view of it for about 95%, so that a 2x expansion is what the test measures.
+# before the run (an earlier form of the pretraining, 2x views centred on the detail), the encoder read
+# the dot's colour from the image for about 65% of the questions and from a 2x view for about 95%,
+# so that seeing the detail larger is what the test measures.
 # The learnability curves (the encoder's readout, and the fine-tuned model's answers against zoom on
 # the target's box) are measured on validation splits of each size in curve_px.
 # Fine-tuning validates every validate_every steps and stops once its validation answer accuracy has
@@ -101,9 +102,9 @@ def _evaluate(model: dict, output: epath.Path, split_source: dict, modes: str, s
 def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str, Any]:
   """Every stage for one seed of the model; returns its evaluations."""
   root = out / f"seed{seed}"
-  pretrained = detail_pretraining.run(root / "pretrain", data, s["curve_px"], seed, s["pretrain_steps"],
-                                      s["pretrain_batch"], s["pretrain_lr"])
   model = {"model.preset": "tiny", "seed": seed}
+  pretrained = detail_pretraining.run(root / "pretrain", data, s["curve_px"], model["model.preset"], seed,
+                                      s["pretrain_steps"], s["pretrain_batch"], s["pretrain_lr"])
   sft = train_configs.get_config()
   sft.update_from_flattened_dict({
       **model, "model.params": str(root / "pretrain" / "export" / "model"), "workdir": str(root / "sft"),
@@ -144,8 +145,9 @@ def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str,
         (root / "test" / ARMS[0][0] / "fine_detail" / f).copy(out / "fine_detail" / f, overwrite=True)
     arms[name] = _evaluate(tuned, out, _source(data, "test"), modes, {**chosen, **settings}, export, s["batch"])
   pictures(root, data, tuned, export)
-  return {"pretraining": pretrained, "validation_vanilla": validation["vanilla"]["scores"], "sft_log": fitting, "curve": curve, "chosen": chosen,
-          "sft_stopped_at": stopped["step"], "sft_validation": stopped["validation"], "validation_tried": tried,
+  return {"pretraining": pretrained, "validation_vanilla": validation["vanilla"]["scores"], "sft_log": fitting,
+          "curve": curve, "chosen": chosen, "sft_stopped_at": stopped["step"], "sft_validation": stopped["validation"],
+          "validation_tried": tried,
           "arms": arms}
 
 
