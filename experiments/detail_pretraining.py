@@ -137,10 +137,10 @@ def pretrain(readout: Readout, data: epath.Path, steps: int, batch: int, lr: flo
   return trained, losses
 
 
-def readout_accuracy(readout: Readout, trained: dict, data: epath.Path, split: str, scale: int) -> dict[str, float]:
-  """Per detail sub-task, % of the split's questions whose detail the head reads right at its tokens
-  (the mean of their logits over the sub-task's answers), each image seen at `scale`."""
-  rows, images = _read(data, split)
+def readout_accuracy(readout: Readout, trained: dict, rows: list[dict], images: list[Image.Image],
+                     scale: int) -> dict[str, float]:
+  """Per detail sub-task, % of the questions (rows and their images) whose detail the head reads right
+  at its tokens (the mean of their logits over the sub-task's answers), each image seen at `scale`."""
   keep = [i for i, r in enumerate(rows) if r["category"] in ANSWERS]
   right: dict[str, list[bool]] = {c: [] for c in ANSWERS}
   for start in range(0, len(keep), 64):
@@ -167,8 +167,10 @@ def run(workdir: epath.Path, data: epath.Path, curve_px, preset: str, seed: int,
   readout = Readout(preset, seed)
   trained, losses = pretrain(readout, data, steps, batch, lr, seed)
   export_model(workdir / "export" / "model", flatten({**readout.params, "vision_tower": trained["vision_tower"]}))
-  curve = {str(px): {str(scale): readout_accuracy(readout, trained, data / "curve" / f"{px}px", "validation", scale)
-                     for scale in SCALES} for px in curve_px}
+  curve = {}
+  for px in curve_px:
+    rows, images = _read(data / "curve" / f"{px}px", "validation")
+    curve[str(px)] = {str(scale): readout_accuracy(readout, trained, rows, images, scale) for scale in SCALES}
   result = {"steps": steps, "loss": losses, "curve": curve}
   summary.write_text(json.dumps(result, indent=2))
   return result
