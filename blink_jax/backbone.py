@@ -70,7 +70,7 @@ def _in_layout(params: Any, cfg: Any) -> Any:
 def random_model_config(preset: str, *, dtype: str = "float32", param_dtype: str | None = None,
                         attention: str = "auto", layer_layout: str = "auto") -> ml_collections.ConfigDict:
   """A job's `config.model` for the random model of a named preset (no checkpoint)."""
-  return ml_collections.ConfigDict(dict(hf_checkpoint="", preset=preset, prefix_len=8, dtype=dtype,
+  return ml_collections.ConfigDict(dict(hf_checkpoint="", preset=preset, dtype=dtype,
                                         param_dtype=param_dtype or dtype, remat=False, attention=attention,
                                         layer_layout=layer_layout, preprocessing="auto"))
 
@@ -85,14 +85,7 @@ def tokenizer(model_cfg: ml_collections.ConfigDict, cfg: Any) -> Tokenizer:
 
 
 def prompt_prefix(model_cfg: ml_collections.ConfigDict, cfg: Any) -> np.ndarray:
-  """The prompt tokens before the image: the checkpoint's tokenizer on its family's template, or, for
-  a random model, a fixed stand-in of model.prefix_len tokens starting with BOS."""
-  if model_cfg.hf_checkpoint:
-    family = families.of_config(cfg)
-    tokenizer = Tokenizer(model_cfg.hf_checkpoint, image_placeholder=family.image_placeholder)
-    ids = tokenizer.encode_prompt(family.prompt(""), 1)
-    return ids[:int(np.argmax(ids == cfg.image_token_id))]
-  rng = np.random.default_rng(0)
-  rest = rng.integers(3, cfg.text.vocab_size, model_cfg.prefix_len - 1)
-  rest = np.where(rest == cfg.image_token_id, 3, rest)
-  return np.concatenate([[cfg.bos_token_id], rest]).astype(np.int32)
+  """The prompt tokens before the image: the model's tokenizer (tokenizer()) on its family's template,
+  as eval.py's prompts have them, so TokenSR is distilled on the visual states it meets at inference."""
+  ids = tokenizer(model_cfg, cfg).encode_prompt(families.of_config(cfg).prompt(""), 1)
+  return ids[:int(np.argmax(ids == cfg.image_token_id))]

@@ -21,7 +21,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.hf_checkpoint = ""       # a llava-hf or Qwen2.5-VL checkpoint directory; empty: random model from preset
   c.model.params = ""              # an SFT run's export/model (params for that checkpoint or preset); empty: its own
   c.model.preset = "tiny"          # models/presets.py: tiny | medium | llava-1.5-7b | llava-1.5-13b | qwen2.5-vl-tiny | ...
-  c.model.prefix_len = 8           # random model only: length of the stand-in system prompt
   c.model.dtype = "float32"
   c.model.param_dtype = "float32"
   c.model.remat = False

@@ -61,6 +61,20 @@ def test_default_job_runs_checkpoints_and_exports(tmp_path):
   assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "export").rglob("*")} == before
 
 
+
+
+@pytest.mark.parametrize("preset", ["tiny", "qwen2.5-vl-tiny"])
+def test_distillation_prefix_is_the_one_eval_prompts_have(preset):
+  """TokenSR learns on the visual states eval meets: the prompt tokens before the image that the
+  distillation step (and the diagnostics' teacher) take are those of the prompts Pipeline makes."""
+  from blink_jax.inference.pipeline import Pipeline
+  pipe = Pipeline.from_preset(preset)
+  image = np.zeros((112, 112, 3), np.uint8)
+  batch = pipe.prepare([image], ["What colour is the dot?"])
+  model_cfg = backbone.random_model_config(preset)
+  prefix = backbone.prompt_prefix(model_cfg, backbone.model_config(model_cfg))
+  assert len(prefix) == batch.image_start > 8
+  np.testing.assert_array_equal(prefix, np.asarray(batch.ids)[0, :batch.image_start])
 @pytest.mark.parametrize("preset,preprocessing", [
     ("tiny", "auto"), pytest.param("qwen2.5-vl-tiny", "8x12", marks=pytest.mark.slow)])
 def test_loss_falls_on_a_fixed_batch_and_backbone_stays_frozen(tmp_path, preset, preprocessing):

@@ -51,8 +51,7 @@ def record(config, model, mode: str, source: dict, examples) -> dict[str, Any]:
   if m.hf_checkpoint:
     identity = checkpoint_identity(m.hf_checkpoint)
   else:
-    identity = {"random_preset": m.preset, "shape": dataclasses.asdict(model.pipe.cfg), "seed": config.seed,
-                "prefix_len": m.prefix_len}
+    identity = {"random_preset": m.preset, "shape": dataclasses.asdict(model.pipe.cfg), "seed": config.seed}
   if m.params:   # an SFT run's export: its files' sizes and stamps
     identity = {**identity, "params": params_identity(m.params)}
   prompts = hashlib.sha256()
