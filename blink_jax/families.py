@@ -92,6 +92,19 @@ class Family:
     row, col = self.token_position(x, y, height, width, cfg, preprocessing)
     return int(row), int(col)
 
+  def region_at(self, box: Sequence[float] | None, height: int, width: int, cfg, preprocessing: str,
+                columns: int, region_size: int) -> int:
+    """The region (row-major, region_size x region_size tokens of a grid `columns` tokens wide) that
+    sees the centre of `box` = [x0, y0, x1, y1] in a height x width image's pixels: Blink's oracle
+    region; -1 without a box or when preprocessing cuts its centre off."""
+    if not box:
+      return -1
+    x0, y0, x1, y1 = box
+    token = self.token_at((x0 + x1) / 2, (y0 + y1) / 2, height, width, cfg, preprocessing)
+    if token is None:
+      return -1
+    return (token[0] // region_size) * (columns // region_size) + token[1] // region_size
+
   def image_tokens(self, cfg, pixels_shape: Sequence[int]) -> int:
     """How many visual tokens an image of pixels_shape [..., H, W, C] becomes."""
     raise NotImplementedError

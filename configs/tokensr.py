@@ -68,6 +68,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.log_every = 50
   c.train.validate_every = 0       # sft: score data.sft_validation every so many steps (0: never)
   c.train.patience = 0             # sft: stop once answer accuracy has not improved for this many validations (0: never)
+  c.train.sft_expand = 0.0         # sft: share of examples with a target box fine-tuned with its region expanded at
+                                   # every scanning layer, the teacher's tokens in the slots (sft.py; 0: plain)
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 200

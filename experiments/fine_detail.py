@@ -55,14 +55,18 @@ from experiments import detail_pretraining
 # The learnability curves (the encoder's readout, and the fine-tuned model's answers against zoom on
 # the target's box) are measured on validation splits of each size in curve_px.
 # Fine-tuning validates every validate_every steps and stops once its validation answer accuracy has
-# not improved for `patience` validations, or at sft_steps.
+# not improved for `patience` validations, or at sft_steps. It is expansion-aware (train.sft_expand):
+# for a share sft_expand of its examples (drawn per step) the target's region is expanded at every
+# scanning layer with the teacher's tokens, so the LLM learns to read tokens in Blink's slots (a model
+# fine-tuned only on base tokens changed few answers when given them); sft_expand = 0 is training-free
+# Blink's condition (--sft_expand).
 FULL = dict(image_size=112, detail_px=6, train_detail_px=(4, 6, 8, 12, 16, 24), curve_px=(4, 6, 8, 12),
             per_split=(4000, 200, 200), pretrain_steps=2500, pretrain_batch=32, pretrain_lr=1e-3,
-            sft_steps=1000, validate_every=100, patience=3, sft_lr=1e-3, distill_steps=200, batch=16,
-            max_text_tokens=320)
+            sft_steps=1000, validate_every=100, patience=3, sft_lr=1e-3, sft_expand=0.5, distill_steps=200,
+            batch=16, max_text_tokens=320)
 TINY = dict(image_size=112, detail_px=6, train_detail_px=(4, 24), curve_px=(6, 24), per_split=(16, 8, 8),
             pretrain_steps=4, pretrain_batch=8, pretrain_lr=1e-3, sft_steps=4, validate_every=2, patience=1,
-            sft_lr=1e-3, distill_steps=4, batch=8, max_text_tokens=320)
+            sft_lr=1e-3, sft_expand=0.5, distill_steps=4, batch=8, max_text_tokens=320)
 # What fine-tuning trains: the projector and the LLM (the pretrained encoder stays as it is).
 SFT_TRAINABLE = "(multi_modal_projector|language_model)/.*"
 # Chosen per seed on the validation split, then used by every arm on test: Blink's expansion threshold
@@ -99,6 +103,13 @@ def _evaluate(model: dict, output: epath.Path, split_source: dict, modes: str, s
   return runner.evaluate(c)["fine_detail"]
 
 
+def _structure() -> dict:
+  """Blink's structural settings eval.py uses (scanning layers, region size, TokenSR's width): what
+  fine-tuning's expansions and distillation take."""
+  return {k: v for k, v in eval_configs.get_config().blink.to_dict().items()
+          if k in ("first_scan_layer", "last_scan_layer", "region_size", "token_sr_channels")}
+
+
 def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str, Any]:
   """Every stage for one seed of the model; returns its evaluations."""
   root = out / f"seed{seed}"
@@ -111,8 +122,9 @@ def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str,
       "train.objective": "sft", "train.trainable": SFT_TRAINABLE,
       "train.steps": s["sft_steps"], "train.batch_size": s["batch"], "train.learning_rate": s["sft_lr"],
       "train.log_every": max(1, s["sft_steps"] // 10), "checkpoint.every": max(1, s["sft_steps"] // 3),
-      "train.validate_every": s["validate_every"], "train.patience": s["patience"],
+      "train.validate_every": s["validate_every"], "train.patience": s["patience"], "train.sft_expand": s["sft_expand"],
       "data.max_text_tokens": s["max_text_tokens"], "data.sft.benchmark": "fine_detail",
+      **{f"blink.{k}": v for k, v in _structure().items()},
       "data.sft_validation.benchmark": "fine_detail",
       **{f"data.sft.{k}": v for k, v in _source(data, "train").items()},
       **{f"data.sft_validation.{k}": v for k, v in _source(data, "validation").items()}})
@@ -131,8 +143,7 @@ def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str,
       **tuned, "workdir": str(root / "distill"), "train.steps": s["distill_steps"], "train.batch_size": s["batch"],
       "train.log_every": max(1, s["distill_steps"] // 10), "checkpoint.every": max(1, s["distill_steps"] // 3),
       "data.image_folder": str(data / "images" / "train"),
-      **{f"blink.{k}": v for k, v in eval_configs.get_config().blink.to_dict().items()
-         if k in ("first_scan_layer", "last_scan_layer", "region_size", "token_sr_channels")}})
+      **{f"blink.{k}": v for k, v in _structure().items()}})
   train(distill)
   export = str(root / "distill" / "export")
   chosen, tried = choose_on_validation(root, data, tuned, export, s["batch"])
@@ -366,9 +377,13 @@ def write_page(out: epath.Path, settings: dict, seeds: list[int], per_seed: dict
   (out / "results.md").write_text("\n".join(lines))
 
 
-def run(out: str | epath.PathLike, seeds: list[int], tiny: bool) -> dict:
+def run(out: str | epath.PathLike, seeds: list[int], tiny: bool, sft_expand: float | None = None) -> dict:
+  """Every stage for each seed, then the results page; sft_expand: fine-tuning's share of expanded
+  examples (None: the settings')."""
   out = epath.Path(out)
-  s = TINY if tiny else FULL
+  s = dict(TINY if tiny else FULL)
+  if sft_expand is not None:
+    s["sft_expand"] = sft_expand
   data = out / "data"
   if not (data / "test.jsonl").exists():
     train_n, validation_n, test_n = s["per_split"]
@@ -389,11 +404,13 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
-  run(FLAGS.out, [int(x) for x in FLAGS.seeds], FLAGS.tiny)
+  run(FLAGS.out, [int(x) for x in FLAGS.seeds], FLAGS.tiny, FLAGS.sft_expand)
 
 
 if __name__ == "__main__":
   flags.DEFINE_string("out", "runs/fine_detail", "Output folder (data, runs, results page).")
   flags.DEFINE_list("seeds", ["0", "1", "2"], "Model seeds; each runs every stage.")
   flags.DEFINE_bool("tiny", False, "A few steps and questions per stage (the tests' version).")
+  flags.DEFINE_float("sft_expand", None, "Fine-tuning's share of examples expanded with the teacher's tokens "
+                     "(default: the settings'; 0: training-free Blink's plain fine-tuning).")
   app.run(main)

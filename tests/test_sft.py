@@ -140,3 +140,33 @@ def test_a_run_stops_on_its_validation_plateau_and_a_rerun_is_finished(tmp_path)
   train(config)
   summary = json.loads((tmp_path / "run" / "summary_process0.json").read_text())
   assert summary["step"] == 3 and [h[0] for h in summary["validation"]] == [1, 2, 3]
+
+
+def test_expansion_aware_fine_tuning_trains_through_blinks_slots(tmp_path):
+  """train.sft_expand: each example's region is the one eval's oracle expands; an example drawn out
+  (region -1) is scored by the plain model, one drawn in by Blink's prefill with the teacher's tokens
+  in its target's slots (the tiny experiment chain trains with it)."""
+  import jax
+  import jax.numpy as jnp
+  from blink_jax.inference.pipeline import Pipeline
+  from blink_jax.train.state import unflatten
+  fine_detail.write(tmp_path / "data", image_size=112, detail_px=6, per_split=(8, 0, 0))
+  config = train_fixtures.tiny_config(tmp_path / "run", **{
+      **SFT_JOB, "data.max_text_tokens": 320, "train.steps": 2, "train.sft_expand": 1.0,
+      "data.sft.benchmark": "fine_detail", "data.sft.format": "llava",
+      "data.sft.questions": str(tmp_path / "data" / "train.jsonl"),
+      "data.sft.image_folder": str(tmp_path / "data" / "images")})
+  program = train_program(config, shd.Partitioner.single_device())
+  rows, _ = sft.source_rows(config.data)
+  make = sft.TokenizeExample(program.family, program.cfg, program.preprocessing, program.tokenizer,
+                             program.batch["ids"].shape[1], None, program.expansion)
+  examples = [make.map((i, row)) for i, row in enumerate(rows)]
+  pipe = Pipeline.from_preset("tiny").with_blink(program.expansion.blink)
+  assert [int(e["region"]) for e in examples] == [pipe.target_region(r["image"].read(), r["box"]) for r in rows]
+  batch = {k: jnp.asarray(np.stack([e[k] for e in examples])) for k in program.batch}
+  params = unflatten({**program.frozen, **program.state.params})
+  model = program.family.model(program.cfg)
+  loss = jax.jit(lambda regions: sft.sft_loss(model, params, batch, program.expansion, regions)[0])
+  plain, _ = sft.sft_loss(model, params, batch)
+  np.testing.assert_allclose(loss(jnp.full((8,), -1, jnp.int32)), plain, rtol=1e-5)
+  assert abs(float(loss(batch["region"])) - float(plain)) > 1e-4

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from blink_jax.blink.config import BlinkConfig
-from blink_jax.blink.dtr import BlockState, decide
+from blink_jax.blink.dtr import BlockState, Decision, decide
 from blink_jax.blink.saliency import last_token_shares
 from blink_jax.blink.slots import SlotLayout
 from blink_jax.models.layer_stack import is_per_layer, layer_params, run_range, stack
@@ -66,10 +66,11 @@ def slot_layout(model: VisionLanguageModel, blink: BlinkConfig, image_start: int
 
 def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, ids, pixels, lengths, *,
                   image_start: int, all_logits: bool = False, trace: bool = False,
-                  room: int = 0, regions=None, teacher_fn: TeacherFn | None = None) -> BlinkOutput:
+                  room: int = 0, regions=None, teacher_fn: TeacherFn | None = None, active=None) -> BlinkOutput:
   """ids [B, T] right-padded, lengths [B]; every prompt's visual tokens start at `image_start`;
   regions [B]: the target region per example (-1: none), which region_choice="oracle" expands;
-  teacher_fn: what sr_source="teacher" writes into the slots (inference/token_sr_teacher.oracle_tokens).
+  teacher_fn: what sr_source="teacher" writes into the slots (inference/token_sr_teacher.oracle_tokens);
+  active [B] bool: the examples Blink acts on (default all; the others' slots stay dead: the plain model).
 
   params holds the model's params and, for mode "tokensr", `token_sr` (see models/token_sr.py). The
   cache has `room` dead positions after the full layout, for the tokens generation will write.
@@ -109,6 +110,10 @@ def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, i
                                          key_valid & row_mask_causal, image_start, layout.num_visual,
                                          layout.grid, blink)
     decision = decide(shares, state, blink, layer=i, oracle=regions)
+    if active is not None:
+      acts = active[:, None]
+      decision = Decision(BlockState(decision.state.region, decision.state.live & acts),
+                          decision.expanded & acts, decision.dropped & acts)
     # Super-resolve each block's region from this layer's output; only newly expanded blocks take it.
     idx = layout.region_token_index(decision.state.region).reshape(b, -1)
     region_h = jnp.take_along_axis(h_out, idx[..., None], axis=1).reshape(b * blink.max_regions, p, p, d)

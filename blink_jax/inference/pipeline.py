@@ -303,13 +303,9 @@ class Pipeline:
     if not box:
       return -1
     img = load_image(image)
-    x0, y0, x1, y1 = box
-    token = self.family.token_at((x0 + x1) / 2, (y0 + y1) / 2, img.height, img.width, self.cfg, self.preprocessing)
-    if token is None:
-      return -1
-    rows, cols = self.model.visual_grid((1, *self.grid_of(img), 3))
-    p = self.blink.region_size
-    return (token[0] // p) * (cols // p) + token[1] // p
+    _, cols = self.model.visual_grid((1, *self.grid_of(img), 3))
+    return self.family.region_at(box, img.height, img.width, self.cfg, self.preprocessing, cols,
+                                 self.blink.region_size)
 
   def _oracle(self, mode: str, batch: PromptBatch, targets: Targets) -> jax.Array | None:
     """The target regions on the devices when `mode` takes them (region_choice="oracle"), else None."""

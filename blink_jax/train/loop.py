@@ -110,7 +110,7 @@ def _examples(config: ml_collections.ConfigDict, program, workdir: epath.Path):
   if config.train.objective == "sft":
     rows, dataset = sft.source_rows(config.data)
     return rows, dataset, sft.TokenizeExample(family, cfg, program.preprocessing, program.tokenizer,
-                                              program.batch["ids"].shape[1], max_pixels)
+                                              program.batch["ids"].shape[1], max_pixels, program.expansion)
   source, dataset = resolve_dataset(config, workdir)
   questions = None
   if "question_ids" in program.batch:   # saliency-guided regions: the step takes question tokens
@@ -140,6 +140,9 @@ def check_settings(config: ml_collections.ConfigDict):
                      "config.data.sft_validation.format and its fields, as config.data.sft's")
   if t.patience and not t.validate_every:
     raise ValueError(f"train.patience={t.patience} counts validations: set train.validate_every too")
+  if not 0.0 <= t.sft_expand <= 1.0 or (t.sft_expand and t.objective != "sft"):
+    raise ValueError(f"train.sft_expand={t.sft_expand} is a share of fine-tuning examples: it needs "
+                     f"0 <= sft_expand <= 1 and train.objective='sft' (not {t.objective!r})")
 
 
 def train(config: ml_collections.ConfigDict) -> dict[str, Any]:

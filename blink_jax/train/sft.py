@@ -10,7 +10,13 @@ With `config.data.sft_validation` (a source of the same kind) and `train.validat
 scores held-out examples every so many steps: the answer tokens' loss, and answer accuracy, the share
 of examples whose every answer token (its end-of-turn included) is the model's arg-max given the
 answer's preceding tokens, which is exactly the share greedy decoding answers word for word; with
-`train.patience`, it stops once that accuracy has not improved for that many validations."""
+`train.patience`, it stops once that accuracy has not improved for that many validations.
+
+Expansion-aware fine-tuning (`train.sft_expand` > 0, ours, a departure from training-free Blink): that
+share of each batch's examples, drawn per step, is fine-tuned through Blink's prefill with its target's
+region (the example's box, e.g. the fine-detail task's) expanded at every scanning layer and the
+teacher's tokens (the region's crop re-encoded, gradient-free) in the slots, so the LLM learns to read
+tokens written there; the rest, and validation, run the plain model."""
 
 from __future__ import annotations
 
@@ -22,11 +28,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from blink_jax.blink.config import BlinkConfig
+from blink_jax.blink.prefill import blink_prefill
 from blink_jax.data.image_preprocessing import ImageError
 from blink_jax.data.tokenizer import Tokenizer
 from blink_jax.data.train_pipeline import to_global
 from blink_jax.eval import benchmarks
 from blink_jax.eval.readers import SOURCE_FIELDS, load_row_image, read_rows
+from blink_jax.inference.token_sr_teacher import oracle_tokens
 
 
 class SFTMetrics(NamedTuple):
@@ -51,25 +60,40 @@ def source_rows(data: ml_collections.ConfigDict, field: str = "sft") -> tuple[li
         if not isinstance(example.answer, str):
           raise ValueError(f"{where}: benchmark {benchmark.name!r} gives answers of type "
                            f"{type(example.answer).__name__}, not a reply SFT can train on")
-        rows.append({"image": example.image, "question": example.question, "answer": example.answer})
+        rows.append({"image": example.image, "question": example.question, "answer": example.answer,
+                     "box": example.meta.get("box")})
       continue
     missing = [k for k in ("image", "question", "answer") if row.get(k) is None]
     if missing:
       raise ValueError(f"{where}: row {row.get('question_id', row.get('_row'))} has no {missing}; SFT examples "
                        "need an image, a question and an answer")
-    rows.append({"image": row["image"], "question": str(row["question"]), "answer": str(row["answer"])})
+    rows.append({"image": row["image"], "question": str(row["question"]), "answer": str(row["answer"]),
+                 "box": row.get("box")})
   if not rows:
     raise ValueError(f"{where}: no examples")
   return rows, where
 
 
+class Expansion(NamedTuple):
+  """What expansion-aware fine-tuning needs: the share of examples expanded, Blink's settings for it
+  (oracle region, fixed schedule, the teacher's tokens), where every prompt's image starts, the grid
+  of an image of a pixels shape."""
+  share: float
+  blink: BlinkConfig
+  image_start: int
+  grid: Any          # pixels shape -> (rows, columns)
+
+
 class TokenizeExample(grain.transforms.Map):
   """(index, row) -> {'pixels', 'ids' [T], 'targets' [T] (the next token at answer positions, -1
-  elsewhere), 'lengths', 'index'}, or a skip marker for an unusable image or a too long example."""
+  elsewhere), 'lengths', 'index'} (+ 'region', the target's, -1 without a box, with an `expansion`),
+  or a skip marker for an unusable image or a too long example."""
 
-  def __init__(self, family, cfg, preprocessing: str, tokenizer: Tokenizer, length: int, max_pixels: int | None):
+  def __init__(self, family, cfg, preprocessing: str, tokenizer: Tokenizer, length: int, max_pixels: int | None,
+               expansion: Expansion | None = None):
     self.family, self.cfg, self.preprocessing = family, cfg, preprocessing
     self.tokenizer, self.length, self.max_pixels = tokenizer, length, max_pixels
+    self.expansion = expansion
 
   def map(self, element):
     index, row = element
@@ -89,26 +113,51 @@ class TokenizeExample(grain.transforms.Map):
     ids[:len(whole)] = whole
     targets = np.full(self.length, -1, np.int32)
     targets[start - 1:len(whole) - 1] = whole[start:]     # position t predicts token t + 1
-    return {"pixels": pixels, "ids": ids, "targets": targets, "lengths": np.int32(len(whole)),
-            "index": np.int64(index)}
+    out = {"pixels": pixels, "ids": ids, "targets": targets, "lengths": np.int32(len(whole)), "index": np.int64(index)}
+    if self.expansion is not None:
+      e = self.expansion
+      if whole[e.image_start] != self.cfg.image_token_id or whole[e.image_start - 1] == self.cfg.image_token_id:
+        raise ValueError(f"example {index}: its image does not start at token {e.image_start}, where the "
+                         "family's template puts it; expansion-aware fine-tuning needs the template's prompts")
+      _, columns = e.grid(pixels[None].shape)
+      out["region"] = np.int32(self.family.region_at(row.get("box"), image.height, image.width, self.cfg,
+                                                     self.preprocessing, columns, e.blink.region_size))
+    return out
 
 
-def _answer_tokens(model, params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Per answer token [B, T] under the model's prompt-pass logits: (its negative log-likelihood,
-  whether it is one (targets >= 0), whether it is the arg-max)."""
+def expanded_logits(model, expansion: Expansion, params: Any, batch: dict[str, jax.Array],
+                    regions: jax.Array) -> jax.Array:
+  """[B, T, V] logits of Blink's prefill with each example's region `regions` [B] expanded at every
+  scanning layer with the teacher's tokens (-1: none, the plain model's logits)."""
+  def teacher(*args):
+    return jax.lax.stop_gradient(oracle_tokens(*args))
+  return blink_prefill(model, expansion.blink, params, batch["ids"], batch["pixels"], batch["lengths"],
+                       image_start=expansion.image_start, all_logits=True, regions=regions,
+                       teacher_fn=teacher, active=regions >= 0).logits
+
+
+def _answer_tokens(model, params: Any, batch: dict[str, jax.Array], logits: jax.Array | None = None
+                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Per answer token [B, T] under the model's prompt-pass logits (or `logits` [B, T, V]): (its
+  negative log-likelihood, whether it is one (targets >= 0), whether it is the arg-max)."""
   ids, pixels, targets = batch["ids"], batch["pixels"], batch["targets"]
-  valid = jnp.arange(ids.shape[1])[None, :] < batch["lengths"][:, None]
-  positions = model.apply({"params": params}, ids, pixels, method="prompt_positions")
-  logits = model.apply({"params": params}, ids, pixels, positions, valid).astype(jnp.float32)
+  if logits is None:
+    valid = jnp.arange(ids.shape[1])[None, :] < batch["lengths"][:, None]
+    positions = model.apply({"params": params}, ids, pixels, method="prompt_positions")
+    logits = model.apply({"params": params}, ids, pixels, positions, valid)
+  logits = logits.astype(jnp.float32)
   mask = targets >= 0
   logp = jax.nn.log_softmax(logits, axis=-1)
   nll = -jnp.take_along_axis(logp, jnp.maximum(targets, 0)[..., None], axis=-1)[..., 0]
   return nll * mask, mask, (logits.argmax(-1) == targets) & mask
 
 
-def sft_loss(model, params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, SFTMetrics]:
-  """Mean cross-entropy of the answer tokens (targets >= 0) under the model's prompt-pass logits."""
-  nll, mask, correct = _answer_tokens(model, params, batch)
+def sft_loss(model, params: Any, batch: dict[str, jax.Array], expansion: Expansion | None = None,
+             regions: jax.Array | None = None) -> tuple[jax.Array, SFTMetrics]:
+  """Mean cross-entropy of the answer tokens (targets >= 0) under the model's prompt-pass logits, or
+  with an `expansion`, Blink's prefill's with `regions` [B] expanded (expanded_logits)."""
+  logits = None if expansion is None else expanded_logits(model, expansion, params, batch, regions)
+  nll, mask, correct = _answer_tokens(model, params, batch, logits)
   count = jnp.maximum(mask.sum(), 1)
   loss = jnp.sum(nll) / count
   return loss, SFTMetrics(loss, jnp.sum(correct) / count)
@@ -142,6 +191,7 @@ class Validation:
     if "_skip" in example:
       raise ValueError(f"{self.where}: {example['_skip']}; every validation example must be usable")
     del example["index"]
+    example.pop("region", None)   # validation scores the plain model
     return {**example, "weight": np.float32(real)}
 
   def score(self, validate, params: Any, frozen: Any, partitioner) -> dict[str, float]:
@@ -164,10 +214,13 @@ def plateaued(history: list[list[float]], patience: int) -> bool:
   return max(h[1] for h in history[-patience:]) <= max(h[1] for h in history[:-patience])
 
 
-def batch_shapes(batch: int, pixels_shape: tuple[int, ...], length: int) -> dict[str, tuple[tuple, Any]]:
-  """The global batch an SFT step takes: {name: (shape, dtype)} (a validation batch adds `weight`)."""
-  return {"pixels": (pixels_shape, jnp.float32), "ids": ((batch, length), jnp.int32),
-          "targets": ((batch, length), jnp.int32), "lengths": ((batch,), jnp.int32)}
+def batch_shapes(batch: int, pixels_shape: tuple[int, ...], length: int, expansion: bool = False
+                 ) -> dict[str, tuple[tuple, Any]]:
+  """The global batch an SFT step takes: {name: (shape, dtype)} (a validation batch adds `weight`;
+  expansion-aware fine-tuning, each example's target `region`)."""
+  shapes = {"pixels": (pixels_shape, jnp.float32), "ids": ((batch, length), jnp.int32),
+            "targets": ((batch, length), jnp.int32), "lengths": ((batch,), jnp.int32)}
+  return {**shapes, "region": ((batch,), jnp.int32)} if expansion else shapes
 
 
 def sequence_length(family, cfg, pixels_shape: tuple[int, ...], data: ml_collections.ConfigDict) -> int:

@@ -61,12 +61,17 @@ def distill_micro(model: VisionLanguageModel, blink: BlinkConfig, train_cfg: ml_
   return micro
 
 
-def sft_micro(model: VisionLanguageModel) -> Callable:
-  """micro(trainable, frozen, batch, rng) -> (grads, SFTMetrics): sft.sft_loss on one micro-batch."""
+def sft_micro(model: VisionLanguageModel, expansion: sft.Expansion | None = None) -> Callable:
+  """micro(trainable, frozen, batch, rng) -> (grads, SFTMetrics): sft.sft_loss on one micro-batch;
+  with an `expansion`, each example with a target region is expanded with probability expansion.share
+  (drawn from rng)."""
 
   def micro(trainable, frozen, batch, rng):
-    del rng
-    loss_fn = lambda tr: sft.sft_loss(model, unflatten({**frozen, **tr}), batch)  # noqa: E731
+    regions = None
+    if expansion is not None:
+      drawn = jax.random.uniform(rng, batch["region"].shape) < expansion.share
+      regions = jnp.where(drawn, batch["region"], -1)
+    loss_fn = lambda tr: sft.sft_loss(model, unflatten({**frozen, **tr}), batch, expansion, regions)  # noqa: E731
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
     return grads, metrics
 
@@ -131,6 +136,7 @@ class TrainProgram:
   frozen: dict
   batch: dict[str, jax.ShapeDtypeStruct]
   validate: Callable | None   # sft: (params, frozen, batch with `weight`) -> sft.validation_sums; else None
+  expansion: sft.Expansion | None   # expansion-aware fine-tuning's settings (train.sft_expand > 0)
 
 
 def train_program(config: ml_collections.ConfigDict, partitioner: shd.Partitioner, *,
@@ -147,7 +153,12 @@ def train_program(config: ml_collections.ConfigDict, partitioner: shd.Partitione
   t = config.train
   check_objective(t)
   distill = t.objective == "distill"
-  if distill:
+  expansion = None
+  if not distill and t.sft_expand:
+    expansion = sft.Expansion(t.sft_expand, dataclasses.replace(
+        blink, mode="interp", region_choice="oracle", schedule="fixed", sr_source="teacher", max_regions=1),
+        len(backbone.prompt_prefix(config.model, cfg)), model.visual_grid)
+  if distill or expansion:
     check_teacher_grid(model, pixels_shape, blink.region_size)
   batch_ways = partitioner.batch_parallelism
   if t.batch_size % (batch_ways * t.grad_accum_steps):
@@ -165,8 +176,9 @@ def train_program(config: ml_collections.ConfigDict, partitioner: shd.Partitione
     micro = distill_micro(model, blink, t, jnp.asarray(backbone.prompt_prefix(config.model, cfg)))
     validate = None
   else:
-    shapes = sft.batch_shapes(b, pixels_shape, sft.sequence_length(family, cfg, pixels_shape, config.data))
-    micro = sft_micro(model)
+    shapes = sft.batch_shapes(b, pixels_shape, sft.sequence_length(family, cfg, pixels_shape, config.data),
+                              expansion is not None)
+    micro = sft_micro(model, expansion)
     validate = jax.jit(lambda trainable, frozen, batch: sft.validation_sums(model, unflatten({**frozen, **trainable}),
                                                                            batch))
   batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=partitioner.batch(len(shape)))
@@ -174,4 +186,4 @@ def train_program(config: ml_collections.ConfigDict, partitioner: shd.Partitione
   step = jit_train_step(make_train_step(micro, t, tx, config.seed), state, frozen,
                         {k: v.sharding for k, v in batch.items()})
   return TrainProgram(cfg, family, preprocessing, backbone.tokenizer(config.model, cfg), blink, step, state, frozen,
-                      batch, validate)
+                      batch, validate, expansion)

@@ -1,5 +1,5 @@
 """The fine-detail experiment's one command, tiny (a few steps a stage, one seed): every stage runs
-(task, the encoder's pretraining, fine-tuning with the encoder frozen, distillation, the learnability
+(task, the encoder's pretraining, expansion-aware fine-tuning with the encoder frozen, distillation, the learnability
 curves, evaluation of every arm) and the results page holds every arm x mode x sub-task with its
 interval, the curves and the diagnostics."""
 
@@ -47,6 +47,7 @@ def test_the_tiny_experiment_writes_its_results_page(tmp_path):
   tau = seed["chosen"]["blink.tau_exp"]
   assert set(seed["sft_log"]) == {"1", "2", "3", "4"} and "loss" in seed["sft_log"]["4"]    # every logged step
   assert [v[0] for v in seed["sft_validation"]] == [2, 4] and seed["sft_stopped_at"] == 4   # validated every 2 steps
+  assert json.loads((tmp_path / "seed0" / "sft" / "run.json").read_text())["config"]["train"]["sft_expand"] == 0.5
   assert seed["validation_tried"]["blink.tau_exp"][str(tau)] == max(seed["validation_tried"]["blink.tau_exp"].values())
   record = json.loads((tmp_path / "seed0" / "test" / "blink" / "fine_detail" / "tokensr.run.json").read_text())
   assert record["blink"]["tau_exp"] == tau                 # the test split ran with what validation chose
