@@ -7,8 +7,9 @@ base token resolution? Every stage runs here, from random init, with the project
    token says which detail it holds, on the image and on 2x and 4x views of it; its readout per detail
    size and view scale on validation is the learnability curve at the encoder;
 3. supervised fine-tuning of the projector and LLM on the train split (train.py's `sft` objective,
-   the pretrained encoder frozen, as LLaVA's instruction tuning has it) until its answer accuracy on
-   the validation split plateaus; TokenSR distilled for the fine-tuned model (train.py's default
+   the pretrained encoder frozen, as LLaVA's instruction tuning has it; expansion-aware: a share of the
+   examples with the target's region expanded in Blink's slots) until its answer accuracy on the
+   validation split plateaus; TokenSR distilled for the fine-tuned model (train.py's default
    objective) on the train images;
 4. evaluation on the test split (eval.py) of vanilla, Blink-interp and Blink, Blink's ablations
    (random region, oracle region, the oracle region at every scanning layer with the mode's SR tokens or
