@@ -79,7 +79,7 @@ def test_distillation_prefix_is_the_one_eval_prompts_have(preset):
     ("tiny", "auto"), pytest.param("qwen2.5-vl-tiny", "8x12", marks=pytest.mark.slow)])
 def test_loss_falls_on_a_fixed_batch_and_backbone_stays_frozen(tmp_path, preset, preprocessing):
   config = train_fixtures.tiny_config(tmp_path, **{"train.learning_rate": 3e-3, "train.warmup_steps": 2,
-                                                   "train.steps": 40, "model.preset": preset,
+                                                   "train.steps": 80, "model.preset": preset,
                                                    "model.preprocessing": preprocessing})
   partitioner, cfg, blink, model, prefix, state, frozen, step = _setup(config, jax.devices()[:1])
   assert all(k.startswith("token_sr/") for k in state.params)
@@ -100,7 +100,7 @@ def test_loss_falls_on_a_fixed_batch_and_backbone_stays_frozen(tmp_path, preset,
 
   before = float(loss_over_every_region(state.params))
   with partitioner.activated():
-    for _ in range(40):
+    for _ in range(config.train.steps):
       state, _ = step(state, frozen, {"pixels": pixels})
   after = float(loss_over_every_region(state.params))
   assert after < 0.7 * before, (before, after)
