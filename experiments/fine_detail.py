@@ -59,8 +59,8 @@ from experiments import detail_pretraining
 # not improved for `patience` validations, or at sft_steps. It is expansion-aware (train.sft_expand):
 # for a share sft_expand of its examples (drawn per step) the target's region is expanded at every
 # scanning layer with the teacher's tokens, so the LLM learns to read tokens in Blink's slots (a model
-# fine-tuned only on base tokens changed few answers when given them); sft_expand = 0 is training-free
-# Blink's condition (--sft_expand).
+# fine-tuned only on base tokens, given them, changed many answers but gained under a point);
+# sft_expand = 0 is training-free Blink's condition (--sft_expand).
 FULL = dict(image_size=112, detail_px=6, train_detail_px=(4, 6, 8, 12, 16, 24), curve_px=(4, 6, 8, 12),
             per_split=(4000, 200, 200), pretrain_steps=2500, pretrain_batch=32, pretrain_lr=1e-3,
             sft_steps=1000, validate_every=100, patience=3, sft_lr=1e-3, sft_expand=0.5, distill_steps=200,
