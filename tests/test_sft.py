@@ -39,7 +39,7 @@ def test_only_answer_tokens_are_targets(tmp_path):
   program = train_program(config, shd.Partitioner.from_config(config), abstract=True)
   rows, _ = sft.source_rows(config.data)
   make = sft.TokenizeExample(program.family, program.cfg, program.preprocessing, program.tokenizer,
-                             program.batch["ids"].shape[1], None)
+                             program.batch["ids"].shape[1], None, program.prefix)
   out = make.map((0, rows[0]))
   targets, ids, n = out["targets"], out["ids"], int(out["lengths"])
   answer = program.tokenizer.encode(program.family.answer("green"), add_special_tokens=False)
@@ -47,6 +47,11 @@ def test_only_answer_tokens_are_targets(tmp_path):
   np.testing.assert_array_equal(scored, ids[n - len(scored):n])      # the last tokens: the reply
   assert len(scored) == len(answer) and (targets[:n - len(scored) - 1] == -1).all()
   assert program.tokenizer.decode(scored.tolist()).strip().startswith("green")
+  # The step runs the prompts' shared first tokens once: a prompt that does not begin with them is refused.
+  other = sft.TokenizeExample(program.family, program.cfg, program.preprocessing, program.tokenizer,
+                              program.batch["ids"].shape[1], None, program.prefix[::-1])
+  with pytest.raises(ValueError, match="example 0: its prompt does not begin with the family's template"):
+    other.map((0, rows[0]))
 
 
 def test_a_benchmarks_rows_are_asked_as_eval_asks_them(tmp_path):
@@ -152,21 +157,22 @@ def test_expansion_aware_fine_tuning_trains_through_blinks_slots(tmp_path):
   from blink_jax.train.state import unflatten
   fine_detail.write(tmp_path / "data", image_size=112, detail_px=6, per_split=(8, 0, 0))
   config = train_fixtures.tiny_config(tmp_path / "run", **{
-      **SFT_JOB, "data.max_text_tokens": 320, "train.steps": 2, "train.sft_expand": 1.0,
+      **SFT_JOB, "data.max_text_tokens": 320, "train.sft_expand": 1.0,
       "data.sft.benchmark": "fine_detail", "data.sft.format": "llava",
       "data.sft.questions": str(tmp_path / "data" / "train.jsonl"),
       "data.sft.image_folder": str(tmp_path / "data" / "images")})
   program = train_program(config, shd.Partitioner.single_device())
   rows, _ = sft.source_rows(config.data)
   make = sft.TokenizeExample(program.family, program.cfg, program.preprocessing, program.tokenizer,
-                             program.batch["ids"].shape[1], None, program.expansion)
+                             program.batch["ids"].shape[1], None, program.prefix, program.expansion)
   examples = [make.map((i, row)) for i, row in enumerate(rows)]
   pipe = Pipeline.from_preset("tiny").with_blink(program.expansion.blink)
   assert [int(e["region"]) for e in examples] == [pipe.target_region(r["image"].read(), r["box"]) for r in rows]
   batch = {k: jnp.asarray(np.stack([e[k] for e in examples])) for k in program.batch}
   params = unflatten({**program.frozen, **program.state.params})
   model = program.family.model(program.cfg)
-  loss = jax.jit(lambda regions: sft.sft_loss(model, params, batch, program.expansion, regions)[0])
-  plain, _ = sft.sft_loss(model, params, batch)
+  p = len(program.prefix)
+  loss = jax.jit(lambda regions: sft.sft_loss(model, params, batch, p, program.expansion, regions)[0])
+  plain, _ = sft.sft_loss(model, params, batch, p)
   np.testing.assert_allclose(loss(jnp.full((8,), -1, jnp.int32)), plain, rtol=1e-5)
   assert abs(float(loss(batch["region"])) - float(plain)) > 1e-4

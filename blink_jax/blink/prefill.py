@@ -28,8 +28,9 @@ from blink_jax.blink.config import BlinkConfig
 from blink_jax.blink.dtr import BlockState, Decision, decide
 from blink_jax.blink.saliency import last_token_shares
 from blink_jax.blink.slots import SlotLayout
-from blink_jax.models.layer_stack import is_per_layer, layer_params, run_range, stack
+from blink_jax.models.layer_stack import is_per_layer, layer_params, layer_slice, run_range, stack
 from blink_jax.models.llama import KVCache, LayerInputs, decoding_layout
+from blink_jax.models.shared_prefix import prefix_cache
 from blink_jax.models.vision_language import VisionLanguageModel, decoder_layer, text_layer_params
 from blink_jax.models.token_sr import bilinear_2x, layer_for
 
@@ -58,19 +59,23 @@ class BlinkOutput(NamedTuple):
 
 
 def slot_layout(model: VisionLanguageModel, blink: BlinkConfig, image_start: int, prompt_len: int,
-                pixels_shape) -> SlotLayout:
-  """The layout of a prompt of prompt_len tokens whose image (pixels_shape) starts at image_start."""
+                pixels_shape, offset: int = 0) -> SlotLayout:
+  """The layout of a prompt of prompt_len tokens whose image (pixels_shape) starts at image_start, after
+  `offset` tokens held elsewhere (a shared prefix's cached keys)."""
   return SlotLayout(image_start, model.visual_grid(pixels_shape), prompt_len, blink,
-                    mrope=bool(model.cfg.text.mrope_section))
+                    mrope=bool(model.cfg.text.mrope_section), offset=offset)
 
 
 def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, ids, pixels, lengths, *,
                   image_start: int, all_logits: bool = False, trace: bool = False,
-                  room: int = 0, regions=None, teacher_fn: TeacherFn | None = None, active=None) -> BlinkOutput:
+                  room: int = 0, regions=None, teacher_fn: TeacherFn | None = None, active=None,
+                  shared_prefix: bool = False) -> BlinkOutput:
   """ids [B, T] right-padded, lengths [B]; every prompt's visual tokens start at `image_start`;
   regions [B]: the target region per example (-1: none), which region_choice="oracle" expands;
   teacher_fn: what sr_source="teacher" writes into the slots (inference/token_sr_teacher.oracle_tokens);
-  active [B] bool: the examples Blink acts on (default all; the others' slots stay dead: the plain model).
+  active [B] bool: the examples Blink acts on (default all; the others' slots stay dead: the plain model);
+  shared_prefix: every prompt's first image_start tokens are the same, run once for the batch
+  (models/shared_prefix.py; training's steps); all_logits then covers the positions after them only.
 
   params holds the model's params and, for mode "tokensr", `token_sr` (see models/token_sr.py). The
   cache has `room` dead positions after the full layout, for the tokens generation will write.
@@ -82,7 +87,9 @@ def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, i
   if blink.mode == "tokensr" and "token_sr" not in params:
     raise ValueError("mode 'tokensr' needs params['token_sr'] (trained TokenSR weights)")
   b, t = ids.shape
-  layout = slot_layout(model, blink, image_start, t, pixels.shape)
+  # With a shared prefix the layout is the rest of the prompt's, after the prefix's cached keys.
+  split = image_start if shared_prefix else 0
+  layout = slot_layout(model, blink, image_start - split, t - split, pixels.shape, offset=split)
   n_layers, first, last = cfg.text.num_layers, blink.first_scan_layer, blink.last_scan_layer
   s = layout.full_len
   text_layer = decoder_layer(cfg)
@@ -96,18 +103,23 @@ def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, i
   p, d = blink.region_size, cfg.text.hidden_size
 
   # The full layout throughout; the slots stay dead (not keys) until a scanning layer fills them.
-  short_valid = jnp.arange(t)[None, :] < lengths[:, None]
-  h = layout.to_full(model.apply({"params": params}, ids, pixels, method="embed"))
-  positions = layout.to_full(model.apply({"params": params}, ids, pixels, method="prompt_positions")
-                             .astype(jnp.float32))
+  short_valid = jnp.arange(t - split)[None, :] < (lengths - split)[:, None]
+  h = layout.to_full(model.apply({"params": params}, ids[:, split:], pixels, method="embed"))
+  full_positions = model.apply({"params": params}, ids, pixels, method="prompt_positions")
+  prefix = prefix_cache(model, params, ids, full_positions, split) if split else None
+  positions = layout.to_full(full_positions[:, split:].astype(jnp.float32))
   base_valid = layout.to_full(short_valid, fill=False)
-  last_index = layout.full_index(lengths - 1)
+  last_index = layout.full_index(lengths - split - 1)
   row_mask_causal = jnp.arange(s)[None, :] <= last_index[:, None]
+
+  def with_prefix(valid):
+    """[B, S] over the layout -> over every key: the shared prefix's (all live), then the layout's."""
+    return jnp.concatenate([jnp.ones((b, split), bool), valid], axis=1) if split else valid
 
   def resolve(i, text_params, h_in, h_out, positions, k, key_valid, state):
     """SGS + DTR at scanning layer i: the decision, and SR tokens written into newly filled slots."""
     saliency, shares = last_token_shares(text_layer, text_params, h_in, positions, last_index, k,
-                                         key_valid & row_mask_causal, image_start, layout.num_visual,
+                                         with_prefix(key_valid & row_mask_causal), image_start, layout.num_visual,
                                          layout.grid, blink)
     decision = decide(shares, state, blink, layer=i, oracle=regions)
     if active is not None:
@@ -136,7 +148,7 @@ def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, i
 
   empty = BlockState.empty(b, blink.max_regions)
   # What a layer outside the scanning range reports in the trace's place (then cut off): zeros.
-  k_shape = jax.ShapeDtypeStruct((b, cfg.text.num_kv_heads, s, cfg.text.head_dim), jnp.dtype(cfg.dtype))
+  k_shape = jax.ShapeDtypeStruct((b, cfg.text.num_kv_heads, split + s, cfg.text.head_dim), jnp.dtype(cfg.dtype))
   unseen = jax.eval_shape(lambda k: resolve(first, text_layer_params(params, first), h, h, positions, k,
                                             base_valid, empty)[3], k_shape)
   unseen = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), unseen)
@@ -148,15 +160,16 @@ def blink_prefill(model: VisionLanguageModel, blink: BlinkConfig, params: Any, i
     live = state.live if blink.after_scan == "keep" else state.live & scanning
     key_valid = base_valid | layout.live_rows(live)
     text_params = text_layer_params(params, i)
+    cached = None if prefix is None else layer_slice(prefix, i)
     (h_out, _), kv = text_layer.apply({"params": text_params}, (h, LayerInputs(positions, None)),
-                                      (key_valid, None), kv_room=room)
-    scan = lambda: resolve(i, text_params, h, h_out, positions, kv.k[:, :, :s], key_valid, state)  # noqa: E731
+                                      (with_prefix(key_valid), cached), kv_room=room)
+    scan = lambda: resolve(i, text_params, h, h_out, positions, kv.k[:, :, :split + s], key_valid, state)  # noqa: E731
     skip = lambda: (h_out, positions, state, unseen)  # noqa: E731
     if isinstance(scanning, bool):
       h_out, positions, state, seen = scan() if scanning else skip()
     else:
       h_out, positions, state, seen = jax.lax.cond(scanning, scan, skip)
-    return (h_out, positions, state), (kv, key_valid, seen)
+    return (h_out, positions, state), (kv, with_prefix(key_valid), seen)
 
   (h, positions, state), (cache, key_valid, seen) = run_range(
       layer, (h, positions, empty), None, 0, n_layers, is_per_layer(params["language_model"]["layers"]))

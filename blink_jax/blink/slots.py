@@ -30,6 +30,7 @@ class SlotLayout:
   prompt_len: int      # T: the short (slot-free) prompt length
   blink: BlinkConfig   # region size p, K blocks of 4p^2 slots
   mrope: bool = False  # positions are [.., 3] (temporal, height, width): multimodal RoPE
+  offset: int = 0      # tokens before the layout (a shared prefix's, cached): positions count from there
 
   @property
   def region_size(self) -> int:
@@ -112,15 +113,16 @@ class SlotLayout:
     cols = c0[..., None, None] + i[None, :] // 2
     sub_row, sub_col = (i[:, None] % 2).astype(jnp.float32), (i[None, :] % 2).astype(jnp.float32)
     b = region.shape[0]
+    image_start = self.offset + self.image_start
     if self.mrope:
       rows, cols = jnp.broadcast_arrays(rows, cols)
-      start = jnp.full(rows.shape, self.image_start, jnp.float32)
-      height = (self.image_start + rows).astype(jnp.float32)
-      width = (self.image_start + cols).astype(jnp.float32)
+      start = jnp.full(rows.shape, image_start, jnp.float32)
+      height = (image_start + rows).astype(jnp.float32)
+      width = (image_start + cols).astype(jnp.float32)
       if scheme == "fractional":
         height, width = height + sub_row / 2, width + sub_col / 2
       return jnp.stack([start, height, width], axis=-1).reshape(b, -1, 3)
-    pos = (self.image_start + rows * self.grid[1] + cols).astype(jnp.float32)
+    pos = (image_start + rows * self.grid[1] + cols).astype(jnp.float32)
     if scheme == "fractional":
       pos = pos + (sub_row * 2 + sub_col) / 4.0
     return pos.reshape(b, -1)

@@ -14,8 +14,9 @@ import jax.numpy as jnp
 from blink_jax import families
 from blink_jax.blink.config import BlinkConfig
 from blink_jax.blink.saliency import last_token_shares
-from blink_jax.models.layer_stack import stacked_params
+from blink_jax.models.layer_stack import layer_slice, stacked_params
 from blink_jax.models.llama import LayerInputs
+from blink_jax.models.shared_prefix import prefix_cache
 from blink_jax.models.vision_language import VisionLanguageModel, decoder_layer, text_layer_params
 
 
@@ -70,8 +71,9 @@ def scan_layer_visual_states(model: VisionLanguageModel, params: Any, prefix_ids
   """Visual hidden states at the output of every scanning layer [n_scan, B, N, D], and, when question
   tokens are given, the region shares [n_scan, B, R] seen from the last question token.
 
-  The sequence is [prefix ; visual ; question]: prefix_ids [P] are the prompt tokens before the image,
-  question_ids [B, Q] (right-padded, question_len [B] valid) the tokens after it ("\n{q} ASSISTANT:").
+  The sequence is [prefix ; visual ; question]: prefix_ids [P] are the prompt tokens before the image
+  (the same for every image: run once, models/shared_prefix.py), question_ids [B, Q] (right-padded,
+  question_len [B] valid) the tokens after it ("\n{q} ASSISTANT:").
   Causal attention keeps the visual states independent of the question.
   """
   cfg = model.cfg
@@ -85,22 +87,25 @@ def scan_layer_visual_states(model: VisionLanguageModel, params: Any, prefix_ids
   t, visual_start = ids.shape[1], prefix_ids.shape[0]
   length = visual_start + n + (question_len if question_ids is not None else 0)
   valid_row = jnp.arange(t)[None, :] < jnp.broadcast_to(length, (b,))[:, None]
-  inputs = LayerInputs(model.apply({"params": params}, ids, pixels, method="prompt_positions"), None)
-  h = model.apply({"params": params}, ids, pixels, method="embed")
+  positions = model.apply({"params": params}, ids, pixels, method="prompt_positions")
+  prefix = prefix_cache(model, params, ids, positions, visual_start)
+  inputs = LayerInputs(positions[:, visual_start:], None)
+  h = model.apply({"params": params}, ids[:, visual_start:], pixels, method="embed")
   h, _ = model.apply({"params": params}, h, inputs, jnp.broadcast_to(valid_row, (blink.first_scan_layer, b, t)),
-                     start=0, stop=blink.first_scan_layer, method="run_layers")
+                     layer_slice(prefix, slice(0, blink.first_scan_layer)), stop=blink.first_scan_layer,
+                     method="run_layers")
   last = jnp.broadcast_to(length, (b,)) - 1
   row = valid_row & (jnp.arange(t)[None, :] <= last[:, None])
   layer = decoder_layer(cfg)
 
   def scan_layer(h, i):   # one loop body for every scanning layer: one layer's program, not n
     layer_params = text_layer_params(params, i)
-    (h_out, _), kv = layer.apply({"params": layer_params}, (h, inputs), (valid_row, None))
+    (h_out, _), kv = layer.apply({"params": layer_params}, (h, inputs), (valid_row, layer_slice(prefix, i)))
     shares = None
     if question_ids is not None:
-      _, shares = last_token_shares(layer, layer_params, h, inputs.positions, last, kv.k, row, visual_start,
-                                    n, grid, blink)
-    return h_out, (h_out[:, visual_start:visual_start + n], shares)
+      _, shares = last_token_shares(layer, layer_params, h, inputs.positions, last - visual_start, kv.k, row,
+                                    visual_start, n, grid, blink)
+    return h_out, (h_out[:, :n], shares)
 
   scan_layers = jnp.arange(blink.first_scan_layer, blink.last_scan_layer + 1)
   _, (states, shares) = jax.lax.scan(scan_layer, h, scan_layers)

@@ -110,7 +110,8 @@ def _examples(config: ml_collections.ConfigDict, program, workdir: epath.Path):
   if config.train.objective == "sft":
     rows, dataset = sft.source_rows(config.data)
     return rows, dataset, sft.TokenizeExample(family, cfg, program.preprocessing, program.tokenizer,
-                                              program.batch["ids"].shape[1], max_pixels, program.expansion)
+                                              program.batch["ids"].shape[1], max_pixels, program.prefix,
+                                              program.expansion)
   source, dataset = resolve_dataset(config, workdir)
   questions = None
   if "question_ids" in program.batch:   # saliency-guided regions: the step takes question tokens

@@ -16,7 +16,11 @@ Expansion-aware fine-tuning (`train.sft_expand` > 0, ours, a departure from trai
 share of each batch's examples, drawn per step, is fine-tuned through Blink's prefill with its target's
 region (the example's box, e.g. the fine-detail task's) expanded at every scanning layer and the
 teacher's tokens (the region's crop re-encoded, gradient-free) in the slots, so the LLM learns to read
-tokens written there; the rest, and validation, run the plain model."""
+tokens written there; the rest, and validation, run the plain model.
+
+Every prompt begins with the family's template before the image (backbone.prompt_prefix), so a step
+runs those tokens once for the batch (models/shared_prefix.py: the same numbers, 42% fewer tokens for
+the tiny model's byte-level prompts); an example whose prompt does not begin with it is refused."""
 
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from blink_jax.data.train_pipeline import to_global
 from blink_jax.eval import benchmarks
 from blink_jax.eval.readers import SOURCE_FIELDS, load_row_image, read_rows
 from blink_jax.inference.token_sr_teacher import oracle_tokens
+from blink_jax.models.shared_prefix import logits_after_prefix
 
 
 class SFTMetrics(NamedTuple):
@@ -76,24 +81,23 @@ def source_rows(data: ml_collections.ConfigDict, field: str = "sft") -> tuple[li
 
 class Expansion(NamedTuple):
   """What expansion-aware fine-tuning needs: the share of examples expanded, Blink's settings for it
-  (oracle region, fixed schedule, the teacher's tokens), where every prompt's image starts, the grid
-  of an image of a pixels shape."""
+  (oracle region, fixed schedule, the teacher's tokens), the grid of an image of a pixels shape."""
   share: float
   blink: BlinkConfig
-  image_start: int
   grid: Any          # pixels shape -> (rows, columns)
 
 
 class TokenizeExample(grain.transforms.Map):
   """(index, row) -> {'pixels', 'ids' [T], 'targets' [T] (the next token at answer positions, -1
   elsewhere), 'lengths', 'index'} (+ 'region', the target's, -1 without a box, with an `expansion`),
-  or a skip marker for an unusable image or a too long example."""
+  or a skip marker for an unusable image or a too long example. Every prompt must begin with
+  `prefix` (the tokens before the image the step runs once for the batch)."""
 
   def __init__(self, family, cfg, preprocessing: str, tokenizer: Tokenizer, length: int, max_pixels: int | None,
-               expansion: Expansion | None = None):
+               prefix: np.ndarray, expansion: Expansion | None = None):
     self.family, self.cfg, self.preprocessing = family, cfg, preprocessing
     self.tokenizer, self.length, self.max_pixels = tokenizer, length, max_pixels
-    self.expansion = expansion
+    self.prefix, self.expansion = np.asarray(prefix), expansion
 
   def map(self, element):
     index, row = element
@@ -109,6 +113,11 @@ class TokenizeExample(grain.transforms.Map):
     if len(whole) > self.length:
       return {"_skip": f"example {index}: {len(whole)} tokens with its image, over the {self.length} the "
                        "step takes (raise data.max_text_tokens)", "index": np.int64(index)}
+    p = len(self.prefix)
+    if not np.array_equal(np.asarray(whole[:p]), self.prefix) or whole[p] != self.cfg.image_token_id:
+      raise ValueError(f"example {index}: its prompt does not begin with the family's template before the image "
+                       f"({p} tokens, then the image), which the step runs once for the batch; fine-tuning needs "
+                       "the template's prompts")
     ids = np.full(self.length, self.cfg.pad_token_id, np.int32)
     ids[:len(whole)] = whole
     targets = np.full(self.length, -1, np.int32)
@@ -116,35 +125,32 @@ class TokenizeExample(grain.transforms.Map):
     out = {"pixels": pixels, "ids": ids, "targets": targets, "lengths": np.int32(len(whole)), "index": np.int64(index)}
     if self.expansion is not None:
       e = self.expansion
-      if whole[e.image_start] != self.cfg.image_token_id or whole[e.image_start - 1] == self.cfg.image_token_id:
-        raise ValueError(f"example {index}: its image does not start at token {e.image_start}, where the "
-                         "family's template puts it; expansion-aware fine-tuning needs the template's prompts")
       _, columns = e.grid(pixels[None].shape)
       out["region"] = np.int32(self.family.region_at(row.get("box"), image.height, image.width, self.cfg,
                                                      self.preprocessing, columns, e.blink.region_size))
     return out
 
 
-def expanded_logits(model, expansion: Expansion, params: Any, batch: dict[str, jax.Array],
-                    regions: jax.Array) -> jax.Array:
-  """[B, T, V] logits of Blink's prefill with each example's region `regions` [B] expanded at every
-  scanning layer with the teacher's tokens (-1: none, the plain model's logits)."""
+def expanded_logits(model, expansion: Expansion, params: Any, batch: dict[str, jax.Array], regions: jax.Array,
+                    prefix_len: int) -> jax.Array:
+  """[B, T - prefix_len, V] logits of Blink's prefill with each example's region `regions` [B] expanded at
+  every scanning layer with the teacher's tokens (-1: none, the plain model's logits), the prompts'
+  first prefix_len tokens (the image starts after them) run once for the batch."""
   def teacher(*args):
     return jax.lax.stop_gradient(oracle_tokens(*args))
   return blink_prefill(model, expansion.blink, params, batch["ids"], batch["pixels"], batch["lengths"],
-                       image_start=expansion.image_start, all_logits=True, regions=regions,
-                       teacher_fn=teacher, active=regions >= 0).logits
+                       image_start=prefix_len, all_logits=True, regions=regions, teacher_fn=teacher,
+                       active=regions >= 0, shared_prefix=True).logits
 
 
-def _answer_tokens(model, params: Any, batch: dict[str, jax.Array], logits: jax.Array | None = None
-                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Per answer token [B, T] under the model's prompt-pass logits (or `logits` [B, T, V]): (its
-  negative log-likelihood, whether it is one (targets >= 0), whether it is the arg-max)."""
-  ids, pixels, targets = batch["ids"], batch["pixels"], batch["targets"]
+def _answer_tokens(model, params: Any, batch: dict[str, jax.Array], prefix_len: int,
+                   logits: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Per answer token after the prompts' shared first prefix_len tokens [B, T - prefix_len] under the
+  model's prompt-pass logits (or `logits` [B, T - prefix_len, V]): (its negative log-likelihood, whether
+  it is one (targets >= 0), whether it is the arg-max). No answer token lies in the prefix."""
   if logits is None:
-    valid = jnp.arange(ids.shape[1])[None, :] < batch["lengths"][:, None]
-    positions = model.apply({"params": params}, ids, pixels, method="prompt_positions")
-    logits = model.apply({"params": params}, ids, pixels, positions, valid)
+    logits = logits_after_prefix(model, params, batch["ids"], batch["pixels"], batch["lengths"], prefix_len)
+  targets = batch["targets"][:, prefix_len:]
   logits = logits.astype(jnp.float32)
   mask = targets >= 0
   logp = jax.nn.log_softmax(logits, axis=-1)
@@ -152,21 +158,22 @@ def _answer_tokens(model, params: Any, batch: dict[str, jax.Array], logits: jax.
   return nll * mask, mask, (logits.argmax(-1) == targets) & mask
 
 
-def sft_loss(model, params: Any, batch: dict[str, jax.Array], expansion: Expansion | None = None,
+def sft_loss(model, params: Any, batch: dict[str, jax.Array], prefix_len: int, expansion: Expansion | None = None,
              regions: jax.Array | None = None) -> tuple[jax.Array, SFTMetrics]:
   """Mean cross-entropy of the answer tokens (targets >= 0) under the model's prompt-pass logits, or
-  with an `expansion`, Blink's prefill's with `regions` [B] expanded (expanded_logits)."""
-  logits = None if expansion is None else expanded_logits(model, expansion, params, batch, regions)
-  nll, mask, correct = _answer_tokens(model, params, batch, logits)
+  with an `expansion`, Blink's prefill's with `regions` [B] expanded (expanded_logits); the prompts'
+  first prefix_len tokens run once for the batch."""
+  logits = None if expansion is None else expanded_logits(model, expansion, params, batch, regions, prefix_len)
+  nll, mask, correct = _answer_tokens(model, params, batch, prefix_len, logits)
   count = jnp.maximum(mask.sum(), 1)
   loss = jnp.sum(nll) / count
   return loss, SFTMetrics(loss, jnp.sum(correct) / count)
 
 
-def validation_sums(model, params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+def validation_sums(model, params: Any, batch: dict[str, jax.Array], prefix_len: int) -> dict[str, jax.Array]:
   """Sums over a validation batch's real examples (`weight` 1; 0 pads the last batch): answer tokens'
   negative log-likelihood, answer tokens, examples answered exactly (every answer token the arg-max)."""
-  nll, mask, correct = _answer_tokens(model, params, batch)
+  nll, mask, correct = _answer_tokens(model, params, batch, prefix_len)
   weight = batch["weight"]
   exact = jnp.all(correct == mask, axis=1)
   return {"nll": jnp.sum(nll.sum(1) * weight), "tokens": jnp.sum(mask.sum(1) * weight),

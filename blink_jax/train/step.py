@@ -11,6 +11,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from blink_jax import backbone
@@ -61,17 +62,18 @@ def distill_micro(model: VisionLanguageModel, blink: BlinkConfig, train_cfg: ml_
   return micro
 
 
-def sft_micro(model: VisionLanguageModel, expansion: sft.Expansion | None = None) -> Callable:
-  """micro(trainable, frozen, batch, rng) -> (grads, SFTMetrics): sft.sft_loss on one micro-batch;
-  with an `expansion`, each example with a target region is expanded with probability expansion.share
-  (drawn from rng)."""
+def sft_micro(model: VisionLanguageModel, prefix_len: int, expansion: sft.Expansion | None = None) -> Callable:
+  """micro(trainable, frozen, batch, rng) -> (grads, SFTMetrics): sft.sft_loss on one micro-batch, its
+  prompts' first prefix_len tokens run once; with an `expansion`, each example with a target region is
+  expanded with probability expansion.share (drawn from rng)."""
 
   def micro(trainable, frozen, batch, rng):
     regions = None
     if expansion is not None:
       drawn = jax.random.uniform(rng, batch["region"].shape) < expansion.share
       regions = jnp.where(drawn, batch["region"], -1)
-    loss_fn = lambda tr: sft.sft_loss(model, unflatten({**frozen, **tr}), batch, expansion, regions)  # noqa: E731
+    loss_fn = lambda tr: sft.sft_loss(model, unflatten({**frozen, **tr}), batch, prefix_len, expansion,  # noqa: E731
+                                      regions)
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
     return grads, metrics
 
@@ -137,6 +139,7 @@ class TrainProgram:
   batch: dict[str, jax.ShapeDtypeStruct]
   validate: Callable | None   # sft: (params, frozen, batch with `weight`) -> sft.validation_sums; else None
   expansion: sft.Expansion | None   # expansion-aware fine-tuning's settings (train.sft_expand > 0)
+  prefix: np.ndarray          # every prompt's tokens before the image (backbone.prompt_prefix)
 
 
 def train_program(config: ml_collections.ConfigDict, partitioner: shd.Partitioner, *,
@@ -153,11 +156,12 @@ def train_program(config: ml_collections.ConfigDict, partitioner: shd.Partitione
   t = config.train
   check_objective(t)
   distill = t.objective == "distill"
+  prefix = np.asarray(backbone.prompt_prefix(config.model, cfg))
   expansion = None
   if not distill and t.sft_expand:
     expansion = sft.Expansion(t.sft_expand, dataclasses.replace(
         blink, mode="interp", region_choice="oracle", schedule="fixed", sr_source="teacher", max_regions=1),
-        len(backbone.prompt_prefix(config.model, cfg)), model.visual_grid)
+        model.visual_grid)
   if distill or expansion:
     check_teacher_grid(model, pixels_shape, blink.region_size)
   batch_ways = partitioner.batch_parallelism
@@ -173,17 +177,17 @@ def train_program(config: ml_collections.ConfigDict, partitioner: shd.Partitione
     if config.data.region == "saliency":   # examples with a question pick their region by saliency
       shapes.update(question_ids=((b, config.data.max_question_tokens), jnp.int32),
                     question_len=((b,), jnp.int32))
-    micro = distill_micro(model, blink, t, jnp.asarray(backbone.prompt_prefix(config.model, cfg)))
+    micro = distill_micro(model, blink, t, jnp.asarray(prefix))
     validate = None
   else:
     shapes = sft.batch_shapes(b, pixels_shape, sft.sequence_length(family, cfg, pixels_shape, config.data),
                               expansion is not None)
-    micro = sft_micro(model, expansion)
+    micro = sft_micro(model, len(prefix), expansion)
     validate = jax.jit(lambda trainable, frozen, batch: sft.validation_sums(model, unflatten({**frozen, **trainable}),
-                                                                           batch))
+                                                                           batch, len(prefix)))
   batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=partitioner.batch(len(shape)))
            for k, (shape, dtype) in shapes.items()}
   step = jit_train_step(make_train_step(micro, t, tx, config.seed), state, frozen,
                         {k: v.sharding for k, v in batch.items()})
   return TrainProgram(cfg, family, preprocessing, backbone.tokenizer(config.model, cfg), blink, step, state, frozen,
-                      batch, validate, expansion)
+                      batch, validate, expansion, prefix)
