@@ -29,6 +29,7 @@ steps (the tests' version).
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -115,6 +116,7 @@ def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str,
   """Every stage for one seed of the model; returns its evaluations."""
   root = out / f"seed{seed}"
   model = {"model.preset": "tiny", "seed": seed}
+  clock = Stopwatch()
   pretrained = detail_pretraining.run(root / "pretrain", data, s["curve_px"], model["model.preset"], seed,
                                       s["pretrain_steps"], s["pretrain_batch"], s["pretrain_lr"])
   sft = train_configs.get_config()
@@ -129,7 +131,9 @@ def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str,
       "data.sft_validation.benchmark": "fine_detail",
       **{f"data.sft.{k}": v for k, v in _source(data, "train").items()},
       **{f"data.sft_validation.{k}": v for k, v in _source(data, "validation").items()}})
+  clock.lap("pretraining")
   train(sft)
+  clock.lap("fine-tuning")
   fitting = sft_log(root / "sft")
   stopped = json.loads((root / "sft" / "summary_process0.json").read_text())
   tuned = {**model, "model.params": str(root / "sft" / "export" / "model")}
@@ -139,6 +143,7 @@ def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str,
     found = _evaluate(tuned, root / "curve" / f"{px}px", _source(data / "curve" / f"{px}px", "validation"),
                       "vanilla,zoom", {"zoom.box_choice": "oracle"}, "", s["batch"])
     curve[px] = {"vanilla": found["vanilla"]["scores"], "oracle_zoom": found["zoom"]["scores"]}
+  clock.lap("validation and learnability curves")
   distill = train_configs.get_config()
   distill.update_from_flattened_dict({
       **tuned, "workdir": str(root / "distill"), "train.steps": s["distill_steps"], "train.batch_size": s["batch"],
@@ -146,8 +151,10 @@ def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str,
       "data.image_folder": str(data / "images" / "train"),
       **{f"blink.{k}": v for k, v in _structure().items()}})
   train(distill)
+  clock.lap("distillation")
   export = str(root / "distill" / "export")
   chosen, tried = choose_on_validation(root, data, tuned, export, s["batch"])
+  clock.lap("choices on validation")
   arms = {}
   for name, modes, settings in ARMS:
     out = root / "test" / name
@@ -156,11 +163,27 @@ def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str,
       for f in ("vanilla.jsonl", "vanilla.run.json"):
         (root / "test" / ARMS[0][0] / "fine_detail" / f).copy(out / "fine_detail" / f, overwrite=True)
     arms[name] = _evaluate(tuned, out, _source(data, "test"), modes, {**chosen, **settings}, export, s["batch"])
+  clock.lap("test arms")
   pictures(root, data, tuned, export)
-  return {"pretraining": pretrained, "validation_vanilla": validation["vanilla"]["scores"], "sft_log": fitting,
+  clock.lap("pictures")
+  return {"seconds": clock.laps, "pretraining": pretrained, "validation_vanilla": validation["vanilla"]["scores"], "sft_log": fitting,
           "curve": curve, "chosen": chosen, "sft_stopped_at": stopped["step"], "sft_validation": stopped["validation"],
           "validation_tried": tried,
           "arms": arms}
+
+
+class Stopwatch:
+  """Seconds each stage took ({stage: seconds}, in order): where a seed's time goes (a stage a rerun
+  found finished counts the seconds it took to find that)."""
+
+  def __init__(self):
+    self.laps: dict[str, float] = {}
+    self._last = time.monotonic()
+
+  def lap(self, stage: str):
+    now = time.monotonic()
+    self.laps[stage] = round(now - self._last, 1)
+    self._last = now
 
 
 def sft_log(workdir: epath.Path) -> dict[int, dict[str, float]]:
@@ -373,6 +396,9 @@ def write_page(out: epath.Path, settings: dict, seeds: list[int], per_seed: dict
             "the step it stopped at, per seed: " + "; ".join(
                 f"{seed}: " + ", ".join(f"{step} {100 * accuracy:.0f}" for step, accuracy, _ in r["sft_validation"])
                 + f" (stopped at {r['sft_stopped_at']})" for seed, r in per_seed.items())]
+  lines += ["", "Minutes each stage took, per seed: " + "; ".join(
+      f"{seed}: " + ", ".join(f"{stage} {seconds / 60:.1f}" for stage, seconds in r.get("seconds", {}).items())
+      for seed, r in per_seed.items())]
   lines += ["", "Validation accuracy of vanilla after fine-tuning, per seed: " + ", ".join(
       f"{seed}: {r['validation_vanilla'].get('accuracy', float('nan')):.1f}" for seed, r in per_seed.items()), ""]
   (out / "results.md").write_text("\n".join(lines))

@@ -43,6 +43,8 @@ def test_the_tiny_experiment_writes_its_results_page(tmp_path):
   assert diagnostics["questions"] == 8 and "token_sr_kl" in diagnostics
   assert "zoom - vanilla" in pooled["oracle_zoom"]["all"]
   seed = results["per_seed"]["0"]
+  assert list(seed["seconds"]) == ["pretraining", "fine-tuning", "validation and learnability curves", "distillation",
+                                   "choices on validation", "test arms", "pictures"]
   assert set(seed["chosen"]) == {"blink.tau_exp", "zoom.box"}
   tau = seed["chosen"]["blink.tau_exp"]
   assert set(seed["sft_log"]) == {"1", "2", "3", "4"} and "loss" in seed["sft_log"]["4"]    # every logged step
@@ -74,6 +76,6 @@ def test_the_tiny_experiment_writes_its_results_page(tmp_path):
   page = (tmp_path / "results.md").read_text()
   assert "## oracle_region" in page and "tokensr - vanilla" in page and "hit rate per scanning layer" in page
   assert "differ from vanilla" in page and "accuracy vs detail size" in page and "encoder's readout" in page
-  assert "(stopped at 4)" in page and "zoom's crop held the target" in page
+  assert "(stopped at 4)" in page and "Minutes each stage took" in page and "zoom's crop held the target" in page
   assert (tmp_path / "hit_rate.png").stat().st_size > 0
   assert all((tmp_path / "seed0" / f"decisions_{c}.png").exists() for c in CATEGORIES)
