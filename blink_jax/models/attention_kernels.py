@@ -12,7 +12,8 @@ never computed), padding and Blink's dead slots are segment ids (segment 1 for l
 ones; a query sees keys of its own segment), so no [B, H, T, S] mask or logits exist. The sequence
 is padded to a multiple of the kernel's block (128 .. 512); grouped kv heads are repeated to the query
 heads. Under a mesh it runs per shard (`jax.shard_map` over the batch and head axes the logical rules
-give `act_batch` and `act_heads`), one call per example. On a non-TPU mesh it runs in Pallas'
+give `act_batch` and `act_heads`), one call per example; a batch that does not split over its shards
+(a shared prompt prefix's one row, models/shared_prefix.py) runs whole on each. On a non-TPU mesh it runs in Pallas'
 interpret mode (tests: it equals `xla` there).
 `auto`: by the platform of the mesh in scope (else the default backend): `blocked` on CPU, `splash`
 on TPU, `xla` elsewhere. `python -m blink_jax.aot` compiles for a TPU mesh from a CPU host, so it
@@ -163,6 +164,9 @@ def _splash(q, k, v, key_valid, causal):
     out = per_shard(q, k, v, q_segment, kv_segment)
   else:
     batch, heads = nn.logical_to_mesh_axes(("act_batch", "act_heads"))
+    axes = batch if isinstance(batch, tuple) else (batch,) if batch else ()
+    if b % int(np.prod([mesh.shape[a] for a in axes])):
+      batch = None   # fewer rows than the batch's shards (a shared prefix's one row): each shard runs them all
     qkv = P(batch, heads, None, None)
     out = jax.shard_map(per_shard, mesh=mesh, in_specs=(qkv, qkv, qkv, P(batch, None), P(batch, None)),
                         out_specs=qkv, check_vma=False)(q, k, v, q_segment, kv_segment)
