@@ -166,7 +166,8 @@ def run_seed(out: epath.Path, data: epath.Path, seed: int, s: dict) -> dict[str,
   clock.lap("test arms")
   pictures(root, data, tuned, export)
   clock.lap("pictures")
-  return {"seconds": clock.laps, "pretraining": pretrained, "validation_vanilla": validation["vanilla"]["scores"], "sft_log": fitting,
+  return {"seconds": clock.laps, "pretraining": pretrained, "validation_vanilla": validation["vanilla"]["scores"],
+          "sft_log": fitting,
           "curve": curve, "chosen": chosen, "sft_stopped_at": stopped["step"], "sft_validation": stopped["validation"],
           "validation_tried": tried,
           "arms": arms}

@@ -1,10 +1,11 @@
 """A batch's shared prompt prefix run once: when every prompt of a batch begins with the same tokens
-(the family's template before the image: the system prompt, 162 of the tiny model's 384 tokens with
-its byte-level tokenizer), their keys and values are computed for one row, broadcast over the batch,
-and the rest of each prompt continues after them (DecoderLayer's prefill after a cached prefix). The
-numbers are the one-pass prompt's; gradients flow through the broadcast (its transpose sums the rows),
-so training steps use it: supervised fine-tuning's prompt pass (train/sft.py) and Blink's prefill
-under it (blink_prefill's `shared_prefix`)."""
+(the family's template before the image: the system prompt, 162 tokens in the embedded model's
+byte-level tokenizer, of the 384 a fine-detail fine-tuning sequence holds), their keys and values are
+computed for one row, broadcast over the batch, and the rest of each prompt continues after them
+(DecoderLayer's prefill after a cached prefix). The numbers are the one-pass prompt's; gradients flow
+through the broadcast (its transpose sums the rows), so training steps use it: supervised
+fine-tuning's prompt pass (train/sft.py) and Blink's prefill under it (blink_prefill's
+`shared_prefix`), and the scanning layers' visual states of TokenSR's teacher and distillation."""
 
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ teacher's tokens (the region's crop re-encoded, gradient-free) in the slots, so 
 tokens written there; the rest, and validation, run the plain model.
 
 Every prompt begins with the family's template before the image (backbone.prompt_prefix), so a step
-runs those tokens once for the batch (models/shared_prefix.py: the same numbers, 42% fewer tokens for
-the tiny model's byte-level prompts); an example whose prompt does not begin with it is refused."""
+runs those tokens once for the batch (models/shared_prefix.py: the same numbers; 162 of the 384 tokens
+of the embedded model's fine-detail sequences); an example whose prompt does not begin with it is refused."""
 
 from __future__ import annotations
 
