@@ -13,8 +13,8 @@ ones; a query sees keys of its own segment), so no [B, H, T, S] mask or logits e
 is padded to a multiple of the kernel's block (128 .. 512); grouped kv heads are repeated to the query
 heads. Under a mesh it runs per shard (`jax.shard_map` over the batch and head axes the logical rules
 give `act_batch` and `act_heads`), one call per example; a batch that does not split over its shards
-(a shared prompt prefix's one row, models/shared_prefix.py) runs whole on each. On a non-TPU mesh it runs in Pallas'
-interpret mode (tests: it equals `xla` there).
+(a shared prompt prefix's one row, models/shared_prefix.py) runs whole on each. On a non-TPU mesh it
+runs in Pallas' interpret mode (tests: it equals `xla` there).
 `auto`: by the platform of the mesh in scope (else the default backend): `blocked` on CPU, `splash`
 on TPU, `xla` elsewhere. `python -m blink_jax.aot` compiles for a TPU mesh from a CPU host, so it
 resolves to `splash` there too.
